@@ -1,0 +1,64 @@
+"""What every dataset reader returns: source clips and rejects, as plain serialisable records."""
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+
+
+class AudioError(Exception):
+    """A source file that cannot be used; the message is the reject reason recorded in the catalog."""
+
+
+@dataclass(frozen=True)
+class SourceClip:
+    source_id: str                 # sanitised, unique across datasets: "<dataset>-<stem>"
+    dataset: str                   # "esc50", "esc50-synthetic", "audiocaps", "clotho"
+    path: str                      # absolute path of the audio file
+    split: str                     # "train" | "val" | "test"
+    fold: int | None = None        # ESC-50 fold; None elsewhere
+    label: str | None = None       # human label ("chirping birds"); None for captioned datasets
+    captions: tuple[str, ...] = () # captioned datasets: all captions of the clip
+    sample_rate: int | None = None # native rate from the file header
+    duration: float | None = None  # seconds, from the file header
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["captions"] = list(self.captions)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SourceClip":
+        d = {k: d[k] for k in (f.name for f in dataclasses.fields(cls)) if k in d}
+        d["captions"] = tuple(d.get("captions") or ())
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class Reject:
+    path: str
+    reason: str
+    dataset: str = ""
+    phase: str = "scan"            # "scan" (metadata/header) or "decode" (found while rendering)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class SourceScan:
+    clips: list[SourceClip] = field(default_factory=list)
+    rejects: list[Reject] = field(default_factory=list)
+    synthetic: bool = False        # True when the folder carries the SYNTHETIC marker
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
+
+
+def sanitize_id(text: str) -> str:
+    """An id safe as a webdataset key: no dots (they split extensions), spaces or path characters.
+
+    Distinct inputs that sanitise to the same text must be disambiguated by the caller (readers
+    append a short hash of the original name when a collision is possible)."""
+    out = _UNSAFE.sub("_", text).strip("_")
+    return out or "x"
