@@ -1,0 +1,154 @@
+"""Optional audiomentations chain on source parts, seeded per sample, its parameters recorded.
+
+audiomentations draws every random number from Python's global `random` module (parameters,
+whether to apply) and numpy's global `np.random` (noise). A chain call therefore seeds both from
+the sample's seed, runs, and restores both states, under a lock: the result depends on the seed
+only, and the caller's global random state is left exactly as it was.
+
+Apply it after loudness normalisation of the part: a level change before normalisation cancels.
+Time reversal is deliberately absent: it would contradict the `reversed` relation's meaning.
+"""
+from __future__ import annotations
+
+import json
+import random
+import threading
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+
+# name -> (audiomentations class, default keyword arguments)
+TRANSFORMS: dict[str, tuple[str, dict[str, Any]]] = {
+    "gain": ("Gain", {"min_gain_db": -6.0, "max_gain_db": 6.0, "p": 0.5}),
+    "pitch": ("PitchShift", {"min_semitones": -2.0, "max_semitones": 2.0, "p": 0.5}),
+    "stretch": ("TimeStretch", {"min_rate": 0.9, "max_rate": 1.1, "leave_length_unchanged": True,
+                                "p": 0.5}),
+    "noise": ("AddGaussianNoise", {"min_amplitude": 0.001, "max_amplitude": 0.01, "p": 0.5}),
+    "snr": ("AddGaussianSNR", {"min_snr_db": 20.0, "max_snr_db": 40.0, "p": 0.5}),
+    "lowpass": ("LowPassFilter", {"min_cutoff_freq": 2000.0, "max_cutoff_freq": 8000.0, "p": 0.5}),
+    "highpass": ("HighPassFilter", {"min_cutoff_freq": 20.0, "max_cutoff_freq": 400.0, "p": 0.5}),
+}
+
+_GLOBAL_RNG_LOCK = threading.Lock()
+
+
+def parse_spec(spec) -> list[tuple[str, dict[str, Any]]]:
+    """Normalise a chain spec to [(name, full keyword arguments)], in order.
+
+    Accepted: None / "" / "none" (no augmentation); "gain,pitch,noise"; a list of names or of
+    (name, overrides) pairs; a dict {name: overrides or None}; the `spec` recorded in params."""
+    if spec is None:
+        return []
+    if isinstance(spec, str):
+        if spec.strip().lower() in ("", "none"):
+            return []
+        items = [(s.strip(), None) for s in spec.split(",") if s.strip()]
+    elif isinstance(spec, dict):
+        items = list(spec.items())
+    else:
+        items = [(s, None) if isinstance(s, str) else tuple(s) for s in spec]
+    steps, seen = [], set()
+    for name, overrides in items:
+        if name not in TRANSFORMS:
+            raise ValueError(f"unknown augmentation {name!r}; choose from {', '.join(TRANSFORMS)}")
+        if name in seen:
+            raise ValueError(f"augmentation {name!r} appears twice in {spec!r}")
+        seen.add(name)
+        defaults = TRANSFORMS[name][1]
+        unknown = set(overrides or {}) - set(defaults)
+        if unknown:
+            raise ValueError(f"augmentation {name!r} has no option(s) {', '.join(sorted(unknown))}; "
+                             f"options: {', '.join(defaults)}")
+        steps.append((name, {**defaults, **(overrides or {})}))
+    return steps
+
+
+class AugmentChain:
+    """Build once per worker from a spec; call per part with that part's seed."""
+
+    def __init__(self, spec=None):
+        self.steps = parse_spec(spec)
+        self._transforms = []
+        if self.steps:
+            import audiomentations
+
+            self._transforms = [getattr(audiomentations, TRANSFORMS[name][0])(**kwargs)
+                                for name, kwargs in self.steps]
+
+    def __bool__(self) -> bool:
+        return bool(self.steps)
+
+    @property
+    def spec(self) -> dict[str, dict[str, Any]]:
+        """JSON-serialisable spec that rebuilds this exact chain."""
+        return {name: dict(kwargs) for name, kwargs in self.steps}
+
+    def __call__(self, x: np.ndarray, sample_rate: int, seed: int) -> tuple[np.ndarray, dict]:
+        """(augmented copy of x, same length, float32; params). params is {} for an empty chain,
+        else {"seed", "spec", "applied": [{"name", ...what was drawn}]} (JSON-serialisable)."""
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if not self.steps:
+            return x.copy(), {}
+        applied = []
+        with _seeded(int(seed)):
+            y = x.copy()
+            for (name, _), transform in zip(self.steps, self._transforms):
+                y = transform(y, sample_rate)
+                drawn = transform.parameters
+                if drawn.get("should_apply"):
+                    applied.append({"name": name, **_describe(name, drawn)})
+        y = _same_length(np.asarray(y, dtype=np.float32), len(x))
+        if not np.isfinite(y).all():
+            raise ValueError(f"augmentation {applied} produced non-finite samples (seed {seed})")
+        return y, {"seed": int(seed), "spec": self.spec, "applied": applied}
+
+
+def augment(x: np.ndarray, sample_rate: int, spec, seed: int) -> tuple[np.ndarray, dict]:
+    """One-off convenience: AugmentChain(spec)(x, sample_rate, seed)."""
+    return AugmentChain(spec)(x, sample_rate, seed)
+
+
+def replay(x: np.ndarray, sample_rate: int, params: dict | str | None) -> np.ndarray:
+    """Re-apply a recorded augmentation (the `augment` column, dict or JSON text) to a part."""
+    if isinstance(params, str):
+        params = json.loads(params) if params.strip() else {}
+    if not params:
+        return np.ascontiguousarray(x, dtype=np.float32).copy()
+    return AugmentChain(params["spec"])(x, sample_rate, params["seed"])[0]
+
+
+@contextmanager
+def _seeded(seed: int):
+    with _GLOBAL_RNG_LOCK:
+        py_state, np_state = random.getstate(), np.random.get_state()
+        random.seed(seed)
+        np.random.seed(seed & 0xFFFFFFFF)
+        try:
+            yield
+        finally:
+            random.setstate(py_state)
+            np.random.set_state(np_state)
+
+
+def _describe(name: str, drawn: dict) -> dict:
+    out = {k: _plain(v) for k, v in drawn.items() if k != "should_apply"}
+    if name == "gain" and "amplitude_ratio" in out:
+        out["gain_db"] = float(20.0 * np.log10(out["amplitude_ratio"]))
+    return out
+
+
+def _plain(v):
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    return v
+
+
+def _same_length(y: np.ndarray, n: int) -> np.ndarray:
+    if len(y) == n:
+        return y
+    out = np.zeros(n, dtype=np.float32)
+    out[:min(n, len(y))] = y[:n]
+    return out

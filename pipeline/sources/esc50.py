@@ -1,0 +1,172 @@
+"""ESC-50 reader: the official layout (`audio/*.wav` + `meta/esc50.csv`), real or synthetic.
+
+A scan reads the CSV and each file's header only; decoding happens later, once, in the builder.
+Every row that cannot become a clip is a `Reject(phase="scan")` with a reason, never an exception;
+only a folder that is not ESC-50 at all (no root, no CSV, wrong CSV header) raises.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+from pathlib import Path
+
+from teminal.pipeline.audio import read_header
+from teminal.pipeline.sources.base import AudioError, Reject, SourceClip, SourceScan, sanitize_id
+
+DATASET = "esc50"
+SYNTHETIC_DATASET = "esc50-synthetic"
+SYNTHETIC_MARKER = "SYNTHETIC.md"
+CSV_PATH = Path("meta") / "esc50.csv"
+OFFICIAL_HEADER = ("filename", "fold", "target", "category", "esc10", "src_file", "take")
+REQUIRED_COLUMNS = ("filename", "fold", "target", "category")
+OFFICIAL_FOLDS = (1, 2, 3, 4, 5)
+DEFAULT_SPLITS: dict[str, list[int]] = {"test": [5], "val": [4], "train": [1, 2, 3]}
+
+HOW_TO_GET = (
+    "Get ESC-50 from https://github.com/karolpiczak/ESC-50 (`pipeline download esc50`), "
+    "or write the clearly-labelled synthetic stand-in with `pipeline synth esc50 DIR` and pass "
+    "that DIR instead."
+)
+
+
+def resolve_root(root) -> Path:
+    """The dataset folder: `root` itself or its `ESC-50-master` child, whichever holds the CSV."""
+    root = Path(root).expanduser()
+    if not root.exists():
+        raise FileNotFoundError(f"ESC-50 root {str(root)!r} does not exist. {HOW_TO_GET}")
+    for candidate in (root, root / "ESC-50-master"):
+        if (candidate / CSV_PATH).is_file():
+            return candidate
+    raise FileNotFoundError(
+        f"{str(root)!r} is not an ESC-50 folder: no {CSV_PATH.as_posix()} in it or in its "
+        f"ESC-50-master child. {HOW_TO_GET}")
+
+
+def is_synthetic(root) -> bool:
+    return (Path(root) / SYNTHETIC_MARKER).is_file()
+
+
+def fold_to_split(splits: dict[str, list[int]] | None) -> dict[int, str]:
+    """Invert {split: folds}; a fold in two splits would leak clips between them, so it raises."""
+    splits = DEFAULT_SPLITS if splits is None else splits
+    owner: dict[int, str] = {}
+    for split, folds in splits.items():
+        for fold in folds:
+            fold = int(fold)
+            if fold in owner:
+                raise ValueError(f"fold {fold} is in both split {owner[fold]!r} and {split!r}; "
+                                 "a source clip must belong to exactly one split")
+            owner[fold] = split
+    return owner
+
+
+def scan(root, splits: dict[str, list[int]] | None = None) -> SourceScan:
+    """Clips of an ESC-50 folder (labels from the CSV category, "_" -> " "), with rejects.
+
+    `splits` maps split name -> folds (default: test 5, val 4, train 1-3). Folds 1-5 that no
+    split names are left out silently (the caller chose so); other fold numbers are rejects."""
+    folder = resolve_root(root)
+    synthetic = is_synthetic(folder)
+    dataset = SYNTHETIC_DATASET if synthetic else DATASET
+    prefix = "esc50synth-" if synthetic else "esc50-"
+    owner = fold_to_split(splits)
+    csv_file = folder / CSV_PATH
+    audio_dir = (folder / "audio").absolute()
+
+    result = SourceScan(synthetic=synthetic)
+    seen: dict[str, int] = {}  # filename -> CSV line of its first row
+
+    def reject(path: str, reason: str) -> None:
+        result.rejects.append(Reject(path=path, reason=reason, dataset=dataset, phase="scan"))
+
+    for line, row in _read_rows(csv_file):
+        where = f"{CSV_PATH.as_posix()} line {line}"
+        name = (row.get("filename") or "").strip()
+        path = str(audio_dir / name) if name else f"{csv_file}:{line}"
+        problem = _row_problem(row, name)
+        if problem:
+            reject(path, f"malformed CSV row ({where}): {problem}")
+            continue
+        if name in seen:
+            reject(path, f"duplicate filename ({where}; first listed on line {seen[name]})")
+            continue
+        seen[name] = line
+        fold = int(row["fold"])
+        if fold not in owner:
+            if fold not in OFFICIAL_FOLDS:
+                reject(path, f"malformed CSV row ({where}): fold {fold} is not an ESC-50 fold "
+                             f"(1-5) and no split names it")
+            continue
+        try:
+            sample_rate, _, frames = read_header(path)
+        except AudioError as e:
+            reject(path, str(e))
+            continue
+        result.clips.append(SourceClip(
+            source_id=prefix + source_stem(name),
+            dataset=dataset,
+            path=path,
+            split=owner[fold],
+            fold=fold,
+            label=label_of(row["category"]),
+            sample_rate=sample_rate,
+            duration=frames / sample_rate,
+        ))
+    result.clips.sort(key=lambda c: c.source_id)
+    return result
+
+
+def label_of(category: str) -> str:
+    return category.strip().replace("_", " ")
+
+
+def source_stem(filename: str) -> str:
+    """A sanitised id for a file name; altered names get a short hash so they cannot collide."""
+    stem = Path(filename).stem
+    clean = sanitize_id(stem)
+    if clean != stem:
+        clean = f"{clean}-{hashlib.sha1(filename.encode('utf-8')).hexdigest()[:8]}"
+    return clean
+
+
+def _read_rows(csv_file: Path):
+    """(line number, row dict) for each data row; a wrong header raises up front."""
+    with open(csv_file, newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f)
+        header = [h.strip() for h in (reader.fieldnames or [])]
+        missing = [c for c in REQUIRED_COLUMNS if c not in header]
+        if missing:
+            raise ValueError(
+                f"{csv_file}: CSV header {','.join(header) or '(empty)'} lacks column(s) "
+                f"{', '.join(missing)}; expected the official ESC-50 header "
+                f"{','.join(OFFICIAL_HEADER)}")
+        reader.fieldnames = header
+        for row in reader:
+            if not any((v or "").strip() for k, v in row.items() if k is not None):
+                continue  # blank line
+            yield reader.line_num, row
+
+
+def _row_problem(row: dict, name: str) -> str | None:
+    if None in row:
+        return f"{len(row[None])} field(s) more than the header"
+    missing = [c for c in REQUIRED_COLUMNS if row.get(c) is None]
+    if missing:
+        return f"missing column(s) {', '.join(missing)}"
+    if not name:
+        return "empty filename"
+    if "/" in name or "\\" in name or name in (".", ".."):
+        return f"filename {name!r} is a path, not a file name in audio/"
+    try:
+        fold = int(row["fold"])
+    except ValueError:
+        return f"bad fold {row['fold']!r} (expected an integer 1-5)"
+    if fold < 1:
+        return f"bad fold {fold} (expected an integer 1-5)"
+    try:
+        int(row["target"])
+    except ValueError:
+        return f"bad target {row['target']!r} (expected an integer class index)"
+    if not row["category"].strip():
+        return "empty category"
+    return None
