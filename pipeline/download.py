@@ -1,0 +1,532 @@
+"""`pipeline download`: fetch public dataset archives into the layout the readers expect.
+
+    esc50               the ESC-50 GitHub master zip        -> DEST/{audio,meta,...}
+    clotho              Clotho v2.1 from Zenodo (record 4783391): three audio .7z archives and
+                        the caption and metadata CSVs       -> DEST/clotho_audio_files/<split>/,
+                                                               DEST/clotho_csv_files/*.csv
+    audiocaps-captions  the three AudioCaps CSVs (GitHub)   -> DEST/{train,val,test}.csv
+    audiocaps           nothing: AudioCaps audio comes from YouTube and may not be bulk-copied;
+                        prints how to obtain it and where the reader looks for it.
+
+Each file goes to `DEST/.downloads/<name>.part` first. An interrupted transfer is resumed with an
+HTTP Range request (the part is restarted if the server ignores the range), retried a few times,
+then checked against a known MD5/SHA-256 (Clotho's come from its Zenodo record) or a `--sha256`
+given by the user; without either, the computed SHA-256 is printed and recorded so a later run
+can be pinned to it. Archives are extracted into `DEST/.downloads/<name>.extract/` and moved into
+place, so an interrupted extraction never looks finished; a marker `DEST/.downloads/<name>.json`
+(url, bytes, md5, sha256) is written last, and a rerun skips every file whose marker and target
+exist. Archives are deleted after extraction unless `keep_archives`.
+
+`.7z` extraction uses the `py7zr` package when installed, else a `7z`, `7za` or `7zr` program.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import http.client
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Mapping
+
+import click
+from tqdm import tqdm
+
+USER_AGENT = "teminal-download/0.1 (+python-urllib)"
+CHUNK = 1 << 20
+CACHE_DIR = ".downloads"
+CLOTHO_RECORD = "https://zenodo.org/records/4783391/files"
+AUDIOCAPS_CSVS = "https://raw.githubusercontent.com/cdjkim/audiocaps/master/dataset"
+ESC50_ZIP = "https://github.com/karolpiczak/ESC-50/archive/master.zip"
+
+
+class DownloadError(RuntimeError):
+    """A transfer or extraction that failed; the message says what to do."""
+
+
+class ChecksumError(DownloadError):
+    pass
+
+
+class NotDownloadable(ValueError):
+    """A dataset whose files may not be fetched in bulk; the message explains how to get them."""
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    name: str                  # file name on the server and in DEST/.downloads
+    url: str
+    target: str                # "file": its path under DEST; "zip"/"7z": folder under DEST
+    kind: str = "file"         # "file" | "zip" | "7z"
+    md5: str | None = None
+    sha256: str | None = None
+    header: str | None = None  # a CSV's expected first line (catches an HTML error page)
+
+
+@dataclass(frozen=True)
+class RemoteDataset:
+    name: str
+    files: tuple[RemoteFile, ...]
+
+
+def _clotho() -> RemoteDataset:
+    # MD5s of Zenodo record 4783391 (Clotho v2.1), as the record lists them.
+    audio = {"development": "c8b05bc7acdb13895bb3c6a29608667e",
+             "validation": "7dba730be08bada48bd15dc4e668df59",
+             "evaluation": "4569624ccadf96223f19cb59fe4f849f"}
+    captions = {"development": "d4090b39ce9f2491908eebf4d5b09bae",
+                "validation": "5879e023032b22a2c930aaa0528bead4",
+                "evaluation": "1b16b9e57cf7bdb7f13a13802aeb57e2"}
+    metadata = {"development": "170d20935ecfdf161ce1bb154118cda5",
+                "validation": "2e010427c56b1ce6008b0f03f41048ce",
+                "evaluation": "13946f054d4e1bf48079813aac61bf77"}
+    files = []
+    for split in ("development", "validation", "evaluation"):
+        name = f"clotho_captions_{split}.csv"
+        files.append(RemoteFile(name, f"{CLOTHO_RECORD}/{name}?download=1",
+                                f"clotho_csv_files/{name}", md5=captions[split],
+                                header="file_name,caption_1,caption_2,caption_3,caption_4,caption_5"))
+        name = f"clotho_metadata_{split}.csv"
+        files.append(RemoteFile(name, f"{CLOTHO_RECORD}/{name}?download=1",
+                                f"clotho_csv_files/{name}", md5=metadata[split]))
+    for split in ("evaluation", "validation", "development"):  # smallest first
+        name = f"clotho_audio_{split}.7z"
+        files.append(RemoteFile(name, f"{CLOTHO_RECORD}/{name}?download=1",
+                                f"clotho_audio_files/{split}", kind="7z", md5=audio[split]))
+    return RemoteDataset("clotho", tuple(files))
+
+
+def _audiocaps_captions() -> RemoteDataset:
+    # No checksums are published; the computed SHA-256 is printed and recorded.
+    return RemoteDataset("audiocaps-captions", tuple(
+        RemoteFile(f"{split}.csv", f"{AUDIOCAPS_CSVS}/{split}.csv", f"{split}.csv",
+                   header="audiocap_id,youtube_id,start_time,caption")
+        for split in ("train", "val", "test")))
+
+
+def _esc50() -> RemoteDataset:
+    # GitHub builds the master zip on demand: its bytes change with every commit, so no
+    # checksum can be pinned here; pass --sha256 to pin the one printed by a first download.
+    return RemoteDataset("esc50", (RemoteFile("ESC-50-master.zip", ESC50_ZIP, ".", kind="zip"),))
+
+
+DATASETS: dict[str, Callable[[], RemoteDataset]] = {
+    "esc50": _esc50, "clotho": _clotho, "audiocaps-captions": _audiocaps_captions}
+NAMES = (*DATASETS, "audiocaps")
+
+AUDIOCAPS_HELP = """\
+AudioCaps audio cannot be downloaded in bulk: every clip is 10 s of a YouTube video, and the
+dataset's authors distribute only the captions. To use AudioCaps:
+
+  1. Fetch the captions:      pipeline download audiocaps-captions {dest}
+  2. Obtain the audio yourself, under YouTube's terms (for example by requesting the copy the
+     AudioCaps authors share on request, or with a YouTube downloader for the clips you may
+     use), and cut each clip to [start_time, start_time + 10 s].
+  3. Place the files in one of these layouts (the first existing folder per split is used):
+       {dest}/audio/<split>/   {dest}/<split>/   {dest}/audio/   (flat, all splits)
+     with <split> = train, val (or valid, validation), test, named in one of these forms:
+       {{youtube_id}}_{{start_time}}.{{ext}}   e.g. -0Gj8-vB1q4_30.flac
+       {{audiocap_id}}.{{ext}}                 e.g. 91139.wav
+       Y{{youtube_id}}.{{ext}}                 e.g. Y-0Gj8-vB1q4.wav
+       {{youtube_id}}.{{ext}}                  e.g. -0Gj8-vB1q4.ogg
+     where ext is flac, wav or ogg, at any sample rate; any other form can be given to the reader
+     as a template (fields youtube_id, start_time, end_time, audiocap_id, ext).
+  4. Build from what you have: pipeline build --dataset audiocaps --source {dest} ...
+     Clips without audio are recorded as rejects with reason "missing audio" (5-10% of clips are
+     usually missing); nothing else is needed.
+"""
+
+
+def audiocaps_help(dest: Path | str | None = None) -> str:
+    return AUDIOCAPS_HELP.format(dest=dest if dest is not None else "DEST")
+
+
+# ---------------------------------------------------------------------------------------------
+# Entry point
+
+def download(name: str, dest, url: str | None = None,
+             sha256: str | Mapping[str, str] | None = None, *, keep_archives: bool = False,
+             retries: int = 5, timeout: float = 60.0, backoff: float = 2.0,
+             progress: bool = True, echo: Callable[[str], None] | None = None) -> Path:
+    """Fetch, verify and extract dataset `name` into `dest`; returns the folder to give its reader.
+
+    url: replaces the source; for a one-file dataset (esc50) the file's URL, for the others a
+      base URL to which each file name is appended (a mirror, or a local server in tests).
+    sha256: expected SHA-256, as one hex string for a one-file dataset or {file name: hex}.
+    Raises NotDownloadable for "audiocaps", DownloadError (ChecksumError) on failure."""
+    echo = echo or _stderr
+    if name == "audiocaps":
+        raise NotDownloadable(audiocaps_help(dest))
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(NAMES)}")
+    dataset = DATASETS[name]()
+    pinned = _pinned_checksums(dataset, sha256)
+    dest = Path(dest).expanduser().absolute()
+    cache = dest / CACHE_DIR
+    cache.mkdir(parents=True, exist_ok=True)
+    for remote in dataset.files:
+        remote = _with_overrides(remote, dataset, url, pinned)
+        _fetch_one(remote, dest, cache, keep_archives=keep_archives, retries=retries,
+                   timeout=timeout, backoff=backoff, progress=progress, echo=echo)
+    return dest
+
+
+def _with_overrides(remote: RemoteFile, dataset: RemoteDataset, url: str | None,
+                    pinned: dict[str, str]) -> RemoteFile:
+    if url:
+        single = len(dataset.files) == 1
+        new_url = url if single else f"{url.rstrip('/')}/{remote.name}"
+        remote = dataclasses.replace(remote, url=new_url)
+    if remote.name in pinned:
+        # the user's pin replaces the table's checksum (a mirror may serve another version)
+        remote = dataclasses.replace(remote, sha256=pinned[remote.name].lower(), md5=None)
+    return remote
+
+
+def _pinned_checksums(dataset: RemoteDataset, sha256) -> dict[str, str]:
+    if not sha256:
+        return {}
+    if isinstance(sha256, str):
+        if len(dataset.files) != 1:
+            raise ValueError(f"{dataset.name} has {len(dataset.files)} files; give --sha256 as "
+                             f"FILE=HEX, with FILE one of {', '.join(f.name for f in dataset.files)}")
+        sha256 = {dataset.files[0].name: sha256}
+    names = {f.name for f in dataset.files}
+    unknown = sorted(set(sha256) - names)
+    if unknown:
+        raise ValueError(f"--sha256 names {', '.join(unknown)}, not a file of {dataset.name} "
+                         f"({', '.join(sorted(names))})")
+    for file, hexdigest in sha256.items():
+        if len(hexdigest) != 64 or any(c not in "0123456789abcdefABCDEF" for c in hexdigest):
+            raise ValueError(f"--sha256 for {file}: {hexdigest!r} is not 64 hex digits")
+    return dict(sha256)
+
+
+def _fetch_one(remote: RemoteFile, dest: Path, cache: Path, *, keep_archives: bool,
+               retries: int, timeout: float, backoff: float, progress: bool, echo) -> None:
+    marker = cache / f"{remote.name}.json"
+    target = dest / remote.target
+    if _already_done(marker, target, remote):
+        echo(f"{remote.name}: already downloaded and verified, skipping")
+        return
+    archive = cache / remote.name if remote.kind != "file" else target
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    if not archive.is_file():
+        fetch(remote.url, archive, retries=retries, timeout=timeout, backoff=backoff,
+              progress=progress, echo=echo)
+    digests = verify(archive, remote, progress=progress, echo=echo)
+    if remote.kind != "file":
+        extract(archive, remote.kind, target, scratch=cache / f"{remote.name}.extract")
+        if not keep_archives:
+            archive.unlink()
+    marker.write_text(json.dumps({"url": remote.url, "target": remote.target, **digests},
+                                 indent=1, sort_keys=True) + "\n")
+    echo(f"{remote.name}: ok -> {target}")
+
+
+def _already_done(marker: Path, target: Path, remote: RemoteFile) -> bool:
+    if not marker.is_file() or not target.exists():
+        return False
+    try:
+        record = json.loads(marker.read_text())
+    except (OSError, ValueError):
+        return False
+    if remote.sha256 and record.get("sha256") != remote.sha256:
+        return False  # the user pinned another file than the one recorded
+    if remote.md5 and record.get("md5") != remote.md5:
+        return False
+    if remote.kind == "file" and target.stat().st_size != record.get("bytes"):
+        return False  # the file was changed after it was verified
+    return True
+
+
+# ---------------------------------------------------------------------------------------------
+# Transfer
+
+def fetch(url: str, path: Path | str, *, retries: int = 5, timeout: float = 60.0,
+          backoff: float = 2.0, progress: bool = True, echo: Callable[[str], None] | None = None) -> Path:
+    """Download `url` to `path` through `path.part`, resuming the part with a Range request.
+
+    Connection drops, short bodies and 5xx answers are retried `retries` times (waiting
+    backoff * attempt seconds); 4xx answers fail at once."""
+    echo = echo or _stderr
+    path = Path(path)
+    part = path.with_name(path.name + ".part")
+    for attempt in range(retries + 1):
+        try:
+            _transfer(url, part, timeout=timeout, progress=progress, label=path.name)
+            os.replace(part, path)
+            return path
+        except urllib.error.HTTPError as e:
+            if e.code < 500 or attempt == retries:
+                raise DownloadError(f"{url}: HTTP {e.code} {e.reason}"
+                                    + (f" (after {attempt} retries)" if attempt else "")) from None
+            problem = f"HTTP {e.code}"
+        except (urllib.error.URLError, OSError, http.client.HTTPException, _ShortBody) as e:
+            problem = _one_line(e)
+            if attempt == retries:
+                have = part.stat().st_size if part.exists() else 0
+                raise DownloadError(
+                    f"{url}: {problem}; {have} bytes kept in {part}, run the command again to "
+                    f"resume") from None
+        echo(f"{path.name}: {problem}; retrying ({attempt + 1}/{retries})")
+        time.sleep(backoff * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+class _ShortBody(Exception):
+    pass
+
+
+def _transfer(url: str, part: Path, *, timeout: float, progress: bool, label: str) -> None:
+    offset = part.stat().st_size if part.exists() else 0
+    headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
+    if offset:
+        headers["Range"] = f"bytes={offset}-"
+    request = urllib.request.Request(url, headers=headers)
+    try:
+        response = urllib.request.urlopen(request, timeout=timeout)
+    except urllib.error.HTTPError as e:
+        if e.code == 416 and offset:
+            total = _range_total(e.headers.get("Content-Range"))
+            if total == offset:
+                return  # the part already holds the whole file
+            part.unlink()  # the part is longer than the file: start again
+            raise _ShortBody(f"server refused to resume at byte {offset}; restarting") from None
+        raise
+    with response:
+        if offset and response.status == 206:
+            start = _range_start(response.headers.get("Content-Range"))
+            if start != offset:
+                raise DownloadError(f"{url}: asked to resume at byte {offset}, the server sent "
+                                    f"a range starting at {start}")
+            total = _range_total(response.headers.get("Content-Range"))
+            mode = "ab"
+        else:
+            offset, mode = 0, "wb"  # a 200 answer to a Range request ignores it: start over
+            length = response.headers.get("Content-Length")
+            total = int(length) if length and length.isdigit() else None
+        written = offset
+        with open(part, mode) as f, tqdm(total=total, initial=offset, unit="B", unit_scale=True,
+                                         unit_divisor=1024, desc=label, disable=not progress,
+                                         leave=False) as bar:
+            while True:
+                chunk = response.read(CHUNK)
+                if not chunk:
+                    break
+                f.write(chunk)
+                written += len(chunk)
+                bar.update(len(chunk))
+    if total is not None and written < total:
+        # http.client returns an empty read, not an error, when the server closes early
+        raise _ShortBody(f"connection closed after {written} of {total} bytes")
+
+
+def _range_start(content_range: str | None) -> int | None:
+    try:  # "bytes 100-199/200"
+        return int(content_range.split()[1].split("-")[0])
+    except (AttributeError, IndexError, ValueError):
+        return None
+
+
+def _range_total(content_range: str | None) -> int | None:
+    try:  # "bytes 100-199/200" or "bytes */200"
+        total = content_range.rsplit("/", 1)[1]
+        return None if total == "*" else int(total)
+    except (AttributeError, IndexError, ValueError):
+        return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Verification
+
+def file_digests(path: Path, progress: bool = False) -> dict:
+    md5, sha = hashlib.md5(), hashlib.sha256()
+    size = path.stat().st_size
+    with open(path, "rb") as f, tqdm(total=size, unit="B", unit_scale=True, desc=f"hash {path.name}",
+                                     disable=not progress or size < (256 << 20), leave=False) as bar:
+        while chunk := f.read(CHUNK):
+            md5.update(chunk)
+            sha.update(chunk)
+            bar.update(len(chunk))
+    return {"bytes": size, "md5": md5.hexdigest(), "sha256": sha.hexdigest()}
+
+
+def verify(path: Path, remote: RemoteFile, *, progress: bool = True,
+           echo: Callable[[str], None] | None = None) -> dict:
+    """Digests of `path`, checked against the remote's SHA-256 or MD5. A mismatch deletes the
+    file (a rerun fetches it again) and raises ChecksumError."""
+    echo = echo or _stderr
+    digests = file_digests(path, progress=progress)
+    expected = [("sha256", remote.sha256), ("md5", remote.md5)]
+    for algo, want in expected:
+        if want and digests[algo] != want.lower():
+            path.unlink()
+            raise ChecksumError(
+                f"{remote.name}: {algo} {digests[algo]} does not match the expected {want} "
+                f"({digests['bytes']} bytes from {remote.url}); the file was deleted. The server "
+                f"may have sent another version or an error page: run again to fetch it anew, or "
+                f"pin the right checksum with --sha256 {remote.name}=HEX.")
+    if not any(want for _, want in expected):
+        echo(f"{remote.name}: sha256 {digests['sha256']} (no published checksum; recorded in "
+             f"{CACHE_DIR}/{remote.name}.json, pin it with --sha256 {remote.name}={digests['sha256']})")
+    if remote.header is not None:
+        _check_header(path, remote)
+    return digests
+
+
+def _check_header(path: Path, remote: RemoteFile) -> None:
+    with open(path, "rb") as f:
+        first = f.readline().decode("utf-8-sig", errors="replace").strip()
+    if first != remote.header:
+        path.unlink()
+        raise DownloadError(f"{remote.name} from {remote.url} starts with {first[:80]!r}, not the "
+                            f"expected CSV header {remote.header!r}; the file was deleted")
+
+
+# ---------------------------------------------------------------------------------------------
+# Extraction
+
+def extract(archive: Path, kind: str, target: Path, scratch: Path) -> None:
+    """Unpack `archive` into `target`. A single top-level folder in the archive (GitHub's
+    `ESC-50-master/`, Clotho's `evaluation/`) is dropped so its contents land in `target`."""
+    if scratch.exists():
+        shutil.rmtree(scratch)  # left over from an interrupted run
+    scratch.mkdir(parents=True)
+    try:
+        if kind == "zip":
+            _extract_zip(archive, scratch)
+        elif kind == "7z":
+            _extract_7z(archive, scratch)
+        else:
+            raise ValueError(f"unknown archive kind {kind!r}")
+        entries = list(scratch.iterdir())
+        content = entries[0] if len(entries) == 1 and entries[0].is_dir() else scratch
+        target.mkdir(parents=True, exist_ok=True)
+        _merge_move(content, target)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _extract_zip(archive: Path, out: Path) -> None:
+    try:
+        with zipfile.ZipFile(archive) as z:
+            for member in z.namelist():
+                _check_member(member, archive)
+            z.extractall(out)
+    except zipfile.BadZipFile as e:
+        raise DownloadError(f"{archive}: not a valid zip archive ({e}); delete it and run again") from None
+
+
+def _extract_7z(archive: Path, out: Path) -> None:
+    try:
+        import py7zr
+    except ImportError:
+        py7zr = None
+    if py7zr is not None:
+        try:
+            with py7zr.SevenZipFile(archive, mode="r") as z:
+                for member in z.getnames():
+                    _check_member(member, archive)
+                z.extractall(path=out)
+        except py7zr.exceptions.Bad7zFile as e:
+            raise DownloadError(f"{archive}: not a valid 7z archive ({e}); delete it and run again") from None
+        return
+    program = next((shutil.which(p) for p in ("7z", "7za", "7zr") if shutil.which(p)), None)
+    if program is None:
+        raise DownloadError(
+            f"{archive} is a 7z archive and neither the py7zr package nor a 7z program is "
+            f"installed: `pip install py7zr` (or `apt-get install p7zip-full`), then run again; "
+            f"the downloaded archive is kept")
+    done = subprocess.run([program, "x", "-y", f"-o{out}", str(archive)], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise DownloadError(f"{program} could not extract {archive}: {done.stderr.strip()[-500:]}")
+
+
+def _check_member(member: str, archive: Path) -> None:
+    parts = Path(member.replace("\\", "/")).parts
+    # a drive ("C:/x") is refused, a colon inside a name ("Kitchen: 12:30.wav") is not
+    if member.startswith(("/", "\\")) or ".." in parts or re.match(r"[A-Za-z]:([\\/]|$)", member):
+        raise DownloadError(f"{archive}: refusing to extract {member!r}, a path outside the folder")
+
+
+def _merge_move(src: Path, dst: Path) -> None:
+    """Move everything in `src` into `dst`, merging folders and replacing files."""
+    for entry in src.iterdir():
+        to = dst / entry.name
+        if entry.is_dir() and to.is_dir():
+            _merge_move(entry, to)
+        elif entry.is_dir() and to.exists():
+            raise DownloadError(f"cannot extract folder {to}: a file of that name is in the way")
+        else:
+            os.replace(entry, to)
+
+
+# ---------------------------------------------------------------------------------------------
+# CLI
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _one_line(e: BaseException) -> str:
+    if isinstance(e, socket.timeout):
+        return "timed out"
+    return " ".join(str(e).split()) or type(e).__name__
+
+
+@click.command("download")
+@click.argument("name", type=click.Choice(NAMES))
+@click.argument("dest", required=False, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--url", default=None,
+              help="Another source: the file's URL for esc50, a base URL (file names appended) "
+                   "for clotho and audiocaps-captions.")
+@click.option("--sha256", "sha256", multiple=True, metavar="[FILE=]HEX",
+              help="Expected SHA-256; FILE=HEX for one file of a multi-file dataset. Repeatable.")
+@click.option("--keep-archives", is_flag=True, help="Keep archives after extracting them.")
+@click.option("--retries", default=5, show_default=True, help="Retries per file after a dropped connection.")
+@click.option("--timeout", default=60.0, show_default=True, help="Seconds without data before a retry.")
+def download_command(name: str, dest: Path | None, url: str | None, sha256: tuple[str, ...],
+                     keep_archives: bool, retries: int, timeout: float) -> None:
+    """Fetch dataset NAME into DEST, verified and laid out for `pipeline build`.
+
+    NAME is esc50, clotho (v2.1), audiocaps-captions, or audiocaps (prints how to obtain its
+    audio, which cannot be downloaded in bulk). Interrupted downloads resume on the next run;
+    finished files are skipped."""
+    if name == "audiocaps":
+        click.echo(audiocaps_help(dest))
+        return
+    if dest is None:
+        raise click.UsageError("missing argument DEST (the folder to download into)")
+    try:
+        root = download(name, dest, url=url, sha256=_parse_sha256(sha256), keep_archives=keep_archives,
+                        retries=retries, timeout=timeout)
+    except (DownloadError, ValueError) as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(f"{name} is ready in {root} (the dataset root to give `pipeline build`)")
+    if name == "audiocaps-captions":
+        click.echo(f"AudioCaps audio is not included; see `pipeline download audiocaps {root}`.")
+
+
+def _parse_sha256(values: tuple[str, ...]) -> str | dict[str, str] | None:
+    if not values:
+        return None
+    if len(values) == 1 and "=" not in values[0]:
+        return values[0]
+    out = {}
+    for v in values:
+        file, sep, hexdigest = v.partition("=")
+        if not sep:
+            raise click.BadParameter(f"{v!r}: give FILE=HEX when pinning several files", param_hint="--sha256")
+        out[file.strip()] = hexdigest.strip()
+    return out
