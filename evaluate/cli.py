@@ -1,0 +1,192 @@
+"""`evaluate`: ZSTE, zero-shot classification, retrieval, and comparison of results.
+
+    evaluate zste --model SPEC --data OUT --out RESULT.json [--plots DIR]
+    evaluate zeroshot --model SPEC --dataset esc50 --root DIR --out RESULT.json [--folds 1|all]
+    evaluate retrieval --model SPEC --dataset audiocaps|clotho --root DIR --out RESULT.json
+    evaluate compare A.json B.json ... [--plot out.png]
+    evaluate show RESULT.json
+
+SPEC is what the trainer takes: `small`, `laion:PATH.pt`, or a project checkpoint folder.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+
+def _load_model(spec: str, device: str, seed: int):
+    import torch
+
+    torch.manual_seed(seed)
+    try:
+        from teminal.models import load_model
+    except ImportError as e:
+        raise click.ClickException(f"cannot import teminal.models.load_model ({e})") from None
+    try:
+        model = load_model(spec, device=device)
+    except FileNotFoundError as e:
+        raise click.ClickException(f"model {spec!r}: {e}") from None
+    if hasattr(model, "eval"):
+        model.eval()
+    return model
+
+
+def _finish(result: dict, out: Path, quiet: bool) -> None:
+    from teminal.evaluate.report import format_table, write_result
+
+    write_result(result, out)
+    if not quiet:
+        click.echo(format_table(result))
+    click.echo(f"wrote {out}")
+
+
+def _argv() -> list[str]:
+    return ["evaluate", *sys.argv[1:]]
+
+
+common = [
+    click.option("--model", "spec", required=True, metavar="SPEC",
+                 help="`small`, `laion:PATH.pt` or a checkpoint folder."),
+    click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+                 help="Where to write the result JSON."),
+    click.option("--seed", type=int, default=0, show_default=True),
+    click.option("--batch-size", type=int, default=32, show_default=True,
+                 help="Audio clips per embedding call."),
+    click.option("--device", default="cpu", show_default=True),
+    click.option("--label", default=None, help="Name of this model in comparisons (default: "
+                                               "derived from the spec)."),
+    click.option("--quiet", is_flag=True, help="Do not print the table or progress bars."),
+]
+
+
+def with_common(f):
+    for option in reversed(common):
+        f = option(f)
+    return f
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main():
+    """Evaluate audio-language models: ZSTE, zero-shot classification, retrieval."""
+
+
+@main.command()
+@with_common
+@click.option("--data", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True,
+              help="A `pipeline build` output folder (OUT); its test split is evaluated.")
+@click.option("--templates", type=click.Choice(["paper", "heldout", "all"]), default="all",
+              show_default=True,
+              help="'paper': the paper's wording only; 'heldout' or 'all': also task 3 under every "
+                   "wording held out of training (task 3's main figure always uses the paper's).")
+@click.option("--train-data", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              default=None, help="The build the model was trained on (default: the one recorded "
+                                 "in the checkpoint); defines seen vs unseen class pairs.")
+@click.option("--max-items", type=int, default=None,
+              help="Evaluate at most N single clips and N pair groups (quick runs).")
+@click.option("--split", default="test", show_default=True)
+@click.option("--plots", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Write the order-task confusion PNG into this folder.")
+def zste(spec, out, seed, batch_size, device, label, quiet, data, templates, train_data,
+         max_items, split, plots):
+    """The five ZSTE tasks, CompA-order scores, seen/unseen pairs and held-out wordings."""
+    from teminal.evaluate import zste as Z
+
+    model = _load_model(spec, device, seed)
+    try:
+        result = Z.run(model, spec, data, seed=seed, batch_size=batch_size, templates=templates,
+                       train_data=train_data, max_items=max_items, split=split, label=label,
+                       argv=_argv(), progress=not quiet)
+    except (FileNotFoundError, ValueError) as e:
+        raise click.ClickException(str(e)) from None
+    _finish(result, out, quiet)
+    if plots is not None and "task3_order" in result["metrics"]:
+        from teminal.evaluate.plots import plot_order_confusion
+
+        name = f"order_confusion_{result['label']}.png"
+        click.echo(f"wrote {plot_order_confusion(result, plots / name)}")
+
+
+@main.command()
+@with_common
+@click.option("--dataset", type=click.Choice(["esc50"]), default="esc50", show_default=True)
+@click.option("--root", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True,
+              help="ESC-50 folder (official layout, real or synthetic).")
+@click.option("--folds", default="all", show_default=True,
+              help="'1' (LAION-CLAP's protocol), 'all' (MS-CLAP's) or a list such as '1,2'.")
+def zeroshot(spec, out, seed, batch_size, device, label, quiet, dataset, root, folds):
+    """Zero-shot classification with "This is a sound of {label}.", per fold and overall."""
+    from teminal.evaluate import zeroshot as ZS
+
+    try:
+        chosen = ZS.parse_folds(folds)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--folds") from None
+    model = _load_model(spec, device, seed)
+    try:
+        result = ZS.run(model, spec, root, chosen, batch_size=batch_size, seed=seed, label=label,
+                        argv=_argv(), progress=not quiet)
+    except (FileNotFoundError, ValueError) as e:
+        raise click.ClickException(str(e)) from None
+    _finish(result, out, quiet)
+
+
+@main.command()
+@with_common
+@click.option("--dataset", type=click.Choice(["audiocaps", "clotho"]), required=True)
+@click.option("--root", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True)
+@click.option("--split", default="test", show_default=True,
+              help="AudioCaps test / Clotho evaluation ('test').")
+@click.option("--max-items", type=int, default=None, help="Evaluate at most N clips.")
+def retrieval(spec, out, seed, batch_size, device, label, quiet, dataset, root, split, max_items):
+    """Text->audio and audio->text R@1/5/10 and mAP@10 (LAION-CLAP's definitions)."""
+    from teminal.evaluate import retrieval as R
+
+    model = _load_model(spec, device, seed)
+    try:
+        result = R.run(model, spec, dataset, root, split, batch_size=batch_size, seed=seed,
+                       max_items=max_items, label=label, argv=_argv(), progress=not quiet)
+    except (FileNotFoundError, ValueError) as e:
+        raise click.ClickException(str(e)) from None
+    _finish(result, out, quiet)
+
+
+@main.command()
+@click.argument("results", nargs=-1, required=True,
+                type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--labels", default=None, help="Comma-separated names, one per result.")
+@click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write a PNG of per-task bars.")
+def compare(results, labels, plot):
+    """Print results side by side, with differences against the first."""
+    from teminal.evaluate.report import compare_table, load_result, unique_labels
+
+    try:
+        loaded = [load_result(p) for p in results]
+    except (FileNotFoundError, ValueError) as e:
+        raise click.ClickException(str(e)) from None
+    names = [x.strip() for x in labels.split(",")] if labels else unique_labels(loaded)
+    if len(names) != len(loaded):
+        raise click.BadParameter(f"{len(names)} labels for {len(loaded)} results", param_hint="--labels")
+    click.echo(compare_table(loaded, names))
+    if plot is not None:
+        from teminal.evaluate.plots import plot_compare
+
+        click.echo(f"wrote {plot_compare(loaded, names, plot)}")
+
+
+@main.command()
+@click.argument("result", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def show(result):
+    """Print the table of a result JSON."""
+    from teminal.evaluate.report import format_table, load_result
+
+    try:
+        click.echo(format_table(load_result(result)))
+    except ValueError as e:
+        raise click.ClickException(str(e)) from None
+
+
+if __name__ == "__main__":
+    main()
