@@ -1,0 +1,124 @@
+"""The one place that imports laion_clap, without its network side effects.
+
+`import laion_clap` runs the package's `__init__`, which imports `hook.py` and then
+`training/data.py`, which calls `BertTokenizer/RobertaTokenizer/BartTokenizer.from_pretrained`
+at import time: offline, transformers 4.x raises and 5.x quietly returns a broken 5-token
+tokenizer (FIELD-NOTES). The model code we need lives in `laion_clap.clap_module`, which needs
+no network. So we register a bare parent package (its `__path__` only, no `__init__` run) and
+import the sub-package under it.
+
+`CLAP.__init__` also calls `RobertaModel.from_pretrained('roberta-base')` for a RoBERTa text
+tower; `build_clap` swaps that call for a model built from a config dict (weights come from the
+checkpoint afterwards), so nothing is read from a model hub.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import importlib
+import importlib.machinery
+import importlib.util
+import os
+import sys
+import types
+
+import torch
+
+# Defaults only: a user who really wants the hub can still set these to 0 before importing us.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("NUMBA_CACHE_DIR", "/tmp")  # laion's pann_model sets it; keep it harmless
+
+_PACKAGE = "laion_clap"
+_STUB_MARK = "__teminal_stub__"
+
+
+def _register_bare_package() -> None:
+    """Put a `laion_clap` package object with the real `__path__` in sys.modules, so sub-modules
+    import from the installed files while the package's own `__init__` never runs."""
+    if _PACKAGE in sys.modules:  # the real package (someone imported it) or our stub
+        return
+    spec = importlib.util.find_spec(_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("laion-clap is not installed: pip install laion-clap==1.1.7 "
+                          "(see pyproject.toml / constraints.txt)")
+    module = types.ModuleType(_PACKAGE, "laion_clap model code only; its __init__ (which pulls "
+                                        "tokenizers from a hub) is skipped by teminal.models")
+    module.__path__ = list(spec.submodule_search_locations)
+    module.__spec__ = importlib.machinery.ModuleSpec(_PACKAGE, None, is_package=True)
+    module.__spec__.submodule_search_locations = module.__path__
+    module.__file__ = spec.origin
+    setattr(module, _STUB_MARK, True)
+    sys.modules[_PACKAGE] = module
+
+
+_clap_module = None
+
+
+def clap_module():
+    """`laion_clap.clap_module`, imported once on first use (it takes a few seconds: sklearn,
+    torchvision and h5py come with it)."""
+    global _clap_module
+    if _clap_module is None:
+        _register_bare_package()
+        _clap_module = importlib.import_module(f"{_PACKAGE}.clap_module")
+    return _clap_module
+
+
+def _submodule(name: str):
+    """`laion_clap.clap_module.<name>`; the bare parent package is registered first, or the
+    import would run laion_clap's real `__init__`."""
+    clap_module()
+    return importlib.import_module(f"{_PACKAGE}.clap_module.{name}")
+
+
+def bpe_tokenizer():
+    """laion-clap's bundled CLIP BPE tokenizer (vocabulary ships inside the package)."""
+    return _submodule("tokenizer")._tokenizer
+
+
+def laion_model_config(name: str) -> dict:
+    """A copy of one of laion-clap's bundled architecture configs (e.g. 'HTSAT-tiny')."""
+    factory = _submodule("factory")
+    if name not in factory._MODEL_CONFIGS:
+        raise KeyError(f"laion-clap has no model config {name!r}; it has "
+                       f"{sorted(factory._MODEL_CONFIGS)}")
+    return copy.deepcopy(factory._MODEL_CONFIGS[name])
+
+
+@contextlib.contextmanager
+def _roberta_from_config(hf_config: dict | None):
+    """Within the block, laion's `RobertaModel.from_pretrained(...)` builds a randomly initialised
+    RobertaModel from `hf_config` instead of downloading roberta-base."""
+    model_module = _submodule("model")
+    original = model_module.RobertaModel
+
+    class _FromConfig:
+        @staticmethod
+        def from_pretrained(*_args, **_kwargs):
+            if hf_config is None:
+                raise RuntimeError("a RoBERTa text tower needs its config (no hub access here)")
+            from transformers import RobertaConfig
+
+            return original(RobertaConfig(**hf_config))
+
+    model_module.RobertaModel = _FromConfig
+    try:
+        yield
+    finally:
+        model_module.RobertaModel = original
+
+
+def build_clap(clap_config: dict, roberta_config: dict | None = None) -> torch.nn.Module:
+    """laion-clap's `CLAP` from a config dict (the keyword arguments of `CLAP.__init__`:
+    embed_dim, audio_cfg, text_cfg, joint_embed_shape, ...). Random init, no network.
+    A text tower of model_type 'roberta' is built from `roberta_config` (a transformers
+    RobertaConfig dict); 'bert' and 'bart' towers are not supported offline."""
+    cm = clap_module()
+    text_type = clap_config["text_cfg"].get("model_type")
+    if text_type in ("bert", "bart"):
+        raise ValueError(f"text tower {text_type!r} needs hub files; teminal.models supports "
+                         "'transformer' (bundled BPE) and 'roberta' (local tokenizer files)")
+    cfg = copy.deepcopy(clap_config)
+    with _roberta_from_config(roberta_config):
+        return cm.CLAP(**cfg)

@@ -1,0 +1,143 @@
+"""Model specs -> `ClapModel`.
+
+    small                          the small CPU CLAP (configs/small-cnn6.json), random init
+    NAME | /path/config.json       another bundled or user config, random init from its seed
+    laion:/path/630k-audioset-best.pt[?text=DIR]
+                                   a released LAION-CLAP checkpoint (HTSAT + RoBERTa); DIR holds
+                                   RoBERTa's vocab.json + merges.txt (else $TEMINAL_ROBERTA_DIR,
+                                   else a Hugging Face cache that has roberta-base)
+    /path/to/checkpoint_dir        written by ClapModel.save (config.json + model.safetensors);
+                                   a run folder with final/ inside works too
+
+`model.config` is the resolved spec: everything needed to rebuild the architecture, plus
+"source" (the spec it was loaded from) and "extra" (what `save(dir, extra)` recorded: {} for a
+model that was never saved).
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import torch
+
+from teminal.models import laion_checkpoint
+from teminal.models.clap import CONFIG_FILE, WEIGHTS_FILE, ClapModel
+from teminal.models.errors import MissingFile, ModelFilesNotFound, ModelSpecError
+from teminal.models.text import (ROBERTA_FILES, BpeTokenizer, RobertaTokenizerFiles,
+                                 find_roberta_dir)
+
+log = logging.getLogger(__name__)
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+ALIASES = {"small": "small-cnn6"}
+
+
+def bundled_configs() -> list[str]:
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.json"))
+
+
+def load_model(spec: str, device: str | torch.device = "cpu") -> ClapModel:
+    """Build the model a spec names (see the module docstring) on `device`, in eval mode."""
+    spec = str(spec)
+    if spec.startswith(laion_checkpoint.PREFIX):
+        model = _load_laion(spec)
+    elif spec in ALIASES or spec in bundled_configs():
+        model = _from_config(_read_json(CONFIG_DIR / f"{ALIASES.get(spec, spec)}.json"), spec)
+    elif spec.endswith(".json") and Path(spec).is_file():
+        model = _from_config(_read_json(Path(spec)), spec)
+    elif Path(spec).is_dir():
+        model = _load_checkpoint_dir(Path(spec))
+    else:
+        hint = (f" (a LAION checkpoint file? pass laion:{spec})" if spec.endswith((".pt", ".ckpt"))
+                else "")
+        raise ModelSpecError(
+            f"unknown model spec {spec!r}{hint}: use 'small', a bundled config "
+            f"{bundled_configs()}, a config .json file, laion:/path/630k-audioset-best.pt"
+            "[?text=DIR], or a checkpoint folder written by ClapModel.save "
+            "(config.json + model.safetensors)")
+    return model.to(device).eval()
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ModelSpecError(f"{path} is not valid JSON: {e}") from None
+
+
+def build(config: dict, tokenizer_dir: str | Path | None = None, spec: str = "") -> ClapModel:
+    """A randomly initialised ClapModel for a resolved config, seeded by config['seed'] without
+    touching the caller's random state."""
+    tokenizer = make_tokenizer(config, tokenizer_dir, spec or config.get("name", "?"))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(config.get("seed", 0)))
+        return ClapModel(config, tokenizer)
+
+
+def make_tokenizer(config: dict, tokenizer_dir: str | Path | None, spec: str):
+    kind = config.get("text", {}).get("tokenizer", "bpe")
+    if kind == "bpe":
+        return BpeTokenizer(config["clap"]["text_cfg"]["context_length"])
+    if kind == "roberta":
+        folder, missing = find_roberta_dir(str(tokenizer_dir) if tokenizer_dir else None)
+        if missing:
+            raise ModelFilesNotFound(spec, missing)
+        return RobertaTokenizerFiles(folder, config["text"].get("max_length", 77))
+    raise ModelSpecError(f"{spec}: unknown text tokenizer {kind!r} (bpe or roberta)")
+
+
+def _from_config(config: dict, spec: str) -> ClapModel:
+    if "clap" not in config:
+        raise ModelSpecError(f"model config {spec!r} has no 'clap' section (laion-clap's CLAP "
+                             "arguments; see models/configs/small-cnn6.json)")
+    config = {**config, "source": spec, "extra": {}}
+    return build(config, config.get("text", {}).get("dir"), spec)
+
+
+def _load_laion(spec: str) -> ClapModel:
+    path, text_dir = laion_checkpoint.parse_spec(spec)
+    missing = laion_checkpoint.missing_checkpoint(path)
+    _, tok_missing = find_roberta_dir(text_dir)
+    if missing or tok_missing:  # report every missing file at once
+        raise ModelFilesNotFound(spec, missing + tok_missing)
+    state = laion_checkpoint.read_state_dict(path)
+    config = laion_checkpoint.laion_config_for(state, str(path))
+    config["source"] = spec
+    config["checkpoint"] = str(path.resolve())
+    config["extra"] = {}
+    model = build(config, text_dir, spec)
+    model.load_weights(state, str(path))
+    model.config["text"]["dir"] = str(model.tokenizer.folder.resolve())
+    log.info("loaded %s (%s) from %s", model.config["name"], _count(model), path)
+    return model
+
+
+def _load_checkpoint_dir(folder: Path) -> ClapModel:
+    if not (folder / CONFIG_FILE).exists() and (folder / "final" / CONFIG_FILE).exists():
+        folder = folder / "final"  # a training run folder stands for its final export
+    missing = [MissingFile("teminal checkpoint file", str(folder / name),
+                           "a checkpoint folder is written by ClapModel.save / the trainer's "
+                           "final/ export; pass that folder")
+               for name in (CONFIG_FILE, WEIGHTS_FILE) if not (folder / name).is_file()]
+    if missing:
+        raise ModelFilesNotFound(str(folder), missing)
+    config = _read_json(folder / CONFIG_FILE)
+    text_dir = config.get("text", {}).get("dir")
+    if text_dir and not Path(text_dir).is_absolute():
+        text_dir = folder / text_dir
+    if text_dir and not all((Path(text_dir) / f).is_file() for f in ROBERTA_FILES):
+        text_dir = None  # fall back to $TEMINAL_ROBERTA_DIR / the Hugging Face cache
+    config["source"] = str(folder)
+    model = build(config, text_dir, str(folder))
+    if hasattr(model.tokenizer, "folder"):
+        model.config["text"]["dir"] = str(model.tokenizer.folder.resolve())
+    from safetensors.torch import load_file
+
+    model.load_weights(load_file(str(folder / WEIGHTS_FILE)), str(folder / WEIGHTS_FILE))
+    log.info("loaded %s (%s) from %s", model.config.get("name"), _count(model), folder)
+    return model
+
+
+def _count(model: torch.nn.Module) -> str:
+    return f"{sum(p.numel() for p in model.parameters()) / 1e6:.1f} M parameters"

@@ -1,0 +1,136 @@
+"""Tokenizers for the two text towers, found on local disk only.
+
+- `BpeTokenizer`: laion-clap's bundled CLIP BPE vocabulary (for the 'transformer' text tower of
+  the small model); nothing to download.
+- `RobertaTokenizerFiles`: RoBERTa's `vocab.json` + `merges.txt` (for LAION checkpoints), from
+  an explicit folder, `$TEMINAL_ROBERTA_DIR`, or a Hugging Face cache that already holds
+  roberta-base. The RoBERTa *model* config is embedded below, so only these two tokenizer
+  files are needed: the checkpoint supplies the weights.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from teminal.models.errors import MissingFile
+
+ROBERTA_ENV = "TEMINAL_ROBERTA_DIR"
+ROBERTA_FILES = ("vocab.json", "merges.txt")
+ROBERTA_HUB_IDS = ("roberta-base", "FacebookAI/roberta-base")
+HF_CACHE_DIR: str | None = None  # None: huggingface_hub's default (HF_HUB_CACHE / HF_HOME)
+ROBERTA_HOWTO = (f"copy roberta-base's vocab.json and merges.txt "
+                 f"(https://huggingface.co/FacebookAI/roberta-base/tree/main) into one folder, "
+                 f"then pass laion:CHECKPOINT.pt?text=FOLDER or set {ROBERTA_ENV}=FOLDER (a Hugging "
+                 f"Face cache that already holds roberta-base is used too)")
+
+# roberta-base's config.json (transformers' RobertaConfig fields); LAION-CLAP's text tower is
+# exactly this model with its pooler.
+ROBERTA_BASE_CONFIG = {
+    "vocab_size": 50265,
+    "hidden_size": 768,
+    "num_hidden_layers": 12,
+    "num_attention_heads": 12,
+    "intermediate_size": 3072,
+    "hidden_act": "gelu",
+    "hidden_dropout_prob": 0.1,
+    "attention_probs_dropout_prob": 0.1,
+    "max_position_embeddings": 514,
+    "type_vocab_size": 1,
+    "initializer_range": 0.02,
+    "layer_norm_eps": 1e-05,
+    "pad_token_id": 1,
+    "bos_token_id": 0,
+    "eos_token_id": 2,
+}
+
+
+class BpeTokenizer:
+    """CLIP BPE from laion-clap's package -> LongTensor[B, context_length].
+
+    Unlike laion's `tokenize`, a text that is too long keeps its end-of-text token in the last
+    slot: the transformer tower reads the embedding at the highest token id (end-of-text), and
+    plain truncation would make it read an arbitrary word instead."""
+
+    def __init__(self, context_length: int):
+        from teminal.models.laion_import import bpe_tokenizer
+
+        self.context_length = int(context_length)
+        self._bpe = bpe_tokenizer()
+        self.sot = self._bpe.encoder["<start_of_text>"]
+        self.eot = self._bpe.encoder["<end_of_text>"]
+
+    def __call__(self, texts: list[str]) -> torch.Tensor:
+        out = torch.zeros(len(texts), self.context_length, dtype=torch.long)
+        for i, text in enumerate(texts):
+            ids = [self.sot] + self._bpe.encode(text)[: self.context_length - 2] + [self.eot]
+            out[i, : len(ids)] = torch.tensor(ids)
+        return out
+
+
+def roberta_dir_candidates(explicit: str | None) -> list[tuple[str, Path]]:
+    """Where the RoBERTa tokenizer files may be, in order: (label, folder)."""
+    found: list[tuple[str, Path]] = []
+    if explicit:
+        found.append(("given folder", Path(explicit).expanduser()))
+    if os.environ.get(ROBERTA_ENV):
+        found.append((f"${ROBERTA_ENV}", Path(os.environ[ROBERTA_ENV]).expanduser()))
+    cached = _hf_cache_dir()
+    if cached is not None:
+        found.append(("Hugging Face cache", cached))
+    return found
+
+
+def _hf_cache_dir() -> Path | None:
+    """The snapshot folder of roberta-base in the local Hugging Face cache, if it holds both
+    tokenizer files (a cache lookup only: no network)."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return None
+    for repo in ROBERTA_HUB_IDS:
+        paths = [try_to_load_from_cache(repo, name, cache_dir=HF_CACHE_DIR)
+                 for name in ROBERTA_FILES]
+        if all(isinstance(p, str) for p in paths):
+            folders = {Path(p).parent for p in paths}
+            if len(folders) == 1:
+                return folders.pop()
+    return None
+
+
+def find_roberta_dir(explicit: str | None) -> tuple[Path | None, list[MissingFile]]:
+    """The first folder holding vocab.json and merges.txt, or (None, the files missing where
+    they were looked for). An explicit folder that lacks them is an error even when another
+    candidate has them: the user asked for that one."""
+    candidates = roberta_dir_candidates(explicit)
+    for label, folder in candidates:
+        missing = [folder / name for name in ROBERTA_FILES if not (folder / name).is_file()]
+        if not missing:
+            return folder, []
+        if label == "given folder":
+            return None, [MissingFile("RoBERTa tokenizer file", str(p), ROBERTA_HOWTO)
+                          for p in missing]
+    where = ", ".join(str(f) for _, f in candidates) or "no folder given"
+    return None, [MissingFile(f"RoBERTa tokenizer {name}", f"not found (looked in: {where})",
+                              ROBERTA_HOWTO) for name in ROBERTA_FILES]
+
+
+class RobertaTokenizerFiles:
+    """RoBERTa's byte-level BPE from a local folder -> {input_ids, attention_mask}, padded to
+    `max_length` as LAION-CLAP does."""
+
+    def __init__(self, folder: str | Path, max_length: int = 77):
+        from transformers import RobertaTokenizer
+
+        self.folder = Path(folder)
+        self.max_length = int(max_length)
+        self._tok = RobertaTokenizer.from_pretrained(str(self.folder), local_files_only=True)
+
+    def __call__(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        enc = self._tok(list(texts), padding="max_length", truncation=True,
+                        max_length=self.max_length, return_tensors="pt")
+        return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+
+    def files(self) -> list[Path]:
+        return [self.folder / name for name in ROBERTA_FILES]
