@@ -1,0 +1,142 @@
+"""Parquet manifests and the DuckDB catalog of a build.
+
+OUT/manifests/<table>.parquet holds each table with rows sorted by its key, written by DuckDB
+with one thread, so equal rows give equal bytes. OUT/manifests/catalog.duckdb holds the same
+tables for `duckdb OUT/manifests/catalog.duckdb`; its `builds` table adds the `created` time,
+the one non-deterministic field, which never reaches a Parquet file.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterable, Mapping
+
+from teminal.manifests.schema import SORT_KEYS, TABLES, columns
+
+CATALOG_FILE = "catalog.duckdb"
+
+
+def manifests_dir(out: str | os.PathLike) -> Path:
+    return Path(out) / "manifests"
+
+
+def catalog_path(out: str | os.PathLike) -> Path:
+    return manifests_dir(out) / CATALOG_FILE
+
+
+def write_table(table: str, rows: Iterable[Mapping], path: str | os.PathLike) -> Path:
+    """Write rows (dicts with the table's columns) to a Parquet file, atomically."""
+    import duckdb
+
+    con = duckdb.connect()
+    try:
+        _configure(con)
+        _load(con, table, rows)
+        return _copy_to_parquet(con, table, Path(path))
+    finally:
+        con.close()
+
+
+def _copy_to_parquet(con, table: str, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    order = ", ".join(SORT_KEYS[table])
+    con.execute(f"COPY (SELECT * FROM {table} ORDER BY {order}) TO '{_sql_path(tmp)}' "
+                "(FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 100000)")
+    os.replace(tmp, path)
+    return path
+
+
+def read_table(path: str | os.PathLike) -> list[dict]:
+    """Rows of a Parquet manifest as dicts (lists stay lists)."""
+    import duckdb
+
+    con = duckdb.connect()
+    try:
+        cur = con.execute(f"SELECT * FROM read_parquet('{_sql_path(path)}')")
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, row)) for row in cur.fetchall()]
+    finally:
+        con.close()
+
+
+def write_catalog(out: str | os.PathLike, tables: Mapping[str, Iterable[Mapping]],
+                  created: _dt.datetime | None = None) -> Path:
+    """Write every table to OUT/manifests/<table>.parquet and build catalog.duckdb from them."""
+    import duckdb
+
+    mdir = manifests_dir(out)
+    mdir.mkdir(parents=True, exist_ok=True)
+    missing = set(TABLES) - set(tables)
+    if missing:
+        raise ValueError(f"write_catalog: no rows given for table(s) {sorted(missing)}")
+    created = created or _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0)
+    final = mdir / CATALOG_FILE
+    tmp = mdir / f"{CATALOG_FILE}.tmp-{os.getpid()}"
+    tmp.unlink(missing_ok=True)
+    con = duckdb.connect()
+    try:
+        _configure(con)
+        for table in TABLES:
+            _load(con, table, tables[table])
+            _copy_to_parquet(con, table, mdir / f"{table}.parquet")
+        con.execute(f"ATTACH '{_sql_path(tmp)}' AS catalog")
+        for table in TABLES:
+            src = _sql_path(mdir / f"{table}.parquet")
+            extra = ", TIMESTAMP '" + created.strftime("%Y-%m-%d %H:%M:%S") + "' AS created" \
+                if table == "builds" else ""
+            con.execute(f"CREATE TABLE catalog.{table} AS SELECT *{extra} FROM read_parquet('{src}')")
+        con.execute("DETACH catalog")
+    finally:
+        con.close()
+    os.replace(tmp, final)
+    return final
+
+
+def connect(out: str | os.PathLike, read_only: bool = True):
+    """A DuckDB connection on OUT/manifests/catalog.duckdb (read-only by default)."""
+    import duckdb
+
+    path = catalog_path(out)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"no catalog at {path}: build one with `pipeline build --out {out}` (or run "
+            f"`pipeline catalog {out}` if the build's shards are complete)")
+    return duckdb.connect(str(path), read_only=read_only)
+
+
+def _configure(con) -> None:
+    # One thread and insertion order kept: the Parquet bytes then depend on the rows only.
+    con.execute("SET threads = 1")
+    con.execute("SET preserve_insertion_order = true")
+
+
+def _load(con, table: str, rows: Iterable[Mapping]) -> None:
+    spec = TABLES[table]
+    con.execute(f"CREATE TABLE {table} ({', '.join(f'{n} {t}' for n, t in spec)})")
+    names = columns(table)
+    with tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False, encoding="utf-8") as f:
+        count = 0
+        for row in rows:
+            unknown = set(row) - set(names)
+            if unknown:
+                raise ValueError(f"table {table}: unknown column(s) {sorted(unknown)}")
+            f.write(json.dumps({n: row.get(n) for n in names}, ensure_ascii=False))
+            f.write("\n")
+            count += 1
+        tmp = f.name
+    try:
+        if count:
+            cols = "{" + ", ".join(f"'{n}': '{t}'" for n, t in spec) + "}"
+            con.execute(f"INSERT INTO {table} SELECT * FROM read_json('{_sql_path(tmp)}', "
+                        f"format = 'newline_delimited', columns = {cols}, "
+                        "maximum_object_size = 67108864)")
+    finally:
+        os.unlink(tmp)
+
+
+def _sql_path(path) -> str:
+    return str(path).replace("'", "''")

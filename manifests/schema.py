@@ -1,0 +1,49 @@
+"""Column names and types of the catalog tables (see docs/ARCHITECTURE.md).
+
+Types are DuckDB SQL types; Parquet files are written from them, so every reader (DuckDB,
+pyarrow, pandas) sees the same schema whether a table has rows or not.
+"""
+from __future__ import annotations
+
+TABLES: dict[str, list[tuple[str, str]]] = {
+    "sources": [
+        ("source_id", "VARCHAR"), ("dataset", "VARCHAR"), ("path", "VARCHAR"),
+        ("split", "VARCHAR"), ("fold", "INTEGER"), ("label", "VARCHAR"),
+        ("captions", "VARCHAR[]"), ("sample_rate", "INTEGER"), ("duration", "DOUBLE"),
+    ],
+    "samples": [
+        ("key", "VARCHAR"), ("group_key", "VARCHAR"), ("stage", "VARCHAR"), ("split", "VARCHAR"),
+        ("relation", "VARCHAR"), ("shard", "VARCHAR"), ("source_ids", "VARCHAR[]"),
+        ("labels", "VARCHAR[]"), ("caption", "VARCHAR"), ("captions", "VARCHAR[]"),
+        ("template_ids", "VARCHAR[]"), ("offsets", "DOUBLE[]"), ("gains_db", "DOUBLE[]"),
+        ("snr_db", "DOUBLE"), ("augment", "VARCHAR"), ("seed", "BIGINT"),
+        ("sample_rate", "INTEGER"), ("num_samples", "BIGINT"), ("sha256", "VARCHAR"),
+        ("dataset", "VARCHAR"), ("build_id", "VARCHAR"), ("source_offsets", "DOUBLE[]"),
+        ("pad", "VARCHAR"),
+    ],
+    "shards": [
+        ("path", "VARCHAR"), ("stage", "VARCHAR"), ("split", "VARCHAR"),
+        ("num_groups", "INTEGER"), ("num_samples", "INTEGER"), ("bytes", "BIGINT"),
+        ("sha256", "VARCHAR"),
+    ],
+    "rejects": [
+        ("path", "VARCHAR"), ("reason", "VARCHAR"), ("dataset", "VARCHAR"), ("phase", "VARCHAR"),
+    ],
+    "builds": [
+        ("build_id", "VARCHAR"), ("config", "VARCHAR"), ("version", "VARCHAR"),
+        ("synthetic", "BOOLEAN"),
+    ],
+}
+
+# Rows are written in this order so that the Parquet bytes do not depend on build order.
+SORT_KEYS: dict[str, list[str]] = {
+    "sources": ["source_id"],
+    "samples": ["key"],
+    "shards": ["path"],
+    "rejects": ["phase", "path", "reason"],
+    "builds": ["build_id"],
+}
+
+
+def columns(table: str) -> list[str]:
+    return [name for name, _ in TABLES[table]]

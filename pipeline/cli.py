@@ -1,0 +1,298 @@
+"""`pipeline`: build temporal-composition shards and query their catalog.
+
+    pipeline synth esc50 data/esc50-synthetic          # a synthetic stand-in, no download
+    pipeline build --root data/esc50-synthetic --out data/build
+    pipeline info data/build
+    pipeline query "SELECT relation, count(*) FROM samples GROUP BY ALL" --data data/build
+    pipeline render esc50-b-test-000000.forward --data data/build --out forward.wav
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from teminal.pipeline.compose import ComposeConfig, PAD_POLICIES
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+@click.group(context_settings=CONTEXT)
+def main() -> None:
+    """TeminAL data pipeline: source clips -> composed samples -> WebDataset shards, Parquet
+    manifests and a DuckDB catalog (OUT/manifests/catalog.duckdb)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Registered by other parts of the project.
+# `pipeline download` and the captioned datasets (--dataset audiocaps|clotho) plug in here:
+#   - download: `main.add_command(download_command)` from teminal.pipeline.download;
+#   - datasets: add a DatasetSpec to teminal.pipeline.build.DATASETS (its reader exposes
+#     scan(root, splits) returning clips with captions and label None, and a compatible(a, b)).
+# ---------------------------------------------------------------------------------------------
+
+
+def _dataset_names() -> list[str]:
+    from teminal.pipeline.build import DATASETS
+
+    return sorted(DATASETS)
+
+
+@main.command(context_settings=CONTEXT)
+@click.argument("name", type=click.Choice(["esc50"]))
+@click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--seed", default=0, show_default=True, help="Seed of the procedural sounds.")
+@click.option("--clips-per-class-per-fold", default=4, show_default=True,
+              help="Clips per class in each of the 5 folds (ESC-50 has 8).")
+def synth(name: str, out_dir: Path, seed: int, clips_per_class_per_fold: int) -> None:
+    """Write a SYNTHETIC dataset NAME (ESC-50's exact layout) to OUT_DIR.
+
+    Procedural sounds of 10+ classes that differ in spectrum and temporal envelope, so every
+    command runs on a fresh machine with no download. The folder carries a SYNTHETIC.md marker
+    and every build, catalog and evaluation made from it is flagged synthetic."""
+    from teminal.pipeline.sources.synth import write_synthetic
+
+    try:
+        root = write_synthetic(name, out_dir, seed=seed,
+                               clips_per_class_per_fold=clips_per_class_per_fold, progress=True)
+    except (ValueError, FileExistsError) as e:
+        raise click.ClickException(str(e)) from None
+    n = len(list((root / "audio").glob("*.wav")))
+    click.echo(f"wrote {n} SYNTHETIC clips (not real {name}) to {root}")
+    click.echo(f"next: pipeline build --dataset {name} --root {root} --out OUT")
+
+
+@main.command(context_settings=CONTEXT)
+@click.option("--dataset", default="esc50", show_default=True,
+              type=click.Choice(_dataset_names()), help="Source dataset reader.")
+@click.option("--root", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Dataset folder. Default: $TEMINAL_DATA/<dataset>, else ./data/ESC-50-master "
+                   "for esc50.")
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Output folder: OUT/shards/<stage>/<split>-NNNNNN.tar and OUT/manifests/.")
+@click.option("--stages", default="a,b", show_default=True,
+              help="Stages to build: a = {single, double}, b = {forward, reversed, overlay}.")
+@click.option("--splits", "splits", default=None,
+              help="Split -> source units; ESC-50 folds, default test=5,val=4,train=1,2,3.")
+@click.option("--groups", default=None,
+              help="Groups (pairs) per split and stage: N for train, val/test scaled by their "
+                   "clip count; or explicit train=N,val=N,test=N. Default: --groups-per-clip.")
+@click.option("--groups-per-clip", default=1.0, show_default=True, type=float,
+              help="Without --groups: each split gets this many groups per clip (each clip then "
+                   "appears in about twice as many groups per stage).")
+@click.option("--seed", default=0, show_default=True, help="Seed of pairing, SNRs, augmentation.")
+@click.option("--workers", "-j", default=1, show_default=True,
+              help="Processes; output is byte-identical for any number.")
+@click.option("--shard-size", default=100, show_default=True, help="Groups per shard.")
+@click.option("--sample-rate", default=48000, show_default=True,
+              help="Rate of the rendered audio (LAION-CLAP: 48000; a small CPU model: 16000).")
+@click.option("--clip-seconds", default=10.0, show_default=True,
+              help="Length of every rendered sample; concatenations get two halves.")
+@click.option("--codec", default="flac", show_default=True, type=click.Choice(["flac", "pcm"]),
+              help="Member encoding: FLAC, or raw int16 .npy (about 2.3x bytes, ~50x faster to "
+                   "decode).")
+@click.option("--template-set", default="paper", show_default=True,
+              type=click.Choice(["paper", "extended"]), help="Caption templates.")
+@click.option("--augment", default=None,
+              help="audiomentations chain on source parts, e.g. gain,pitch,stretch,noise "
+                   "(seeded per group, parameters recorded). Default: off.")
+@click.option("--snr-range", default="-5,5", show_default=True,
+              help="Overlay SNR range in dB (level of a over b), drawn per group.")
+@click.option("--pad", default="repeat", show_default=True, type=click.Choice(PAD_POLICIES),
+              help="Padding of short parts of singles and overlays (concatenations zero-pad).")
+@click.option("--part", default=None,
+              help="i/n: build only shards i, i+n, ... (fan a build out over machines; the "
+                   "catalog is written when all parts are done, or with `pipeline catalog`).")
+@click.option("--overwrite", is_flag=True,
+              help="Replace a different build already in OUT (default: refuse).")
+@click.option("--keep-cache", is_flag=True,
+              help="Keep the decoded source pool (OUT/.cache) after the build.")
+@click.option("--no-progress", is_flag=True, help="No progress bars.")
+def build(dataset, root, out, stages, splits, groups, groups_per_clip, seed, workers, shard_size,
+          sample_rate, clip_seconds, codec, template_set, augment, snr_range, pad, part,
+          overwrite, keep_cache, no_progress) -> None:
+    """Compose pairs of source clips into WebDataset shards, Parquet manifests and a DuckDB
+    catalog. Rerunning a killed build finishes it; a finished build is not redone."""
+    from teminal.pipeline.build import (BuildConfig, dataset_spec, parse_groups, parse_part,
+                                        parse_splits, run_build)
+
+    try:
+        spec = dataset_spec(dataset)
+        lo, hi = (float(v) for v in snr_range.split(","))
+        config = BuildConfig(
+            out=str(out), dataset=dataset, root=str(root) if root else None,
+            stages=tuple(s.strip().lower() for s in stages.split(",") if s.strip()),
+            splits=parse_splits(splits, spec.split_values), groups=parse_groups(groups),
+            groups_per_clip=groups_per_clip, seed=seed, shard_size=shard_size, codec=codec,
+            compose=ComposeConfig(sample_rate=sample_rate, clip_seconds=clip_seconds, pad=pad,
+                                  snr_range=(lo, hi), template_set=template_set,
+                                  augment=augment or None, key_prefix=dataset),
+            workers=workers, part=parse_part(part), overwrite=overwrite, keep_cache=keep_cache)
+        summary = run_build(config, progress=not no_progress, log=lambda m: click.echo(m, err=True))
+    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(summary.format())
+
+
+@main.command(context_settings=CONTEXT)
+@click.argument("out", type=click.Path(file_okay=False, exists=True, path_type=Path))
+def catalog(out: Path) -> None:
+    """Merge the manifest fragments of a finished build in OUT (all --part runs) into
+    OUT/manifests/*.parquet and OUT/manifests/catalog.duckdb."""
+    from teminal.pipeline.build import write_build_catalog
+
+    try:
+        path = write_build_catalog(out)
+    except (FileNotFoundError, RuntimeError) as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(f"catalog written: {path}")
+
+
+def _default_data() -> Path:
+    return Path(os.environ.get("TEMINAL_OUT", "."))
+
+
+@main.command(context_settings=CONTEXT)
+@click.argument("sql")
+@click.option("--data", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Build folder holding manifests/catalog.duckdb (default: $TEMINAL_OUT or .).")
+@click.option("--max-rows", default=100, show_default=True, help="Rows to print (0: all).")
+@click.option("--max-width", default=60, show_default=True, help="Truncate cells to this width.")
+def query(sql: str, data: Path | None, max_rows: int, max_width: int) -> None:
+    """Run SQL on the catalog (read-only) and print the result as a table.
+
+    Tables: sources, samples, shards, rejects, builds (see docs/ARCHITECTURE.md)."""
+    from teminal.manifests.catalog import connect
+
+    import duckdb
+
+    data = data or _default_data()
+    try:
+        con = connect(data)
+    except FileNotFoundError as e:
+        raise click.ClickException(str(e)) from None
+    try:
+        cur = con.execute(sql)
+        if cur.description is None:
+            click.echo("(no result)")
+            return
+        names = [d[0] for d in cur.description]
+        rows = cur.fetchmany(max_rows) if max_rows else cur.fetchall()
+        more = bool(max_rows) and cur.fetchone() is not None
+    except duckdb.Error as e:
+        raise click.ClickException(f"query failed: {' '.join(str(e).split())}") from None
+    finally:
+        con.close()
+    click.echo(format_table(names, rows, max_width))
+    click.echo(f"({len(rows)} row{'s' if len(rows) != 1 else ''}"
+               f"{'; more not shown, raise --max-rows' if more else ''})")
+
+
+@main.command(context_settings=CONTEXT)
+@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+def info(out: Path) -> None:
+    """Summary of the build in OUT: sources, samples by stage/split/relation, shards, bytes,
+    rejects, and whether the input was synthetic."""
+    from teminal.manifests.catalog import connect
+
+    try:
+        con = connect(out)
+    except FileNotFoundError as e:
+        raise click.ClickException(str(e)) from None
+    try:
+        for build_id, config, version, synthetic in con.execute(
+                "SELECT build_id, config, version, synthetic FROM builds ORDER BY build_id").fetchall():
+            cfg = json.loads(config)
+            flag = "   *** SYNTHETIC input: not real data ***" if synthetic else ""
+            click.echo(f"build {build_id} (teminal {version}){flag}")
+            comp = cfg.get("compose", {})
+            click.echo(f"  dataset {cfg.get('dataset')}  root {cfg.get('root')}  seed {cfg.get('seed')}  "
+                       f"{comp.get('sample_rate')} Hz x {comp.get('clip_seconds')} s  "
+                       f"codec {cfg.get('codec')}  templates {comp.get('template_set')}")
+        click.echo("\nsources by split")
+        _echo_query(con, "SELECT split, count(*) AS clips, count(DISTINCT label) AS labels "
+                         "FROM sources GROUP BY split ORDER BY split")
+        click.echo("\nsamples by stage, split, relation")
+        _echo_query(con, "SELECT stage, split, relation, count(*) AS samples, "
+                         "count(DISTINCT group_key) AS groups FROM samples GROUP BY ALL ORDER BY ALL")
+        click.echo("\nshards")
+        _echo_query(con, "SELECT stage, split, count(*) AS shards, sum(num_groups) AS groups, "
+                         "sum(num_samples) AS samples, round(sum(bytes) / 1e6, 1) AS MB "
+                         "FROM shards GROUP BY ALL ORDER BY ALL")
+        total = con.execute("SELECT coalesce(sum(bytes), 0), count(*) FROM shards").fetchone()
+        click.echo(f"total {total[1]} shards, {total[0] / 1e6:.1f} MB")
+        n_rejects = con.execute("SELECT count(*) FROM rejects").fetchone()[0]
+        click.echo(f"\nrejects: {n_rejects}")
+        if n_rejects:
+            _echo_query(con, "SELECT phase, regexp_extract(reason, '^[^:(]*') AS reason, "
+                             "count(*) AS n FROM rejects GROUP BY ALL ORDER BY n DESC, reason")
+    finally:
+        con.close()
+
+
+@main.command(context_settings=CONTEXT)
+@click.argument("key")
+@click.option("--data", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Build folder (default: $TEMINAL_OUT or .).")
+@click.option("--out", "wav_out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the re-rendered audio to this WAV file.")
+@click.option("--root", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where the sources are now, if the dataset folder moved since the build.")
+def render(key: str, data: Path | None, wav_out: Path | None, root: Path | None) -> None:
+    """Re-render sample KEY (<group_key>.<relation>) from its catalog row and the source files,
+    and check its sha256 against the stored shard member (exit status 1 on mismatch)."""
+    from teminal.pipeline.build import rerender
+
+    try:
+        result = rerender(data or _default_data(), key, root=root)
+    except (FileNotFoundError, KeyError, ValueError) as e:
+        raise click.ClickException(str(e).strip("'\"")) from None
+    if wav_out:
+        import soundfile as sf
+
+        wav_out.parent.mkdir(parents=True, exist_ok=True)
+        sf.write(wav_out, result.audio, result.sample_rate, subtype="PCM_16")
+        click.echo(f"wrote {wav_out} ({len(result.audio) / result.sample_rate:.2f} s at "
+                   f"{result.sample_rate} Hz)")
+    click.echo(f"{key}: {result.caption!r}  sources {', '.join(result.source_ids)}")
+    click.echo(f"  catalog sha256 {result.expected}")
+    click.echo(f"  shard member   {result.stored}")
+    click.echo(f"  re-rendered    {result.actual}")
+    if result.match:
+        click.echo("match: the re-rendered member is identical to the stored one")
+    else:
+        click.echo("MISMATCH: the re-rendered member differs from the stored one", err=True)
+        sys.exit(1)
+
+
+def format_table(names: list[str], rows: list[tuple], max_width: int = 60) -> str:
+    """A plain-text table: header, rule, rows; long cells cut with an ellipsis."""
+    def cell(v) -> str:
+        s = "NULL" if v is None else (f"{v:.6g}" if isinstance(v, float) else str(v))
+        s = " ".join(s.split())
+        return s if len(s) <= max_width else s[:max_width - 1] + "…"
+
+    cells = [[cell(v) for v in row] for row in rows]
+    widths = [max([len(n)] + [len(r[i]) for r in cells]) for i, n in enumerate(names)]
+    numeric = [all(isinstance(row[i], (int, float)) or row[i] is None for row in rows) and rows
+               for i in range(len(names))]
+
+    def line(values):
+        return "  ".join(v.rjust(w) if num else v.ljust(w)
+                         for v, w, num in zip(values, widths, numeric)).rstrip()
+
+    out = [line(names), "  ".join("-" * w for w in widths)]
+    out += [line(r) for r in cells]
+    return "\n".join(out)
+
+
+def _echo_query(con, sql: str) -> None:
+    cur = con.execute(sql)
+    click.echo(format_table([d[0] for d in cur.description], cur.fetchall()))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,78 @@
+"""Parquet manifests and the DuckDB catalog: schema, exact values, deterministic bytes."""
+from __future__ import annotations
+
+import datetime as dt
+
+import duckdb
+import pytest
+
+from teminal.manifests.catalog import connect, read_table, write_catalog, write_table
+from teminal.manifests.schema import SORT_KEYS, TABLES, columns
+
+
+def sample(key: str, **kw) -> dict:
+    return {"key": key, "group_key": key.split(".")[0], "stage": "b", "split": "test",
+            "relation": key.split(".")[1], "source_ids": ["s1", "s2"], "labels": ["dog", None],
+            "offsets": [0.0, 5.0], "gains_db": [0.1 + 0.2, -1 / 3], "snr_db": None,
+            "seed": 2**62 + 1, "captions": ["dog before cat"], **kw}
+
+
+def tables(samples) -> dict:
+    return {"samples": samples, "sources": [], "shards": [], "rejects": [],
+            "builds": [{"build_id": "b1", "config": "{}", "version": "0.1.0", "synthetic": True}]}
+
+
+def test_values_round_trip_exactly(tmp_path):
+    path = write_table("samples", [sample("g1.forward", snr_db=1 / 7)], tmp_path / "s.parquet")
+    (row,) = read_table(path)
+    assert row["gains_db"] == [0.1 + 0.2, -1 / 3] and row["snr_db"] == 1 / 7
+    assert row["seed"] == 2**62 + 1 and row["labels"] == ["dog", None]
+    assert list(row) == columns("samples")
+
+
+def test_same_rows_in_any_order_give_the_same_bytes(tmp_path):
+    rows = [sample(f"g{i}.forward") for i in range(50)]
+    a = write_table("samples", rows, tmp_path / "a.parquet").read_bytes()
+    b = write_table("samples", list(reversed(rows)), tmp_path / "b.parquet").read_bytes()
+    assert a == b
+    assert [r["key"] for r in read_table(tmp_path / "a.parquet")] == sorted(r["key"] for r in rows)
+
+
+def test_empty_tables_keep_their_schema(tmp_path):
+    path = write_table("rejects", [], tmp_path / "r.parquet")
+    con = duckdb.connect()
+    cols = [r[0] for r in con.execute(f"DESCRIBE SELECT * FROM read_parquet('{path}')").fetchall()]
+    assert cols == columns("rejects")
+
+
+def test_unknown_columns_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="unknown column"):
+        write_table("shards", [{"path": "x", "colour": "red"}], tmp_path / "x.parquet")
+
+
+def test_catalog_holds_every_table_and_opens_read_only(tmp_path):
+    created = dt.datetime(2026, 1, 2, 3, 4, 5)
+    write_catalog(tmp_path, tables([sample("g1.forward")]), created=created)
+    assert sorted(p.name for p in (tmp_path / "manifests").iterdir()) == sorted(
+        [f"{t}.parquet" for t in TABLES] + ["catalog.duckdb"])
+    con = connect(tmp_path)
+    try:
+        names = {r[0] for r in con.execute("SHOW TABLES").fetchall()}
+        assert names == set(TABLES)
+        assert con.execute("SELECT created FROM builds").fetchone()[0] == created
+        with pytest.raises(duckdb.Error, match="read-only"):
+            con.execute("DELETE FROM samples")
+    finally:
+        con.close()
+    # the creation time lives in the DuckDB file only, never in the Parquet manifests
+    assert "created" not in read_table(tmp_path / "manifests" / "builds.parquet")[0]
+
+
+def test_connect_without_a_catalog_explains(tmp_path):
+    with pytest.raises(FileNotFoundError, match="pipeline build"):
+        connect(tmp_path)
+
+
+def test_schema_sort_keys_are_columns():
+    for table, keys in SORT_KEYS.items():
+        assert set(keys) <= set(columns(table))

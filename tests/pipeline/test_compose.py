@@ -1,0 +1,202 @@
+"""Recipes and rendering: lengths, order of events, overlay, levels, purity."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from teminal.pipeline.compose import (CEILING, ComposeConfig, SampleRecipe, group_key,
+                                      make_group_recipes, render, render_detailed)
+from teminal.pipeline.sources.base import SourceClip
+
+SR = 16000
+
+
+def tone(freq: float, seconds: float = 5.0, level: float = 0.3) -> np.ndarray:
+    t = np.arange(int(seconds * SR)) / SR
+    return (level * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+def clip(sid: str, label: str) -> SourceClip:
+    return SourceClip(source_id=sid, dataset="esc50", path=f"/x/{sid}.wav", split="train",
+                      fold=1, label=label, sample_rate=SR, duration=5.0)
+
+
+A, B = clip("src-a", "low hum"), clip("src-b", "high whistle")
+# a: quiet low tone, b: loud high tone, so spectrum tells which is where
+WAVES = {"src-a": tone(200, level=0.05), "src-b": tone(4000, level=0.8)}
+CONFIG = ComposeConfig(sample_rate=SR, clip_seconds=10.0)
+
+
+def recipes(stage: str, config: ComposeConfig = CONFIG, seed: int = 0) -> dict[str, SampleRecipe]:
+    return {r.relation: r for r in make_group_recipes(stage, "train", 7, A, B, config, seed)}
+
+
+def band_energy(x: np.ndarray, lo: float, hi: float) -> float:
+    spec = np.abs(np.fft.rfft(x)) ** 2
+    freqs = np.fft.rfftfreq(len(x), 1 / SR)
+    return float(spec[(freqs >= lo) & (freqs < hi)].sum())
+
+
+def which(x: np.ndarray) -> str:
+    low, high = band_energy(x, 50, 1000), band_energy(x, 2000, 8000)
+    return "a" if low > 10 * high else "b" if high > 10 * low else "both"
+
+
+def test_every_relation_renders_to_the_model_input_length():
+    for stage in ("a", "b"):
+        for r in recipes(stage).values():
+            y = render(r, WAVES)
+            assert y.dtype == np.float32 and y.shape == (10 * SR,)
+            assert np.isfinite(y).all() and np.abs(y).max() <= CEILING
+
+
+def test_forward_plays_a_then_b_and_reversed_swaps_the_order():
+    rs = recipes("b")
+    fwd, rev = render(rs["forward"], WAVES), render(rs["reversed"], WAVES)
+    half = 5 * SR
+    assert (which(fwd[:half]), which(fwd[half:])) == ("a", "b")
+    assert (which(rev[:half]), which(rev[half:])) == ("b", "a")
+    # the order is swapped; the waveforms themselves are not time-reversed
+    np.testing.assert_array_equal(rev[:half], fwd[half:])
+    np.testing.assert_array_equal(rev[half:], fwd[:half])
+    assert rs["forward"].source_ids == ["src-a", "src-b"] and rs["reversed"].source_ids == ["src-b", "src-a"]
+    assert rs["forward"].caption == "low hum before high whistle"
+    assert rs["reversed"].caption == "high whistle before low hum"
+    assert rs["forward"].offsets == [0.0, 5.0]
+
+
+def test_parts_are_loudness_normalised_before_mixing():
+    y = render(recipes("b")["forward"], WAVES)
+    rms = [np.sqrt(np.mean(y[:5 * SR] ** 2)), np.sqrt(np.mean(y[5 * SR:] ** 2))]
+    # a was 24 dB quieter than b at the source; both now sit at the same level (-20 dBFS)
+    assert 20 * np.log10(rms[0]) == pytest.approx(-20, abs=0.1)
+    assert 20 * np.log10(rms[1]) == pytest.approx(-20, abs=0.1)
+
+
+def test_overlay_holds_both_events_at_the_recipe_snr():
+    r = recipes("b")["overlay"]
+    lo, hi = CONFIG.snr_range
+    assert r.snr_db is not None and lo <= r.snr_db <= hi
+    y = render(r, WAVES)
+    assert which(y) == "both"
+    snr = 10 * np.log10(band_energy(y, 50, 1000) / band_energy(y, 2000, 8000))
+    assert snr == pytest.approx(r.snr_db, abs=0.2)
+    assert r.offsets == [0.0, 0.0] and r.caption == "low hum while high whistle"
+
+
+def test_stage_a_single_and_double():
+    rs = recipes("a")
+    assert set(rs) == {"single", "double"}
+    single = render(rs["single"], WAVES)
+    assert which(single) == "a"
+    # a 5 s clip in a 10 s single is repeat-padded (LAION-CLAP's repeat)
+    np.testing.assert_array_equal(single[:5 * SR], single[5 * SR:])
+    double = render(rs["double"], WAVES)
+    assert (which(double[:5 * SR]), which(double[5 * SR:])) == ("a", "b")
+    assert rs["single"].caption == "Single sound of low hum"
+
+
+def test_zero_padding_policy_for_singles():
+    r = recipes("a", ComposeConfig(sample_rate=SR, clip_seconds=10.0, pad="zero"))["single"]
+    y = render(r, WAVES)
+    assert np.abs(y[:5 * SR]).max() > 0 and not y[5 * SR:].any()
+
+
+def test_short_parts_are_zero_padded_in_their_concatenation_slot():
+    short = {"src-a": tone(200, seconds=2.0), "src-b": tone(4000, seconds=2.0)}
+    y = render(recipes("b")["forward"], short)
+    assert np.abs(y[:2 * SR]).max() > 0 and not y[2 * SR:5 * SR].any()
+    assert np.abs(y[5 * SR:7 * SR]).max() > 0 and not y[7 * SR:].any()
+
+
+def test_long_parts_are_cut_to_their_highest_energy_window():
+    long_a = np.zeros(30 * SR, dtype=np.float32)
+    long_a[20 * SR:21 * SR] = tone(200, seconds=1.0, level=0.5)      # the event, at 20 s
+    long_a += np.float32(1e-3) * tone(50, seconds=30.0, level=1.0)   # faint background
+    r = recipes("b")["forward"]
+    out = render_detailed(r, {"src-a": long_a, "src-b": WAVES["src-b"]})
+    assert 16.0 <= out.source_offsets[0] <= 20.0           # the 5 s window holds the event
+    assert out.source_offsets[1] == 0.0
+    assert which(out.audio[:5 * SR]) == "a"
+
+
+def test_nothing_clips_and_silent_parts_are_guarded():
+    spiky = np.zeros(5 * SR, dtype=np.float32)
+    spiky[::SR] = 1.0                                       # huge crest factor: the limiter works
+    silent = np.zeros(5 * SR, dtype=np.float32)
+    r = recipes("b")["overlay"]
+    out = render_detailed(r, {"src-a": spiky, "src-b": silent})
+    assert np.isfinite(out.audio).all() and np.abs(out.audio).max() <= CEILING
+    assert out.gains_db[0] < 60 and all(np.isfinite(out.gains_db))
+
+
+def test_rendering_is_pure_and_the_part_cache_changes_nothing():
+    rs = recipes("b")
+    cache: dict = {}
+    for r in rs.values():
+        cached = render_detailed(r, WAVES, cache).audio
+        np.testing.assert_array_equal(cached, render(r, WAVES))
+        assert cached.tobytes() == render(SampleRecipe.from_dict(r.to_dict()), WAVES).tobytes()
+
+
+def test_recipes_are_deterministic_from_seed_and_group_key():
+    first, again = recipes("b", seed=5), recipes("b", seed=5)
+    assert {k: v.to_dict() for k, v in first.items()} == {k: v.to_dict() for k, v in again.items()}
+    other = recipes("b", seed=6)["overlay"]
+    assert other.seed != first["overlay"].seed
+    assert first["forward"].group_key == group_key("esc50", "b", "train", 7) == "esc50-b-train-000007"
+    assert first["forward"].key == "esc50-b-train-000007.forward"
+    # every member of a group shares the group seed (so augmented parts are shared too)
+    assert len({r.seed for r in first.values()}) == 1
+
+
+def test_recipe_round_trips_through_a_dict():
+    r = recipes("b")["overlay"]
+    d = r.to_dict()
+    assert json.loads(json.dumps(d)) == d
+    assert SampleRecipe.from_dict(d) == r
+    assert SampleRecipe.from_dict({**d, "unknown_column": 1}) == r
+
+
+def test_extended_templates_carry_all_renderings_with_ids():
+    r = recipes("b", ComposeConfig(sample_rate=SR, template_set="extended"))["forward"]
+    assert r.caption == "low hum before high whistle"
+    assert len(r.captions) == len(r.template_ids) > 1
+    assert r.template_ids[0] == "paper.before" and "ext.after" in r.template_ids
+
+
+def test_augmented_parts_are_shared_by_the_members_of_a_group():
+    config = ComposeConfig(sample_rate=SR, augment="gain,noise")
+    rs = recipes("b", config)
+    fwd, rev = render_detailed(rs["forward"], WAVES), render_detailed(rs["reversed"], WAVES)
+    np.testing.assert_array_equal(rev.audio[:5 * SR], fwd.audio[5 * SR:])
+    assert len(fwd.augment) == 2 and fwd.augment[0]["seed"] == rev.augment[1]["seed"]
+    plain = render(recipes("b")["forward"], WAVES)
+    assert not np.array_equal(plain, fwd.audio)
+
+
+def test_bad_config_is_refused():
+    with pytest.raises(ValueError, match="pad policy"):
+        ComposeConfig(pad="mirror")
+    with pytest.raises(ValueError, match="snr_range"):
+        ComposeConfig(snr_range=(5.0, -5.0))
+    with pytest.raises(KeyError, match="no waveform"):
+        render(recipes("b")["forward"], {"src-a": WAVES["src-a"]})
+
+
+def test_padding_and_limiting_helpers_match_the_audio_primitives():
+    from teminal.pipeline import audio as A
+    from teminal.pipeline.compose import _add_padded, _peak_limit
+
+    x = tone(300, seconds=0.7, level=0.9)
+    for policy in ("repeat", "zero"):
+        out = np.zeros(2 * SR, dtype=np.float32)
+        _add_padded(out, 0, 2 * SR, x, policy)
+        np.testing.assert_array_equal(out, A.fit_to_length(x, 2 * SR, policy))
+    loud = np.float32(3.7) * tone(100, seconds=1.0)
+    for y in (loud, loud * np.float32(0.1)):
+        mine, theirs = _peak_limit(y, CEILING), A.peak_limit(y, CEILING)
+        np.testing.assert_array_equal(mine[0], theirs[0])
+        assert mine[1] == pytest.approx(theirs[1], abs=1e-12)
