@@ -76,3 +76,15 @@ def test_connect_without_a_catalog_explains(tmp_path):
 def test_schema_sort_keys_are_columns():
     for table, keys in SORT_KEYS.items():
         assert set(keys) <= set(columns(table))
+
+
+def test_plain_pyarrow_and_pandas_read_the_manifests(tmp_path):
+    # Regression: pyarrow >= 22 refuses NumPy < 2 at import; the pin in constraints.txt keeps
+    # every Parquet consumer (pyarrow, pandas) working beside laion-clap's NumPy 1.x.
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    path = write_table("samples", [sample("g1.forward"), sample("g1.reversed")], tmp_path / "s.parquet")
+    table = pq.read_table(path)
+    assert table.num_rows == 2 and table.column("source_ids").to_pylist()[0] == ["s1", "s2"]
+    assert list(pd.read_parquet(path)["key"]) == ["g1.forward", "g1.reversed"]
