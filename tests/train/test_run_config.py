@@ -1,0 +1,61 @@
+"""Settings: defaults < YAML < flags, unknown keys refused, the right default file per model."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from teminal.train.run_config import (CONFIG_DIR, TrainConfig, default_config_path,
+                                      model_family, resolve)
+
+REQUIRED = ["--data", "D", "--out", "R"]
+
+
+def test_shipped_configs_load_and_follow_the_paper_for_laion():
+    for path in sorted(CONFIG_DIR.glob("*.yaml")):
+        TrainConfig.from_dict(yaml.safe_load(path.read_text()), source=path.name)
+    a = yaml.safe_load((CONFIG_DIR / "laion_stage_a.yaml").read_text())
+    b = yaml.safe_load((CONFIG_DIR / "laion_stage_b.yaml").read_text())
+    for cfg in (a, b):
+        assert (cfg["lr"], cfg["lr_gamma"], cfg["grad_clip"], cfg["mixed_precision"]) == \
+            (1e-3, 0.95, 0.5, "bf16")
+    assert (a["groups_per_batch"], a["lambda_a"], a["epochs"]) == (4, 0.8, 20)
+    assert (b["groups_per_batch"], b["epochs"]) == (32, 10)
+    assert {p.stem for p in CONFIG_DIR.glob("*.yaml")} >= {
+        "small_pretrain", "small_stage_a", "small_stage_b", "laion_stage_a", "laion_stage_b"}
+
+
+def test_flags_override_the_yaml_which_overrides_defaults(tmp_path):
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text("lr: 0.01\ngroups_per_batch: 5\nbeta: 0.5\n")
+    cfg = resolve("stage_b", [*REQUIRED, "--config", str(cfg_file), "--lr", "0.002",
+                              "--trainable", "a.*", "b.*", "--no-tensorboard",
+                              "--where", "split = 'train'"])
+    assert (cfg.lr, cfg.groups_per_batch, cfg.beta) == (0.002, 5, 0.5)
+    assert cfg.trainable == ["a.*", "b.*"] and cfg.tensorboard is False
+    assert cfg.where == "split = 'train'" and cfg.seed == 0
+
+
+def test_default_file_follows_the_model_family(tmp_path):
+    assert default_config_path("stage_a", "small").name == "small_stage_a.yaml"
+    assert default_config_path("stage_b", "laion:/x.pt").name == "laion_stage_b.yaml"
+    ckpt = tmp_path / "run" / "final"
+    ckpt.mkdir(parents=True)
+    (ckpt / "config.json").write_text(json.dumps({"init": "laion:/x.pt"}))
+    assert model_family(str(ckpt)) == "laion" and model_family(str(tmp_path / "run")) == "laion"
+    cfg = resolve("stage_b", [*REQUIRED, "--init", str(tmp_path / "run")])
+    assert cfg.groups_per_batch == 32  # laion_stage_b.yaml
+
+
+def test_unknown_settings_and_bad_values_are_explained(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("learning_rate: 1\n")
+    with pytest.raises(ValueError, match=r"unknown setting\(s\) \['learning_rate'\].*lr"):
+        resolve("stage_a", [*REQUIRED, "--config", str(bad)])
+    with pytest.raises(ValueError, match="--data OUT"):
+        resolve("stage_a", ["--out", "R"])
+    with pytest.raises(ValueError, match="mixed_precision"):
+        resolve("stage_a", [*REQUIRED, "--mixed-precision", "fp8"])
+    with pytest.raises(FileNotFoundError, match="shipped configs"):
+        resolve("stage_a", [*REQUIRED, "--config", str(tmp_path / "none.yaml")])

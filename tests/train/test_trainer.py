@@ -1,0 +1,142 @@
+"""The shared loop on the toy model (milliseconds per step): learning, run-folder layout,
+kill-and-resume equivalence, the NaN stop, selection, refusing to overwrite a run."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from teminal.train.run_config import TrainConfig
+from teminal.train.streaming import canonical_caption
+from teminal.train.trainer import NonFiniteLoss, Stage, complete_checkpoints, run
+from toy_clap import reference_info_nce, toy_factory, weights
+
+RELATIONS = ("forward", "reversed", "overlay")
+
+
+class Loss:
+    """InfoNCE over [forward; reversed; overlay]; `fail_at` makes call k raise or return NaN."""
+
+    def __init__(self, fail_at: int | None = None, nan: bool = False):
+        self.calls, self.fail_at, self.nan, self.sizes = 0, fail_at, nan, []
+
+    def __call__(self, audio, text, scale, n_groups, cfg):
+        self.calls += 1
+        self.sizes.append((audio.shape[0], n_groups))
+        loss = reference_info_nce(audio, text, scale)
+        if self.calls == self.fail_at:
+            if self.nan:
+                return loss * float("nan")
+            raise KeyboardInterrupt("simulated kill")
+        return loss
+
+
+def stage(loss=None, caption=canonical_caption) -> Stage:
+    return Stage("toy_b", "b", RELATIONS, loss or Loss(), caption)
+
+
+def config(data, out, **kw) -> TrainConfig:
+    base = dict(data=str(data), out=str(out), max_steps=12, groups_per_batch=4, num_workers=0,
+                lr=3e-3, save_every=4, log_every=1, tensorboard=False, progress=False, seed=1)
+    return TrainConfig(**{**base, **kw})
+
+
+def metrics(run_dir) -> list[dict]:
+    return [json.loads(ln) for ln in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_loss_goes_down_and_the_run_folder_is_complete(tiny_data, tmp_path):
+    out = tmp_path / "run"
+    result = run(config(tiny_data, out, max_steps=40, save_every=20, log_every=5,
+                        tensorboard=True), stage(), toy_factory)
+    rows = metrics(out)
+    assert [r["step"] for r in rows] == [1, 5, 10, 15, 20, 25, 30, 35, 40]
+    assert {"loss", "lr", "samples_per_s", "epoch", "data_wait"} <= set(rows[0])
+    first, last = rows[0]["loss"], sum(r["loss"] for r in rows[-3:]) / 3
+    assert last < first - 0.3, (first, last)
+    assert rows[-1]["epoch"] == pytest.approx(40 / 6)  # 24 groups / 4 per step
+    assert rows[-1]["lr"] == pytest.approx(3e-3 * 0.95 ** 6)
+    assert [p.name for p in complete_checkpoints(out)] == ["step-20", "step-40"]
+    cfg = json.loads((out / "final" / "config.json").read_text())["extra"]
+    assert cfg["stage"] == "toy_b" and cfg["synthetic"] is True and cfg["build_id"]
+    assert cfg["train_config"]["groups_per_batch"] == 4 and cfg["steps"] == 40
+    assert (out / "final" / "model.safetensors").exists()
+    assert list((out / "tb").rglob("events.out.tfevents*")), "no TensorBoard log"
+    assert result.steps == 40 and result.final_loss < result.first_loss
+    assert json.loads((out / "summary.json").read_text())["steps"] == 40
+
+
+@pytest.mark.parametrize("workers,accum", [(0, 1), (2, 2)])
+def test_killed_and_resumed_run_ends_with_the_same_weights(tiny_data, tmp_path, workers, accum):
+    kw = dict(num_workers=workers, grad_accum=accum, groups_per_batch=3)
+    run(config(tiny_data, tmp_path / "whole", **kw), stage(), toy_factory)
+
+    broken = tmp_path / "broken"
+    with pytest.raises(KeyboardInterrupt):  # dies in step 7, after the step-4 checkpoint
+        run(config(tiny_data, broken, **kw), stage(Loss(fail_at=6 * accum + 1)), toy_factory)
+    assert [p.name for p in complete_checkpoints(broken)] == ["step-4"]
+    run(config(tiny_data, broken, resume=True, **kw), stage(), toy_factory)
+
+    a, b = weights(tmp_path / "whole" / "final"), weights(broken / "final")
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=1e-5, atol=1e-6, msg=name)
+    steps = [r["step"] for r in metrics(broken)]
+    assert steps == list(range(1, 13))
+    assert [r["loss"] for r in metrics(broken)] == pytest.approx(
+        [r["loss"] for r in metrics(tmp_path / "whole")], rel=1e-5)
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_data, tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(NonFiniteLoss, match=r"nan at step 7.*step-6"):
+        run(config(tiny_data, out, save_every=2, keep_checkpoints=2),
+            stage(Loss(fail_at=7, nan=True)), toy_factory)
+    assert [p.name for p in complete_checkpoints(out)] == ["step-4", "step-6"]
+    assert not (out / "final").exists()
+    good = weights_of_checkpoint(out / "checkpoints" / "step-6")
+    assert all(torch.isfinite(v).all() for v in good.values())
+    run(config(tiny_data, out, resume=True, max_steps=8, save_every=2), stage(), toy_factory)
+    assert metrics(out)[-1]["step"] == 8
+
+
+def weights_of_checkpoint(path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(path / "model.safetensors"))
+
+
+def test_where_restricts_the_training_groups(tiny_data, tmp_path):
+    label = "low hum"
+    seen = []
+
+    def caption(rows, relation, rng):
+        assert any(label in r["labels"] for r in rows), rows[0]["group_key"]
+        seen.append(rows[0]["group_key"])
+        return canonical_caption(rows, relation, rng)
+
+    run(config(tiny_data, tmp_path / "run", max_steps=4, groups_per_batch=2,
+               where=f"list_contains(labels, '{label}')"), stage(caption=caption), toy_factory)
+    assert len(seen) == 4 * 2 * 3
+
+
+def test_an_existing_run_is_not_overwritten(tiny_data, tmp_path):
+    run(config(tiny_data, tmp_path / "run", max_steps=2), stage(), toy_factory)
+    with pytest.raises(FileExistsError, match="--resume"):
+        run(config(tiny_data, tmp_path / "run", max_steps=2), stage(), toy_factory)
+    # resuming a finished run at its last step does nothing and keeps the model
+    result = run(config(tiny_data, tmp_path / "run", max_steps=2, resume=True), stage(),
+                 toy_factory)
+    assert result.steps == 2
+
+
+def test_init_from_a_checkpoint(tiny_data, tmp_path):
+    run(config(tiny_data, tmp_path / "a", max_steps=3), stage(), toy_factory)
+    loss = Loss()
+    run(config(tiny_data, tmp_path / "b", max_steps=1, init=str(tmp_path / "a")), stage(loss),
+        toy_factory)
+    cfg = json.loads((tmp_path / "b" / "final" / "config.json").read_text())["extra"]
+    assert cfg["init"] == str(tmp_path / "a" / "final")
+    with pytest.raises(FileNotFoundError, match="--init .*config.json"):
+        run(config(tiny_data, tmp_path / "c", init=str(tmp_path / "nowhere")), stage(),
+            toy_factory)

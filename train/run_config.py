@@ -1,0 +1,169 @@
+"""A training run's settings: dataclass defaults, then a YAML file, then command-line flags.
+
+Every field is a flag (`lambda_a` is `--lambda-a`); a YAML key that is not a field is an error
+that lists the valid ones. Without `--config` the stage's default file for the model family is
+used: `configs/laion_<stage>.yaml` for `laion:` specs (and checkpoints made from them),
+`configs/small_<stage>.yaml` otherwise.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+
+
+@dataclass
+class TrainConfig:
+    # what to train, on what, where to write
+    model: str = "small"                 # small | laion:/path.pt | checkpoint dir
+    data: str | None = None              # pipeline output folder (OUT)
+    out: str | None = None               # run folder
+    init: str | None = None              # checkpoint dir (or run dir) to start from
+    resume: bool = False                 # continue from out/checkpoints/step-* (latest complete)
+    split: str = "train"
+    where: str | None = None             # SQL predicate on catalog `samples` rows
+    query_file: str | None = None        # file with a SQL query returning group_key
+    templates: list[str] | None = None   # caption template-id prefixes; None: canonical caption
+    # schedule
+    seed: int = 0
+    max_steps: int | None = None         # optimizer steps; None: epochs x steps per epoch
+    epochs: float = 1.0
+    groups_per_batch: int = 8            # per rank and micro-batch
+    grad_accum: int = 1                  # micro-batches per optimizer step (adds no negatives)
+    lr: float = 1e-3
+    lr_gamma: float = 0.95               # StepLR factor per epoch
+    weight_decay: float = 0.0
+    grad_clip: float | None = 0.5        # max global grad norm; None: no clipping
+    trainable: list[str] | None = None   # parameter-name patterns; None: the model's default
+    # loss
+    global_negatives: bool = True        # negatives span all ranks (all_gather with gradient)
+    lambda_a: float = 0.8                # stage A loss weight (paper's code: total = lambda * InfoNCE)
+    alpha_same_time: float = 1.0
+    alpha_cross_time: float = 1.0
+    alpha_same_overlap: float = 1.0
+    alpha_cross_overlap: float = 1.0
+    beta: float = 1.0
+    # machinery
+    num_workers: int = 2                 # loader worker processes per rank (decode audio)
+    shuffle_buffer: int = 64             # groups held (as raw bytes) per worker for shuffling
+    prefetch: int = 2                    # batches prefetched per worker
+    save_every: int = 100                # optimizer steps between save_state; 0: only at the end
+    keep_checkpoints: int = 2            # newest complete checkpoints kept
+    log_every: int = 10
+    mixed_precision: str | None = None   # no | fp16 | bf16; None: accelerate launch's setting
+    cpu: bool = False                    # force CPU (with several processes: gloo DDP)
+    find_unused_parameters: bool = True  # DDP: trainable parameters outside the loss are allowed
+    tensorboard: bool = True
+    progress: bool = True
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict, source: str = "config") -> "TrainConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"{source}: unknown setting(s) {unknown}; valid settings: "
+                             f"{', '.join(sorted(names))}")
+        return cls(**d)
+
+    def validate(self) -> "TrainConfig":
+        problems = []
+        if not self.data:
+            problems.append("--data OUT (a pipeline output folder) is required")
+        if not self.out:
+            problems.append("--out RUN_DIR is required")
+        if self.groups_per_batch < 1 or self.grad_accum < 1:
+            problems.append("groups_per_batch and grad_accum must be >= 1")
+        if self.max_steps is not None and self.max_steps < 0:
+            problems.append("max_steps must be >= 0")
+        if self.mixed_precision not in (None, "no", "fp16", "bf16"):
+            problems.append(f"mixed_precision {self.mixed_precision!r} is not no, fp16 or bf16")
+        if self.num_workers < 0:
+            problems.append("num_workers must be >= 0")
+        if problems:
+            raise ValueError("invalid training settings:\n  " + "\n  ".join(problems))
+        return self
+
+
+def load_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"config file {path} does not exist (shipped configs: "
+                                f"{', '.join(p.name for p in sorted(CONFIG_DIR.glob('*.yaml')))})")
+    d = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(d, dict):
+        raise ValueError(f"{path}: a config is a mapping of setting: value, got {type(d).__name__}")
+    return d
+
+
+def model_family(spec: str) -> str:
+    """"laion" for LAION checkpoints and project checkpoints made from one, else "small"."""
+    if spec.startswith("laion:"):
+        return "laion"
+    cfg = Path(spec) / "config.json"
+    if cfg.is_file() and '"laion' in cfg.read_text():
+        return "laion"
+    run_cfg = Path(spec) / "final" / "config.json"
+    if run_cfg.is_file() and '"laion' in run_cfg.read_text():
+        return "laion"
+    return "small"
+
+
+def default_config_path(stage: str, spec: str) -> Path:
+    return CONFIG_DIR / f"{model_family(spec)}_{stage}.yaml"
+
+
+def _flag_type(tp):
+    """(argparse type, nargs) for a dataclass field type."""
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    base = args[0] if args else tp
+    if typing.get_origin(base) is list:
+        return str, "+"
+    return {"int": int, "float": float, "str": str}.get(getattr(base, "__name__", ""), str), None
+
+
+def build_parser(stage: str, description: str = "") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=f"train/{stage}.py", description=description,
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--config", help="YAML file of settings (default: the stage's file for "
+                                    "the model family, under train/configs/)")
+    hints = typing.get_type_hints(TrainConfig)
+    for f in dataclasses.fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        if hints[f.name] is bool:
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
+        else:
+            tp, nargs = _flag_type(hints[f.name])
+            p.add_argument(flag, type=tp, nargs=nargs, default=None,
+                           metavar=f.name.upper())
+    return p
+
+
+def resolve(stage: str, argv: list[str] | None = None, description: str = "") -> TrainConfig:
+    """Defaults < YAML (--config or the stage's default) < flags given on the command line."""
+    ns = vars(build_parser(stage, description).parse_args(argv))
+    config_path = ns.pop("config")
+    flags = {k: v for k, v in ns.items() if v is not None}
+    spec = flags.get("init") or flags.get("model") or "small"
+    path = Path(config_path) if config_path else default_config_path(stage, spec)
+    merged = {**load_yaml(path), **flags}
+    cfg = TrainConfig.from_dict(merged, source=str(path))
+    return cfg.validate()
+
+
+def dump(cfg: TrainConfig, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+
+def differences(a: dict, b: dict, keys: typing.Iterable[str]) -> dict:
+    """{key: (a, b)} for the keys whose values differ."""
+    return {k: (a.get(k), b.get(k)) for k in keys if json.dumps(a.get(k)) != json.dumps(b.get(k))}

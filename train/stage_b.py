@@ -1,0 +1,36 @@
+"""TeminAL stage B: time order, with the TNCE loss over [forward; reversed; overlay] blocks.
+
+The same pair in the other order and overlaid are the hard negatives; `--alpha-same-time`,
+`--alpha-cross-time`, `--alpha-same-overlap`, `--alpha-cross-overlap` weigh them and `--beta`
+the reversed and overlay rows against the forward ones (all 1: InfoNCE over 3N). Start from a stage-A checkpoint: stage B alone was reported
+ineffective.
+
+    accelerate launch train/stage_b.py --model small --init runs/a --data OUT --out runs/b
+"""
+from __future__ import annotations
+
+import sys
+
+from teminal.train.losses import tnce
+from teminal.train.trainer import Stage, main_for
+
+
+def stage_b_loss(audio, text, logit_scale, n_groups, cfg):
+    return tnce(audio, text, logit_scale, n_groups,
+                alpha_same_time=cfg.alpha_same_time, alpha_cross_time=cfg.alpha_cross_time,
+                alpha_same_overlap=cfg.alpha_same_overlap,
+                alpha_cross_overlap=cfg.alpha_cross_overlap, beta=cfg.beta)
+
+
+STAGE = Stage(name="stage_b", data_stage="b", relations=("forward", "reversed", "overlay"),
+              loss=stage_b_loss,
+              wants_init="stage B starts from the base model: no --init given. The method is A "
+                         "then B; pass --init RUN_A (a stage-A run dir or its final/)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    return main_for(STAGE, argv, __doc__)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

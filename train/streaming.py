@@ -1,0 +1,397 @@
+"""Whole groups streamed from the pipeline's shards, in an order fixed by (seed, epoch, rank, worker).
+
+A batch is N whole groups laid out in blocks, one block per relation: for stage B
+[forward x N; reversed x N; overlay x N], so the losses see the block structure they expect.
+
+The order of the stream is a pure function of the shard index, the seed, the number of ranks
+and of loader workers ("slots"):
+
+- every epoch the shard list is shuffled with ``webdataset.detshuffle`` seeded by (seed, epoch),
+  the same on every rank;
+- the shuffled list is split like ``split_by_node`` then ``split_by_worker`` (every world-th
+  shard from the rank's offset, then every workers-th from the worker's). With fewer non-empty
+  shards than slots the split falls back to groups: every slot reads all shards and keeps every
+  slots-th group, so no slot is ever empty (an empty slot would hang the loader);
+- inside a slot each epoch's groups go through a buffered ``detshuffle`` seeded by
+  (seed, slot, epoch) on their raw bytes, before decoding.
+
+Each slot's stream is endless (epoch after epoch), so every rank can take exactly the same
+number of batches: the trainer decides how many, and uneven ranks cannot deadlock DDP. Because
+the per-epoch group count of every slot is known from the index, a resumed run skips whole
+epochs by arithmetic and the rest of one epoch by counting raw groups, without decoding them:
+a stream cannot be rewound, but it can be replayed exactly.
+
+The DataLoader asks its workers for batches round-robin and returns them in that order, so
+rank batch k is batch k // W of worker k % W; ``skip_batches`` uses exactly that (and rotates
+the workers' roles so the resumed loader's first request lands on the right one).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import random
+import tarfile
+from dataclasses import dataclass
+from itertools import islice
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+import webdataset as wds
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+log = logging.getLogger(__name__)
+
+STAGE_RELATIONS = {"a": ("single", "double"), "b": ("forward", "reversed", "overlay")}
+CATALOG = Path("manifests") / "catalog.duckdb"
+
+# A caption policy picks the text of one member: (rows of the group, relation, rng) -> str.
+CaptionFn = Callable[[list, str, random.Random], str]
+
+
+# Shards and their groups
+
+def list_shards(data_dir: str | Path, stage: str, split: str = "train") -> list[Path]:
+    folder = Path(data_dir) / "shards" / stage
+    shards = sorted(folder.glob(f"{split}-*.tar"))
+    if not shards:
+        raise FileNotFoundError(
+            f"no shards match {folder}/{split}-*.tar; build them first, for example "
+            f"`pipeline build --stages {stage} --out {data_dir}`")
+    return shards
+
+
+def scan_shard(path: str | Path) -> list[str]:
+    """Group keys of a shard in stored order, from the tar headers only (no member is read)."""
+    keys: list[str] = []
+    with tarfile.open(path, mode="r:") as tar:
+        for info in tar:
+            if info.isfile():
+                key = Path(info.name).name.split(".", 1)[0]
+                if not keys or keys[-1] != key:
+                    keys.append(key)
+    return keys
+
+
+@dataclass(frozen=True)
+class ShardIndex:
+    """The shards a run reads and, per shard, the selected group keys in stored order."""
+    shards: tuple[str, ...]
+    groups: tuple[tuple[str, ...], ...]
+
+    @property
+    def num_groups(self) -> int:
+        return sum(len(g) for g in self.groups)
+
+    @classmethod
+    def build(cls, data_dir, stage: str, split: str = "train",
+              keep: set[str] | None = None) -> "ShardIndex":
+        """Index the shards of (stage, split); `keep` restricts to those group keys."""
+        shards, groups, seen = [], [], 0
+        for path in list_shards(data_dir, stage, split):
+            keys = scan_shard(path)
+            seen += len(keys)
+            if keep is not None:
+                keys = [k for k in keys if k in keep]
+            if keys:  # a shard with nothing selected is never opened
+                shards.append(str(path))
+                groups.append(tuple(keys))
+        index = cls(tuple(shards), tuple(groups))
+        if keep is not None and index.num_groups < len(keep):
+            log.warning("%d selected groups are not in the shards of %s/shards/%s (catalog and "
+                        "shards out of sync?)", len(keep) - index.num_groups, data_dir, stage)
+        if index.num_groups == 0:
+            raise ValueError(f"no groups to train on in {data_dir}/shards/{stage}/{split}-*.tar "
+                             f"({seen} groups before selection)")
+        return index
+
+
+# Selection over the catalog
+
+def select_group_keys(data_dir, stage: str, split: str = "train", where: str | None = None,
+                      query: str | None = None) -> set[str] | None:
+    """Group keys chosen by SQL over the catalog, or None when nothing restricts the set.
+
+    `where` is a predicate on `samples` rows; a group is kept when any of its rows matches
+    (so `list_contains(labels, 'dog')` keeps every pair with a dog). `query` is a whole query
+    whose `group_key` column (or first column) lists the groups; both given: the intersection."""
+    if not where and not query:
+        return None
+    import duckdb
+
+    path = Path(data_dir) / CATALOG
+    if not path.exists():
+        raise FileNotFoundError(f"--where/--query-file need the catalog {path}; it is written by "
+                                f"`pipeline build`")
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        keys = None
+        if where:
+            sql = (f"SELECT DISTINCT group_key FROM samples WHERE stage = ? AND split = ? "
+                   f"AND ({where})")
+            keys = {r[0] for r in _run_sql(con, sql, [stage, split])}
+        if query:
+            cur = _run_sql(con, query, None, cursor=True)
+            names = [d[0] for d in cur.description]
+            col = names.index("group_key") if "group_key" in names else 0
+            chosen = {r[col] for r in cur.fetchall()}
+            keys = chosen if keys is None else keys & chosen
+    finally:
+        con.close()
+    if not keys:
+        raise ValueError(f"the selection (where={where!r}, query={query!r}) matches no "
+                         f"{stage}/{split} group in {path}")
+    return keys
+
+
+def _run_sql(con, sql: str, params, cursor: bool = False):
+    import duckdb
+
+    try:
+        cur = con.execute(sql, params) if params else con.execute(sql)
+    except duckdb.Error as e:
+        raise ValueError(f"SQL over the catalog failed: {e}\n  SQL: {sql}\n  tables: sources, "
+                         f"samples, shards, rejects, builds (see docs/ARCHITECTURE.md)") from None
+    return cur if cursor else cur.fetchall()
+
+
+def catalog_builds(data_dir) -> list[dict]:
+    """build_id and synthetic flag of every build in the catalog (empty without a catalog)."""
+    path = Path(data_dir) / CATALOG
+    if not path.exists():
+        return []
+    import duckdb
+
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        cols = {r[0] for r in con.execute("DESCRIBE builds").fetchall()}
+        synth = "synthetic" if "synthetic" in cols else "NULL"
+        rows = con.execute(f"SELECT build_id, {synth} FROM builds ORDER BY build_id").fetchall()
+    except duckdb.Error:
+        return []
+    finally:
+        con.close()
+    return [{"build_id": b, "synthetic": s} for b, s in rows]
+
+
+# The plan: which groups each slot reads in each epoch
+
+def shuffled_shards(shards: Sequence[str], seed: int, epoch: int) -> list[str]:
+    """The epoch's shard order, identical on every rank and worker."""
+    stage = wds.detshuffle(bufsize=len(shards), initial=len(shards), seed=seed, epoch=epoch - 1)
+    return list(stage.run(iter(shards)))
+
+
+@dataclass(frozen=True)
+class StreamPlan:
+    index: ShardIndex
+    seed: int = 0
+    rank: int = 0
+    world: int = 1
+    workers: int = 1  # loader workers per rank; 0 and 1 both mean one slot
+
+    def __post_init__(self):
+        if self.index.num_groups < self.slots:
+            raise ValueError(f"{self.index.num_groups} groups cannot feed {self.world} rank(s) x "
+                             f"{max(1, self.workers)} loader worker(s): every worker needs at "
+                             f"least one group; use fewer --num-workers or more data")
+
+    @property
+    def slots(self) -> int:
+        return self.world * max(1, self.workers)
+
+    @property
+    def by_shard(self) -> bool:
+        return len(self.index.shards) >= self.slots
+
+    def epoch_plan(self, worker: int, epoch: int) -> list[tuple[str, tuple[str, ...]]]:
+        """[(shard, group keys this slot keeps from it)] in reading order."""
+        groups = dict(zip(self.index.shards, self.index.groups))
+        order = shuffled_shards(self.index.shards, self.seed, epoch)
+        workers = max(1, self.workers)
+        if self.by_shard:  # split_by_node, then split_by_worker
+            mine = islice(islice(order, self.rank, None, self.world), worker, None, workers)
+            return [(s, groups[s]) for s in mine]
+        slot, plan, pos = self.rank + self.world * worker, [], 0
+        for s in order:  # every slots-th group of the epoch, counted across shards
+            keys = tuple(k for i, k in enumerate(groups[s], pos) if i % self.slots == slot)
+            pos += len(groups[s])
+            if keys:
+                plan.append((s, keys))
+        return plan
+
+    def epoch_count(self, worker: int, epoch: int) -> int:
+        return sum(len(k) for _, k in self.epoch_plan(worker, epoch))
+
+    def slot_seed(self, worker: int) -> int:
+        # Spaced so that detshuffle's seed + epoch never collides between slots.
+        return self.seed * 1_000_003 + (self.rank * max(1, self.workers) + worker) * 1_000_000_007
+
+
+def worker_skip(batches: int, worker: int, workers: int) -> int:
+    """How many of the rank's first `batches` batches came from `worker` (round-robin)."""
+    workers = max(1, workers)
+    return max(0, (batches - worker + workers - 1) // workers)
+
+
+# The stream
+
+@dataclass
+class GroupStream(IterableDataset):
+    """Endless stream of batches of N whole groups for one rank; see the module docstring."""
+    plan: StreamPlan
+    relations: tuple[str, ...]
+    groups_per_batch: int
+    caption: CaptionFn
+    skip_batches: int = 0  # batches this rank consumed before (resume)
+    shuffle_buffer: int = 64
+    sample_rate: int | None = None  # expected rate; None: take it from the shards
+    caption_seed: int = 0             # seeds per-group caption choices (with epoch and key)
+
+    def __post_init__(self):
+        super().__init__()
+
+    def __iter__(self) -> Iterator[dict]:
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        if workers != max(1, self.plan.workers):
+            raise RuntimeError(f"GroupStream planned for {self.plan.workers} workers runs in "
+                               f"{workers}; build the plan with the loader's num_workers")
+        # The loader's first request goes to worker 0, but the rank's next batch belongs to
+        # worker skip_batches % W of the unbroken run: rotate the roles to match.
+        worker = (worker + self.skip_batches) % workers
+        skip = worker_skip(self.skip_batches, worker, workers) * self.groups_per_batch
+        batch = []
+        for raw in self._raw_groups(worker, skip):
+            batch.append(self._decode(raw))
+            if len(batch) == self.groups_per_batch:
+                yield self._collate(batch)
+                batch = []
+
+    def _raw_groups(self, worker: int, skip: int) -> Iterator[dict]:
+        epoch = 0
+        while True:
+            count = self.plan.epoch_count(worker, epoch)
+            if skip >= count:  # skip a whole epoch without reading it
+                skip -= count
+                epoch += 1
+                continue
+            for raw in islice(self._epoch_groups(worker, epoch), skip, None):
+                yield raw
+            skip = 0
+            epoch += 1
+
+    def _epoch_groups(self, worker: int, epoch: int) -> Iterator[dict]:
+        plan = self.plan.epoch_plan(worker, epoch)
+        wanted = {k for _, keys in plan for k in keys}
+        urls = iter([{"url": s} for s, _ in plan])
+        raw = (s for s in wds.tarfile_samples(urls) if s["__key__"] in wanted)
+        shuffle = wds.detshuffle(bufsize=self.shuffle_buffer, initial=self.shuffle_buffer,
+                                 seed=self.plan.slot_seed(worker), epoch=epoch - 1)
+        for sample in shuffle.run(raw):
+            sample["__epoch__"] = epoch
+            yield sample
+
+    def _decode(self, raw: dict) -> dict:
+        from teminal.pipeline.audio import decode_member
+
+        meta = json.loads(raw["json"])
+        rows = meta["samples"] if isinstance(meta, dict) else meta
+        key = raw["__key__"]
+        rng = random.Random(f"{self.caption_seed}:{raw['__epoch__']}:{key}")
+        waves, texts, rate = [], [], None
+        for relation in self.relations:
+            ext = next((e for e in ("flac", "npy") if f"{relation}.{e}" in raw), None)
+            if ext is None:
+                raise KeyError(f"group {key} in {raw['__url__']} has no {relation!r} member "
+                               f"(members: {sorted(k for k in raw if not k.startswith('__'))})")
+            wave, sr = decode_member(raw[f"{relation}.{ext}"], ext)
+            row = next((r for r in rows if r.get("relation") == relation), {})
+            rate = sr or row.get("sample_rate") or rate
+            waves.append(wave)
+            texts.append(self.caption(rows, relation, rng))
+        return {"key": key, "waves": waves, "texts": texts, "sample_rate": rate,
+                "epoch": raw["__epoch__"]}
+
+    def _collate(self, groups: list[dict]) -> dict:
+        rates = {g["sample_rate"] for g in groups}
+        if len(rates) != 1 or None in rates:
+            raise ValueError(f"groups {[g['key'] for g in groups]} mix or lack sample rates "
+                             f"{sorted(map(str, rates))}")
+        rate = rates.pop()
+        if self.sample_rate and rate != self.sample_rate:
+            raise ValueError(f"shards hold {rate} Hz audio, this run expects {self.sample_rate}")
+        # Block layout: relation-major, so rows [r*N, (r+1)*N) are relation r of groups 0..N-1.
+        waves = [g["waves"][r] for r in range(len(self.relations)) for g in groups]
+        length = max(len(w) for w in waves)
+        audio = np.zeros((len(waves), length), dtype=np.float32)
+        for i, w in enumerate(waves):
+            audio[i, :len(w)] = w
+        texts = [g["texts"][r] for r in range(len(self.relations)) for g in groups]
+        return {"audio": torch.from_numpy(audio), "texts": texts,
+                "keys": [g["key"] for g in groups], "sample_rate": rate,
+                "epoch": groups[0]["epoch"]}
+
+
+def _worker_init(_worker_id: int) -> None:
+    # Decoding is single-threaded work; torch's intra-op threads only fight the trainer.
+    torch.set_num_threads(1)
+
+
+def make_loader(stream: GroupStream, prefetch: int = 2, pin_memory: bool = False) -> DataLoader:
+    """A DataLoader that decodes in `stream.plan.workers` worker processes.
+
+    The loader has its own generator so creating it never draws from the global torch RNG
+    (which the checkpoint restores): a resumed run sees the same dropout as an unbroken one."""
+    workers = stream.plan.workers
+    return DataLoader(stream, batch_size=None, num_workers=workers,
+                      worker_init_fn=_worker_init if workers else None,
+                      prefetch_factor=prefetch if workers else None,
+                      generator=torch.Generator().manual_seed(stream.plan.seed),
+                      pin_memory=pin_memory, persistent_workers=False)
+
+
+# Caption policies (top-level functions so loader workers can pickle them)
+
+def label_text(label: str) -> str:
+    return label.replace("_", " ")
+
+
+def canonical_caption(rows: list, relation: str, rng: random.Random) -> str:
+    """The member's canonical caption (the paper's wording for the `paper` template set)."""
+    return _row(rows, relation)["caption"]
+
+
+def class_prompt_mix(rows: list, relation: str, rng: random.Random) -> str:
+    """Pretraining text for a single clip: one of "This is a sound of {label}.", the bare label,
+    or the stage-A caption ("Single sound of {label}"), uniformly, seeded per group and epoch.
+    The prompt is the zero-shot prompt, so pretraining teaches the classes the way they are
+    asked for; the other two keep the text tower from keying on one phrasing."""
+    row = _row(rows, relation)
+    label = label_text(row["labels"][0]) if row.get("labels") else row["caption"]
+    return rng.choice([f"This is a sound of {label}.", label, row["caption"]])
+
+
+@dataclass(frozen=True)
+class TemplateCaption:
+    """A caption drawn from the member's renderings whose template id starts with one of
+    `prefixes` (for example ("paper.", "ext.before")), so templates can be held out."""
+    prefixes: tuple[str, ...]
+
+    def __call__(self, rows: list, relation: str, rng: random.Random) -> str:
+        row = _row(rows, relation)
+        pairs = [(c, t) for c, t in zip(row.get("captions") or [], row.get("template_ids") or [])
+                 if t.startswith(self.prefixes)]
+        if not pairs:
+            raise ValueError(f"{row.get('key')}: no caption with a template id starting with "
+                             f"{self.prefixes}; it has {row.get('template_ids')}")
+        return rng.choice(pairs)[0]
+
+
+def _row(rows: list, relation: str) -> dict:
+    for r in rows:
+        if r.get("relation") == relation:
+            return r
+    raise KeyError(f"no {relation!r} row in the group's JSON (relations: "
+                   f"{[r.get('relation') for r in rows]})")

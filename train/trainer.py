@@ -1,0 +1,496 @@
+"""The training loop every stage shares: stream whole groups, embed, contrast, step, checkpoint.
+
+One optimizer step = `grad_accum` micro-batches of `groups_per_batch` groups on every rank.
+
+- Negatives span the global batch: embeddings are gathered from all ranks with
+  `torch.distributed.nn.functional.all_gather`, whose backward sums the gradients of every
+  rank's (identical) loss; DDP then averages over ranks, which gives exactly the gradient of
+  the one global loss. The gathered rows are re-ordered so the block layout
+  [relation 0 of all groups; relation 1 ...] holds over the global batch.
+- Gradient accumulation averages the gradients of `grad_accum` separate contrastive losses: it
+  smooths the step like a larger batch would, but it adds no negatives (each loss only sees
+  its micro-batch, gathered over ranks). For more negatives raise `groups_per_batch` or ranks.
+- The learning rate is a pure function of the step (StepLR by nominal epochs), so a resumed
+  run needs no scheduler state. The data stream is replayed from the step (see streaming.py),
+  and the loader never draws from the global RNG, so killed-and-resumed equals unbroken.
+- A non-finite loss stops every rank before the update; the newest checkpoint stays the last
+  good one.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from teminal.train.run_config import TrainConfig, differences, dump
+from teminal.train.streaming import (CaptionFn, GroupStream, ShardIndex, StreamPlan,
+                                     TemplateCaption, canonical_caption, catalog_builds,
+                                     make_loader, select_group_keys)
+
+log = logging.getLogger("teminal.train")
+
+# Settings that fix the data order; a resume that changes one cannot replay the stream.
+DATA_ORDER_KEYS = ("data", "split", "where", "query_file", "templates", "seed",
+                   "groups_per_batch", "grad_accum", "num_workers", "shuffle_buffer")
+
+# (audio [R*N, D], text [R*N, D], logit scale, N groups, config) -> scalar loss
+LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, int, TrainConfig], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str                       # pretrain | stage_a | stage_b (also the TensorBoard project)
+    data_stage: str                 # which shards: "a" or "b"
+    relations: tuple[str, ...]      # members per group, in block order
+    loss: LossFn
+    caption: CaptionFn = canonical_caption
+    wants_init: str | None = None   # warning when not started from a project checkpoint
+
+
+class NonFiniteLoss(RuntimeError):
+    pass
+
+
+@dataclass
+class TrainProgress:
+    """Custom state saved with every checkpoint (accelerate's register_for_checkpointing)."""
+    step: int = 0
+    world_size: int = 1
+    num_workers: int = 0
+
+    def state_dict(self) -> dict:
+        return asdict(self)
+
+    def load_state_dict(self, d: dict) -> None:
+        self.__dict__.update(d)
+
+
+@dataclass
+class RunResult:
+    stage: str
+    steps: int
+    first_loss: float | None
+    final_loss: float | None
+    samples_per_s: float
+    data_stall: float
+    seconds: float
+    world_size: int
+    final_dir: str | None
+
+
+class EmbedStep(nn.Module):
+    """The module DDP wraps: embeddings and the logit scale come out of one forward, so every
+    trainable parameter's gradient (the temperature's too) is synchronised."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, audio: torch.Tensor, text_tokens, sample_rate: int) -> tuple[torch.Tensor, ...]:
+        # the adapter resamples the batch once when the shards' rate is not the model's
+        out = self.model(audio=audio, text_tokens=text_tokens, sample_rate=sample_rate)
+        if isinstance(out, dict):
+            audio_emb, text_emb = out["audio"], out["text"]
+        else:
+            audio_emb, text_emb = out[0], out[1]
+        return audio_emb, text_emb, self.model.logit_scale()
+
+
+def gather_blocks(emb: torch.Tensor, n_blocks: int) -> torch.Tensor:
+    """All ranks' [n_blocks * N, D] rows, with gradient, as [n_blocks * world * N, D] in block
+    order (block r holds relation r of rank 0's groups, then rank 1's, ...)."""
+    import warnings
+
+    import torch.distributed as dist
+    from torch.distributed.nn.functional import all_gather
+
+    world = dist.get_world_size()
+    with warnings.catch_warnings():  # deprecated for a private successor; still exact
+        warnings.filterwarnings("ignore", ".*all_gather is deprecated", FutureWarning)
+        parts = torch.stack(all_gather(emb.contiguous()))       # [W, R*N, D]
+    parts = parts.reshape(world, n_blocks, -1, emb.shape[-1])   # [W, R, N, D]
+    return parts.transpose(0, 1).reshape(-1, emb.shape[-1])     # [R*W*N, D]
+
+
+def lr_at(step: int, cfg: TrainConfig, steps_per_epoch: int) -> float:
+    return cfg.lr * cfg.lr_gamma ** (step // steps_per_epoch)
+
+
+# Checkpoints
+
+def checkpoint_dir(run_dir: Path, step: int) -> Path:
+    return run_dir / "checkpoints" / f"step-{step}"
+
+
+def complete_checkpoints(run_dir: Path) -> list[Path]:
+    """Checkpoints whose save finished on every rank, oldest first."""
+    found = [p for p in (run_dir / "checkpoints").glob("step-*") if (p / "COMPLETE").exists()]
+    return sorted(found, key=lambda p: int(p.name.split("-")[1]))
+
+
+def save_checkpoint(accelerator, run_dir: Path, step: int, keep: int) -> Path:
+    path = checkpoint_dir(run_dir, step)
+    accelerator.save_state(str(path))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        (path / "COMPLETE").write_text(json.dumps({"step": step}) + "\n")
+        for old in complete_checkpoints(run_dir)[:-max(1, keep)]:
+            shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    return path
+
+
+def _truncate_metrics(path: Path, last_step: int) -> None:
+    """A resumed run rewrites the steps a killed run logged after its last checkpoint."""
+    if path.exists():
+        keep = [ln for ln in path.read_text().splitlines()
+                if ln.strip() and json.loads(ln).get("step", 0) <= last_step]
+        path.write_text("".join(ln + "\n" for ln in keep))
+
+
+# The run
+
+def _accelerator(cfg: TrainConfig, run_dir: Path):
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration
+
+    trackers = None
+    if cfg.tensorboard:
+        try:
+            import tensorboard  # noqa: F401
+            trackers = "tensorboard"
+        except ImportError:
+            log.warning("tensorboard is not installed; no TensorBoard logs")
+    return Accelerator(
+        cpu=cfg.cpu, mixed_precision=cfg.mixed_precision,
+        gradient_accumulation_steps=cfg.grad_accum, log_with=trackers,
+        project_config=ProjectConfiguration(project_dir=str(run_dir),
+                                            logging_dir=str(run_dir / "tb")),
+        kwargs_handlers=[DistributedDataParallelKwargs(
+            find_unused_parameters=cfg.find_unused_parameters)])
+
+
+def _load_model(spec: str, device):
+    from teminal.models import load_model
+
+    return load_model(spec, device=str(device))
+
+
+def model_spec(spec: str, flag: str = "--model") -> str:
+    """A run dir stands for its final/ checkpoint; other specs ("small", "laion:...", bundled
+    names) pass through to load_model, which explains what is wrong with them."""
+    path = Path(spec)
+    if (path / "final" / "config.json").exists():
+        return str(path / "final")
+    if flag == "--init" and not (path / "config.json").exists():
+        raise FileNotFoundError(f"--init {spec}: no config.json there (nor in final/); give a "
+                                f"checkpoint dir written by a training run (RUN_DIR or "
+                                f"RUN_DIR/final)")
+    return spec
+
+
+def run(cfg: TrainConfig, stage: Stage,
+        model_factory: Callable[[str, object], nn.Module] = _load_model) -> RunResult:
+    """Train `stage` with `cfg` (see the module docstring); returns the run's summary."""
+    run_dir = Path(cfg.out)
+    accelerator = _accelerator(cfg, run_dir)
+    log_file = _setup_logging(accelerator, run_dir)
+    try:
+        result = Trainer(cfg, stage, accelerator, model_factory).train()
+        accelerator.wait_for_everyone()
+        return result
+    finally:
+        accelerator.end_training()
+        if log_file is not None:
+            logging.getLogger("teminal").removeHandler(log_file)
+            log_file.close()
+
+
+class Clock:
+    """Wall time and time spent waiting for data, over the run and since the last log line."""
+
+    def __init__(self):
+        self.t_run = self.t_log = time.perf_counter()
+        self.wait_run = self.wait_log = 0.0
+        self.steps_log = 0
+
+    def waited(self, seconds: float) -> None:
+        self.wait_run += seconds
+        self.wait_log += seconds
+
+    def since_log(self) -> float:
+        return max(time.perf_counter() - self.t_log, 1e-9)
+
+    def interval(self) -> tuple[float, float, int]:
+        """(seconds, waited, steps) since the last call; starts the next interval."""
+        now = time.perf_counter()
+        out = (max(now - self.t_log, 1e-9), self.wait_log, self.steps_log)
+        self.t_log, self.wait_log, self.steps_log = now, 0.0, 0
+        return out
+
+
+class Trainer:
+    """One run: everything is set up in __init__ (data plan, model, optimizer, resume, loader);
+    `train` runs the steps, checkpoints and exports."""
+
+    def __init__(self, cfg: TrainConfig, stage: Stage, accelerator, model_factory):
+        from accelerate.utils import set_seed
+
+        self.cfg, self.stage, self.acc = cfg, stage, accelerator
+        self.run_dir = Path(cfg.out)
+        self.world, self.main = accelerator.num_processes, accelerator.is_main_process
+        self.metrics_path = self.run_dir / "metrics.jsonl"
+        previous = complete_checkpoints(self.run_dir)
+        if (previous or (self.run_dir / "final").exists()) and not cfg.resume:
+            raise FileExistsError(f"{self.run_dir} already holds a run (checkpoints or final/); "
+                                  f"pass --resume to continue it, or choose another --out")
+        self.spec = model_spec(cfg.init, "--init") if cfg.init else model_spec(cfg.model)
+        if stage.wants_init and not (Path(self.spec) / "config.json").exists():
+            log.warning(stage.wants_init)  # not a project checkpoint: no earlier stage ran
+        set_seed(cfg.seed)
+
+        keep = select_group_keys(cfg.data, stage.data_stage, cfg.split, cfg.where,
+                                 Path(cfg.query_file).read_text() if cfg.query_file else None)
+        self.index = ShardIndex.build(cfg.data, stage.data_stage, cfg.split, keep)
+        self.global_groups = cfg.groups_per_batch * self.world * cfg.grad_accum
+        self.samples_per_step = self.global_groups * len(stage.relations)
+        self.steps_per_epoch = max(1, self.index.num_groups // self.global_groups)
+        self.max_steps = cfg.max_steps if cfg.max_steps is not None else \
+            math.ceil(cfg.epochs * self.steps_per_epoch)
+
+        self.model = model_factory(self.spec, accelerator.device)
+        n_train, n_total = self.model.set_trainable(cfg.trainable)
+        log.info("model %s: %s of %s parameters train (%.1f%%)", self.spec, f"{n_train:,}",
+                 f"{n_total:,}", 100 * n_train / max(1, n_total))
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        optimizer = torch.optim.Adam(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.step_module, self.optimizer = accelerator.prepare(EmbedStep(self.model), optimizer)
+        self.step_module.train()
+        self.progress = TrainProgress(world_size=self.world, num_workers=cfg.num_workers)
+        accelerator.register_for_checkpointing(self.progress)
+
+        self.start = 0
+        if cfg.resume:
+            self.start = _resume(accelerator, cfg, self.run_dir, previous, self.progress,
+                                 self.metrics_path)
+        elif self.main and self.metrics_path.exists():
+            self.metrics_path.unlink()
+        if self.main:
+            dump(cfg, self.run_dir / "run_config.yaml")
+            if cfg.tensorboard:
+                accelerator.init_trackers(stage.name, config=_scalars(cfg.to_dict()))
+        self.loader = self._loader()
+
+    def _loader(self):
+        cfg = self.cfg
+        caption = TemplateCaption(tuple(cfg.templates)) if cfg.templates else self.stage.caption
+        plan = StreamPlan(self.index, cfg.seed, self.acc.process_index, self.world,
+                          cfg.num_workers)
+        stream = GroupStream(plan, self.stage.relations, cfg.groups_per_batch, caption,
+                             skip_batches=self.start * cfg.grad_accum,
+                             shuffle_buffer=cfg.shuffle_buffer, caption_seed=cfg.seed)
+        log.info("%s: %d groups in %d shards (split by %s), %d groups per step over %d "
+                 "rank(s) -> %d steps per epoch; steps %d..%d; %s negatives", self.stage.name,
+                 self.index.num_groups, len(self.index.shards),
+                 "shard" if plan.by_shard else "group", self.global_groups, self.world,
+                 self.steps_per_epoch, self.start, self.max_steps,
+                 "global" if self.world > 1 and self.cfg.global_negatives else "local")
+        return make_loader(stream, prefetch=cfg.prefetch,
+                           pin_memory=self.acc.device.type == "cuda")
+
+    # the loop
+
+    def train(self) -> RunResult:
+        from tqdm.auto import tqdm
+
+        cfg, clock = self.cfg, Clock()
+        bar = tqdm(total=self.max_steps, initial=self.start, desc=self.stage.name, unit="step",
+                   disable=not (self.main and cfg.progress), dynamic_ncols=True)
+        batches, first_loss, loss = iter(self.loader), None, None
+        for step in range(self.start, self.max_steps):
+            lr = lr_at(step, cfg, self.steps_per_epoch)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            loss, info = self._step(step, lr, batches, clock)
+            first_loss = loss if first_loss is None else first_loss
+            self.progress.step = done = step + 1
+            clock.steps_log += 1
+            rate = self.samples_per_step * clock.steps_log / clock.since_log()
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2g}", samples_s=f"{rate:.1f}")
+            if done % max(1, cfg.log_every) == 0 or done in (1, self.max_steps):
+                loss = self._log(done, loss, lr, info, clock)
+            if cfg.save_every and done % cfg.save_every == 0 and done < self.max_steps:
+                save_checkpoint(self.acc, self.run_dir, done, cfg.keep_checkpoints)
+        bar.close()
+        return self._finish(first_loss, loss, clock)
+
+    def _step(self, step: int, lr: float, batches, clock: Clock) -> tuple[float, dict]:
+        """One optimizer step over grad_accum micro-batches; (mean loss, values to log)."""
+        from accelerate.utils import send_to_device
+
+        losses, info = [], {}
+        for _ in range(self.cfg.grad_accum):
+            t0 = time.perf_counter()
+            batch = next(batches)
+            clock.waited(time.perf_counter() - t0)
+            if step == self.start and batch["sample_rate"] != self.model.sample_rate:
+                log.info("the shards hold %d Hz audio; the model resamples every batch to %d Hz"
+                         " (build the shards at the model's rate to save that)",
+                         batch["sample_rate"], self.model.sample_rate)
+            with self.acc.accumulate(self.step_module):
+                audio = batch["audio"].to(self.acc.device, non_blocking=True)
+                tokens = send_to_device(self.model.tokenize(batch["texts"]), self.acc.device)
+                audio_emb, text_emb, scale = self.step_module(audio, tokens, batch["sample_rate"])
+                n_groups = self.cfg.groups_per_batch
+                if self.world > 1 and self.cfg.global_negatives:
+                    audio_emb = gather_blocks(audio_emb, len(self.stage.relations))
+                    text_emb = gather_blocks(text_emb, len(self.stage.relations))
+                    n_groups *= self.world
+                loss = self.stage.loss(audio_emb.float(), text_emb.float(), scale.float(),
+                                       n_groups, self.cfg)
+                self._stop_if_not_finite(loss, step, lr)
+                self.acc.backward(loss)
+                if self.acc.sync_gradients and self.cfg.grad_clip:
+                    info["grad_norm"] = float(
+                        self.acc.clip_grad_norm_(self.params, self.cfg.grad_clip))
+                self.optimizer.step()
+                self.optimizer.zero_grad(set_to_none=True)
+            losses.append(loss.item())
+        info.update(logit_scale=float(scale.detach()), data_epoch=batch["epoch"])
+        return sum(losses) / len(losses), info
+
+    def _stop_if_not_finite(self, loss: torch.Tensor, step: int, lr: float) -> None:
+        """Every rank stops together, before the update, when any rank's loss is not finite."""
+        bad = torch.tensor([0.0 if torch.isfinite(loss) else 1.0], device=self.acc.device)
+        if self.world > 1:
+            bad = self.acc.reduce(bad, "sum")
+        if bad.item() > 0:
+            last = complete_checkpoints(self.run_dir)
+            raise NonFiniteLoss(
+                f"{self.stage.name}: the loss is {loss.item()} at step {step + 1} (lr {lr:g}); "
+                f"stopped before updating. The last good checkpoint is "
+                f"{last[-1] if last else 'none (no checkpoint was saved yet)'}; lower --lr or "
+                f"check the data, then --resume")
+
+    def _log(self, step: int, loss: float, lr: float, info: dict, clock: Clock) -> float:
+        if not (self.world > 1 and self.cfg.global_negatives):  # local losses differ by rank
+            loss = self.acc.reduce(torch.tensor([loss], device=self.acc.device), "mean").item()
+        seconds, waited, steps = clock.interval()
+        samples_per_s = self.samples_per_step * steps / seconds
+        row = {"step": step, "loss": loss, "lr": lr, "samples_per_s": samples_per_s,
+               "epoch": step / self.steps_per_epoch, "data_wait": waited / seconds,
+               "time": clock.t_log - clock.t_run, **info}
+        if self.main:
+            with open(self.metrics_path, "a") as f:
+                f.write(json.dumps(row) + "\n")
+        self.acc.log(row, step=step)
+        return loss
+
+    def _finish(self, first_loss, final_loss, clock: Clock) -> RunResult:
+        seconds = time.perf_counter() - clock.t_run
+        done = self.max_steps - self.start
+        if done > 0 or not complete_checkpoints(self.run_dir):
+            save_checkpoint(self.acc, self.run_dir, self.progress.step, self.cfg.keep_checkpoints)
+        final_dir = self.run_dir / "final"
+        if self.main:
+            _export(self.acc.unwrap_model(self.step_module).model, final_dir, self.cfg,
+                    self.stage, self.spec, self.progress.step, self.world)
+        result = RunResult(self.stage.name, self.progress.step, first_loss, final_loss,
+                           self.samples_per_step * done / max(seconds, 1e-9), clock.wait_run / max(seconds, 1e-9), seconds,
+                           self.world, str(final_dir))
+        if self.main:
+            (self.run_dir / "summary.json").write_text(json.dumps(asdict(result), indent=1) + "\n")
+            print(_summary_line(result, self.start), flush=True)
+        return result
+
+
+def _resume(accelerator, cfg, run_dir, previous, progress, metrics_path) -> int:
+    if not previous:
+        log.warning("--resume: no complete checkpoint in %s/checkpoints; starting at step 0",
+                    run_dir)
+        if accelerator.is_main_process:
+            _truncate_metrics(metrics_path, 0)
+        return 0
+    path = previous[-1]
+    accelerator.load_state(str(path))
+    old_cfg = run_dir / "run_config.yaml"
+    if old_cfg.exists():
+        import yaml
+
+        changed = differences(yaml.safe_load(old_cfg.read_text()), cfg.to_dict(),
+                              DATA_ORDER_KEYS)
+        if changed:
+            log.warning("resuming with changed data settings %s: the data order differs from "
+                        "the interrupted run", changed)
+    if progress.world_size != accelerator.num_processes:
+        log.warning("resuming on %d processes a run saved on %d: the data order differs",
+                    accelerator.num_processes, progress.world_size)
+    if accelerator.is_main_process:
+        _truncate_metrics(metrics_path, progress.step)
+    log.info("resumed from %s at step %d", path, progress.step)
+    return progress.step
+
+
+def _export(model, final_dir: Path, cfg: TrainConfig, stage: Stage, spec: str, steps: int,
+            world: int) -> None:
+    builds = catalog_builds(cfg.data)
+    if final_dir.exists():
+        shutil.rmtree(final_dir)
+    model.save(str(final_dir), {
+        "stage": stage.name, "init": spec, "steps": steps, "world_size": world,
+        "data": str(Path(cfg.data).resolve()),
+        "build_id": builds[0]["build_id"] if len(builds) == 1 else
+        [b["build_id"] for b in builds] or None,
+        "synthetic": any(bool(b["synthetic"]) for b in builds) if builds else None,
+        "train_config": cfg.to_dict()})
+
+
+def _summary_line(r: RunResult, start: int) -> str:
+    loss = (f"loss {r.first_loss:.4f} -> {r.final_loss:.4f}" if r.final_loss is not None
+            else "no steps run")
+    return (f"{r.stage}: steps {start}->{r.steps} in {r.seconds:.1f} s on {r.world_size} "
+            f"process(es), {r.samples_per_s:.1f} samples/s, {loss}, data stall "
+            f"{r.data_stall:.1%}; model in {r.final_dir}")
+
+
+def _scalars(d: dict) -> dict:
+    return {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in d.items()}
+
+
+def _setup_logging(accelerator, run_dir: Path) -> logging.Handler | None:
+    """INFO to RUN_DIR/train.log on the main process; other ranks only warn."""
+    logger = logging.getLogger("teminal")
+    if not accelerator.is_main_process:
+        logger.setLevel(logging.WARNING)
+        return None
+    run_dir.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(run_dir / "train.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    return handler
+
+
+def main_for(stage: Stage, argv: list[str] | None = None, description: str = "") -> int:
+    """Entry point of a stage script: settings from YAML + flags, then `run`."""
+    import sys
+
+    from teminal.train.run_config import resolve
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    cfg = resolve(stage.name, argv, description)
+    try:
+        run(cfg, stage)
+    except NonFiniteLoss as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        return 3
+    return 0
