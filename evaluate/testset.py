@@ -307,19 +307,9 @@ def load_training_data(out, split: str = "train", relations=ALL_PAIR_RELATIONS,
 
 
 def _selected_groups(con, split: str, where: str | None, query: str | None) -> set[str] | None:
-    if not where and not query:
-        return None
-    keys = None
-    if where:
-        keys = {r["group_key"] for r in _rows(
-            con, f"SELECT DISTINCT group_key FROM samples WHERE split = ? AND ({where})", [split])}
-    if query:
-        cur = con.execute(query)
-        names = [d[0] for d in cur.description]
-        col = names.index("group_key") if "group_key" in names else 0
-        chosen = {r[col] for r in cur.fetchall()}
-        keys = chosen if keys is None else keys & chosen
-    return keys
+    from teminal.manifests.catalog import select_group_keys
+
+    return select_group_keys(con, split, where, query)
 
 
 def checkpoint_extra(model) -> dict:

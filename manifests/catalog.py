@@ -140,3 +140,33 @@ def _load(con, table: str, rows: Iterable[Mapping]) -> None:
 
 def _sql_path(path) -> str:
     return str(path).replace("'", "''")
+
+
+def select_group_keys(con, split: str, where: str | None = None, query: str | None = None,
+                      stage: str | None = None) -> set[str] | None:
+    """Group keys of `split` (and `stage`) chosen by SQL over the catalog; None: no restriction.
+
+    `where` is a predicate on `samples` rows and a group is kept only when EVERY one of its rows
+    matches, so a pair predicate such as `NOT (list_contains(labels,'dog') AND
+    list_contains(labels,'siren'))` drops the whole stage-A group of that pair even though its
+    `single` row names one class only. `query` is a whole query whose `group_key` column (or
+    first column) lists groups; with both, the intersection. Trainers and evaluators share this
+    so "what a run trained on" means the same thing to both."""
+    if not where and not query:
+        return None
+    keys = None
+    if where:
+        filters, params = ["split = ?"], [split]
+        if stage:
+            filters.append("stage = ?")
+            params.append(stage)
+        sql = (f"SELECT group_key FROM samples WHERE {' AND '.join(filters)} GROUP BY group_key "
+               f"HAVING bool_and(coalesce(({where}), false))")
+        keys = {r[0] for r in con.execute(sql, params).fetchall()}
+    if query:
+        cur = con.execute(query)
+        names = [d[0] for d in cur.description]
+        col = names.index("group_key") if "group_key" in names else 0
+        chosen = {r[col] for r in cur.fetchall()}
+        keys = chosen if keys is None else keys & chosen
+    return keys

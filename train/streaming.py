@@ -113,12 +113,14 @@ def select_group_keys(data_dir, stage: str, split: str = "train", where: str | N
                       query: str | None = None) -> set[str] | None:
     """Group keys chosen by SQL over the catalog, or None when nothing restricts the set.
 
-    `where` is a predicate on `samples` rows; a group is kept when any of its rows matches
-    (so `list_contains(labels, 'dog')` keeps every pair with a dog). `query` is a whole query
-    whose `group_key` column (or first column) lists the groups; both given: the intersection."""
+    `where` is a predicate on `samples` rows; a group is kept when every one of its rows matches
+    (see `teminal.manifests.catalog.select_group_keys`). `query` is a whole query whose
+    `group_key` column (or first column) lists the groups; both given: the intersection."""
     if not where and not query:
         return None
     import duckdb
+
+    from teminal.manifests.catalog import select_group_keys as _select
 
     path = Path(data_dir) / CATALOG
     if not path.exists():
@@ -126,34 +128,17 @@ def select_group_keys(data_dir, stage: str, split: str = "train", where: str | N
                                 f"`pipeline build`")
     con = duckdb.connect(str(path), read_only=True)
     try:
-        keys = None
-        if where:
-            sql = (f"SELECT DISTINCT group_key FROM samples WHERE stage = ? AND split = ? "
-                   f"AND ({where})")
-            keys = {r[0] for r in _run_sql(con, sql, [stage, split])}
-        if query:
-            cur = _run_sql(con, query, None, cursor=True)
-            names = [d[0] for d in cur.description]
-            col = names.index("group_key") if "group_key" in names else 0
-            chosen = {r[col] for r in cur.fetchall()}
-            keys = chosen if keys is None else keys & chosen
+        keys = _select(con, split, where, query, stage=stage)
+    except duckdb.Error as e:
+        raise ValueError(f"SQL over the catalog failed: {e}\n  where: {where!r}  query: {query!r}\n"
+                         f"  tables: sources, samples, shards, rejects, builds "
+                         f"(see docs/ARCHITECTURE.md)") from None
     finally:
         con.close()
     if not keys:
         raise ValueError(f"the selection (where={where!r}, query={query!r}) matches no "
                          f"{stage}/{split} group in {path}")
     return keys
-
-
-def _run_sql(con, sql: str, params, cursor: bool = False):
-    import duckdb
-
-    try:
-        cur = con.execute(sql, params) if params else con.execute(sql)
-    except duckdb.Error as e:
-        raise ValueError(f"SQL over the catalog failed: {e}\n  SQL: {sql}\n  tables: sources, "
-                         f"samples, shards, rejects, builds (see docs/ARCHITECTURE.md)") from None
-    return cur if cursor else cur.fetchall()
 
 
 def catalog_builds(data_dir) -> list[dict]:

@@ -88,3 +88,19 @@ def test_plain_pyarrow_and_pandas_read_the_manifests(tmp_path):
     table = pq.read_table(path)
     assert table.num_rows == 2 and table.column("source_ids").to_pylist()[0] == ["s1", "s2"]
     assert list(pd.read_parquet(path)["key"]) == ["g1.forward", "g1.reversed"]
+
+
+def test_group_selection_keeps_a_group_only_when_every_row_matches(tmp_path):
+    # Regression: with "any row matches", a pair hold-out still trained stage A on the pair,
+    # because the group's `single` row names one class only.
+    from teminal.manifests.catalog import select_group_keys
+
+    rows = [sample("g1.single", stage="a", labels=["dog"]), sample("g1.double", stage="a", labels=["dog", "siren"]),
+            sample("g2.single", stage="a", labels=["dog"]), sample("g2.double", stage="a", labels=["dog", "cat"])]
+    write_catalog(tmp_path, tables(rows))
+    con = connect(tmp_path)
+    holdout = "NOT (list_contains(labels,'dog') AND list_contains(labels,'siren'))"
+    assert select_group_keys(con, "test", holdout, stage="a") == {"g2"}
+    assert select_group_keys(con, "test", "list_contains(labels,'cat')") == set()
+    assert select_group_keys(con, "test", None) is None
+    assert select_group_keys(con, "test", None, "SELECT 'g1' AS group_key") == {"g1"}
