@@ -9,12 +9,15 @@ Phases, in one process or fanned out over `workers` spawned processes:
    (shared by all workers through the page cache), not by the number of pairs.
 3. plan: per stage and split, pairs of the split's own clips (`pairing.draw_pairs`), cut into
    shards of `shard_size` groups. A shard's bytes depend only on (config, seed, shard index).
+   Clips with no compatible partner in their split, and splits left with fewer than 2 clips,
+   are rejects (phase "plan") and notes in the summary, not errors.
 4. render: each shard renders its groups, encodes members, writes the tar atomically, then its
    manifest fragment (OUT/manifests/parts/...json). A shard whose tar and fragment both exist for
    this build id is skipped, so a killed build resumes where it stopped; `part=(i, n)` builds
    shards i, i+n, i+2n ... only, so machines can share one build.
 5. catalog: once every shard of the plan is done, the fragments merge into
    OUT/manifests/{sources,samples,shards,rejects,builds}.parquet and catalog.duckdb.
+   `merge_catalogs` unions finished builds (one per dataset) into one catalog.
 
 The build id is a hash of everything that shapes the bytes: the resolved config (not `root`,
 `out`, `workers` or `part`) and the accepted sources with their content hashes.
@@ -43,6 +46,7 @@ from teminal.pipeline.compose import (STAGE_RELATIONS, ComposeConfig, SampleReci
 from teminal.pipeline.pairing import different_labels, draw_pairs
 from teminal.pipeline.shards import remove_temporaries, shard_relpath, write_shard
 from teminal.pipeline.sources.base import AudioError, Reject, SourceClip, SourceScan
+from teminal.pipeline.sources.captioned import distinct_captions
 
 PARTS_DIR = "manifests/parts"
 BUILD_FILE = "build.json"
@@ -62,6 +66,8 @@ class DatasetSpec:
     how_to_get: str
     compatible: Callable[[SourceClip, SourceClip], bool] = different_labels
     split_values: Callable[[str], object] = str   # parses one value of --splits (fold -> int)
+    scan_options: tuple[str, ...] = ()            # BuildConfig fields passed to scan() by name
+    default_splits: tuple[str, ...] = ("train", "val", "test")   # what a build without --splits makes
 
     def default_root(self) -> Path:
         base = os.environ.get("TEMINAL_DATA")
@@ -81,12 +87,25 @@ DATASETS: dict[str, DatasetSpec] = {
                     "`pipeline synth esc50 data/esc50-synthetic` then "
                     "`pipeline build --root data/esc50-synthetic ...`."),
         split_values=int),
-    # ---- Captioned datasets register here (AudioCaps, Clotho: another helper's readers) ----
-    # "audiocaps": DatasetSpec(name="audiocaps", module="teminal.pipeline.sources.audiocaps",
-    #     env_subdir="audiocaps", fallback_root="data/audiocaps", how_to_get="...",
-    #     compatible=<not near-duplicate captions>),
-    # "clotho": DatasetSpec(...),
-    # ------------------------------------------------------------------------------------------
+    # Captioned datasets: clips carry captions and no label; a pair joins two clips whose
+    # captions do not already describe each other (captioned.near_duplicate). Splits are the
+    # official ones (AudioCaps train/val/test; Clotho development/validation/evaluation as
+    # train/val/test); --splits maps them otherwise, e.g. train=train,val;test=test.
+    "audiocaps": DatasetSpec(
+        name="audiocaps", module="teminal.pipeline.sources.audiocaps", env_subdir="audiocaps",
+        fallback_root="data/audiocaps",
+        how_to_get=("AudioCaps distributes captions only: `pipeline download audiocaps-captions "
+                    "data/audiocaps` fetches them, and `pipeline download audiocaps` explains how "
+                    "to obtain the audio and where to put it (clips without audio are rejected "
+                    "as \"missing audio\" and the build uses the rest)."),
+        compatible=distinct_captions, scan_options=("name_template",)),
+    "clotho": DatasetSpec(
+        name="clotho", module="teminal.pipeline.sources.clotho", env_subdir="clotho",
+        fallback_root="data/clotho",
+        how_to_get=("Get Clotho v2.1 (captions and audio) with `pipeline download clotho "
+                    "data/clotho`, or point --root at a copy holding clotho_csv_files/ and "
+                    "clotho_audio_files/<split>/."),
+        compatible=distinct_captions, scan_options=("name_template",)),
 }
 
 
@@ -116,6 +135,7 @@ class BuildConfig:
     part: tuple[int, int] = (0, 1)
     overwrite: bool = False
     keep_cache: bool = False
+    name_template: str | None = None                 # extra audio file-name form (captioned readers)
 
     def __post_init__(self):
         bad = [s for s in self.stages if s not in STAGE_RELATIONS]
@@ -132,6 +152,11 @@ class BuildConfig:
             raise ValueError("workers must be at least 1")
         if self.groups_per_clip <= 0:
             raise ValueError("groups_per_clip must be positive")
+        spec = DATASETS.get(self.dataset)
+        if self.name_template and spec is not None and "name_template" not in spec.scan_options:
+            takes = sorted(n for n, d in DATASETS.items() if "name_template" in d.scan_options)
+            raise ValueError(f"--name-template applies to {', '.join(takes)}, not {self.dataset} "
+                             "(whose file names are fixed by its metadata)")
         if self.compose.key_prefix != self.dataset:   # group keys name their dataset
             object.__setattr__(self, "compose",
                                dataclasses.replace(self.compose, key_prefix=self.dataset))
@@ -140,11 +165,14 @@ class BuildConfig:
         """The settings that shape the output bytes (hashed into the build id)."""
         groups = dict(sorted(self.groups.items())) if isinstance(self.groups, Mapping) else self.groups
         splits = {k: list(v) for k, v in sorted(self.splits.items())} if self.splits else None
-        return {
+        out = {
             "dataset": self.dataset, "stages": sorted(self.stages), "splits": splits,
             "groups": groups, "groups_per_clip": self.groups_per_clip, "seed": self.seed,
             "shard_size": self.shard_size, "codec": self.codec, "compose": self.compose.to_dict(),
         }
+        if self.name_template:  # only when set, so that earlier build ids stay valid
+            out["name_template"] = self.name_template
+        return out
 
 
 def resolve_group_counts(groups: int | Mapping[str, int] | None, clip_counts: Mapping[str, int],
@@ -247,8 +275,49 @@ def scan_sources(config: BuildConfig) -> tuple[SourceScan, Path]:
     root = Path(config.root).expanduser() if config.root else spec.default_root()
     if not root.exists():
         raise FileNotFoundError(f"{config.dataset} data not found at {root}. {spec.how_to_get}")
-    scan = spec.reader().scan(root, config.splits)
+    options = {name: getattr(config, name) for name in spec.scan_options
+               if getattr(config, name) is not None}
+    scan = spec.reader().scan(root, config.splits, **options)
     return scan, root
+
+
+def pairable_clips(clips: Sequence[SourceClip], compatible: Callable[[SourceClip, SourceClip], bool]
+                   ) -> tuple[list[SourceClip], list[Reject], list[str]]:
+    """The clips that can be paired within their split, the rejects (phase "plan") of those
+    that cannot, and one note per split left out.
+
+    A clip is dropped when no other clip of its split is compatible with it (one class only, or
+    captions that near-duplicate every other clip's); a split with fewer than 2 clips left is
+    skipped whole, so one small split (Clotho v1 has no validation; local AudioCaps copies miss
+    audio) does not stop the build. The rules are symmetric, so one pass suffices."""
+    by_split: dict[str, list[SourceClip]] = {}
+    for clip in clips:
+        by_split.setdefault(clip.split, []).append(clip)
+    keep: set[str] = set()
+    rejects: list[Reject] = []
+    notes: list[str] = []
+    for split, members in sorted(by_split.items()):
+        ordered = sorted(members, key=lambda c: c.source_id)
+        n = len(ordered)
+        # partners are searched from the clip's neighbours on: the first few almost always fit
+        alone = [c for i, c in enumerate(ordered)
+                 if not any(compatible(c, ordered[(i + k) % n]) for k in range(1, n))]
+        left = n - len(alone)
+        if left < 2:
+            notes.append(f"split {split}: {n} usable clip(s), a pair needs 2; skipped" if n < 2 else
+                         f"split {split}: only {left} of {n} clips have a compatible partner; skipped")
+            reason = f"unpaired: split {split} has fewer than 2 pairable clips"
+            rejects.extend(Reject(c.path, reason, c.dataset, "plan") for c in ordered)
+            continue
+        for c in alone:
+            rejects.append(Reject(c.path, f"unpaired: no other clip of split {split} is "
+                                  "compatible (same class, or near-duplicate captions)",
+                                  c.dataset, "plan"))
+        if alone:
+            notes.append(f"split {split}: {len(alone)} clip(s) without a compatible partner left out")
+        lonely = {c.source_id for c in alone}
+        keep.update(c.source_id for c in ordered if c.source_id not in lonely)
+    return [c for c in clips if c.source_id in keep], rejects, notes
 
 
 def decode_pool(clips: Sequence[SourceClip], sample_rate: int, out: Path, workers_pool=None,
@@ -444,6 +513,8 @@ class BuildSummary:
     catalog: str | None
     pool_bytes: int = 0            # decoded source pool: what bounds the build's memory
     rendered: int = 0              # members rendered by this run (skipped shards excluded)
+    clips: int = 0                 # source clips the build uses (the `sources` table)
+    notes: list[str] = field(default_factory=list)   # splits skipped, clips left unpaired
 
     @property
     def members_per_s(self) -> float:
@@ -457,6 +528,7 @@ class BuildSummary:
             f"build {self.build_id} -> {self.out}" + ("   [SYNTHETIC input]" if self.synthetic else ""),
             f"  shards   {self.shards_built} built, {self.shards_skipped} already done, "
             f"{self.shards_total} in this part",
+            f"  sources  {self.clips} clips",
             f"  groups   {self.groups}   samples {self.samples}   bytes {_human_bytes(self.bytes)}"
             f"   (source pool {_human_bytes(self.pool_bytes)})",
             f"  time     {self.seconds:.1f} s   {self.members_per_s:.1f} members/s (rendered this run)",
@@ -465,6 +537,7 @@ class BuildSummary:
             lines.append("  rejects  " + ", ".join(f"{k}: {v}" for k, v in sorted(self.rejects.items())))
         else:
             lines.append("  rejects  none")
+        lines.extend(f"  note     {note}" for note in self.notes)
         lines.append(f"  catalog  {self.catalog}" if self.catalog else
                      "  catalog  not written yet: other parts are unfinished; run "
                      f"`pipeline catalog {self.out}` once every part is done")
@@ -475,20 +548,35 @@ def run_build(config: BuildConfig, progress: bool = True,
               log: Callable[[str], None] = print) -> BuildSummary:
     t0 = time.perf_counter()
     out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
     scan, root = scan_sources(config)
     if scan.synthetic:
         log(f"NOTE: {root} is SYNTHETIC data (procedural sounds, not {config.dataset}); every "
             "record of this build is flagged synthetic.")
-    log(f"scan: {len(scan.clips)} clips, {len(scan.rejects)} rejected at scan")
+    log(f"scan: {len(scan.clips)} clips, {len(scan.rejects)} rejected at scan"
+        + _reject_counts(scan.rejects))
+    if not scan.clips:
+        raise ValueError(f"{config.dataset}: no usable clip under {root} ({len(scan.rejects)} "
+                         f"rejected at scan{_reject_counts(scan.rejects)}). {spec_how_to(config)}")
+    out.mkdir(parents=True, exist_ok=True)
     if config.part[1] == 1:
         # leftovers of a killed run; with --part another part may be writing right now
         remove_temporaries(out)
 
     with _workers(config.workers) as pool:
         sources = decode_pool(scan.clips, config.compose.sample_rate, out, pool, progress)
-        accepted = [c for c in scan.clips if c.source_id in sources.index]
-        rejects = list(scan.rejects) + sources.rejects
+        decoded = [c for c in scan.clips if c.source_id in sources.index]
+        accepted, unpaired, notes = pairable_clips(decoded, dataset_spec(config.dataset).compatible)
+        present = {c.split for c in decoded}
+        notes[:0] = [f"split {s}: no usable clip (no metadata, or every clip rejected); skipped"
+                     for s in (config.splits or dataset_spec(config.dataset).default_splits)
+                     if s not in present]
+        for note in notes:
+            log(f"NOTE: {note}")
+        rejects = list(scan.rejects) + sources.rejects + unpaired
+        if not accepted:
+            raise ValueError(
+                f"{config.dataset}: no split has 2 clips that can be paired ({len(decoded)} "
+                f"decoded, {len(rejects)} rejected{_reject_counts(rejects)}). {spec_how_to(config)}")
         build_id = compute_build_id(config, accepted, sources.digests)
         _claim_out(out, build_id, config.overwrite)
         tasks = plan_shards(config, accepted)
@@ -534,7 +622,18 @@ def run_build(config: BuildConfig, progress: bool = True,
         groups=sum(r["num_groups"] for r in rows), samples=sum(r["num_samples"] for r in rows),
         bytes=sum(r["bytes"] for r in rows), rejects=dict(Counter(_reason_kind(r.reason) for r in rejects)),
         seconds=time.perf_counter() - t0, catalog=catalog,
-        pool_bytes=4 * sum(n for _, n in sources.index.values()), rendered=rendered)
+        pool_bytes=4 * sum(n for _, n in sources.index.values()), rendered=rendered,
+        clips=len(accepted), notes=notes)
+
+
+def spec_how_to(config: BuildConfig) -> str:
+    return dataset_spec(config.dataset).how_to_get
+
+
+def _reject_counts(rejects: Sequence[Reject]) -> str:
+    """": missing audio 120, truncated 2" (empty when there are none)."""
+    counts = Counter(_reason_kind(r.reason) for r in rejects)
+    return (": " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))) if counts else ""
 
 
 def compute_build_id(config: BuildConfig, clips: Sequence[SourceClip], digests: Mapping[str, str]) -> str:
@@ -553,6 +652,9 @@ def write_build_catalog(out: str | os.PathLike) -> Path:
     out = Path(out)
     build_file = out / PARTS_DIR / BUILD_FILE
     if not build_file.exists():
+        if (out / "manifests" / MERGE_FILE).exists():
+            raise FileNotFoundError(f"{out} holds a merged catalog, not a build: rerun "
+                                    f"`pipeline catalog --merge OUT1 OUT2 ... --out {out}`")
         raise FileNotFoundError(f"{build_file} is missing: {out} holds no pipeline build "
                                 "(run `pipeline build --out ...` first)")
     build = json.loads(build_file.read_text())
@@ -580,6 +682,167 @@ def write_build_catalog(out: str | os.PathLike) -> Path:
                "version": build["version"], "synthetic": build["synthetic"]}]
     return write_catalog(out, {"sources": sources, "samples": samples, "shards": shards,
                                "rejects": build["rejects"], "builds": builds})
+
+
+# ---------------------------------------------------------------------------------------------
+# Several builds in one catalog
+
+MERGE_FILE = "merge.json"
+LINK_MODES = ("hard", "symlink", "copy")
+
+
+@dataclass
+class MergeSummary:
+    out: str
+    inputs: list[str]
+    datasets: list[str]
+    builds: int
+    shards: int
+    samples: int
+    links: dict[str, int]          # how each shard reached OUT/shards: hard, symlink, copy
+    catalog: str
+
+    def format(self) -> str:
+        return "\n".join([
+            f"merged {len(self.inputs)} catalogs ({', '.join(self.datasets)}) -> {self.out}",
+            f"  builds   {self.builds}   shards {self.shards}   samples {self.samples}",
+            "  shards   " + ", ".join(f"{k} {v}" for k, v in sorted(self.links.items())),
+            f"  catalog  {self.catalog}"])
+
+
+def merge_catalogs(inputs: Sequence[str | os.PathLike], out: str | os.PathLike,
+                   link: str = "hard", log: Callable[[str], None] = print) -> MergeSummary:
+    """One catalog over several finished builds (each built into its own OUT, e.g. one per
+    dataset), so that SQL and trainers see them together.
+
+    OUT gets the union of the inputs' tables (every row keeps its `dataset` and `build_id`;
+    `builds` holds one row per input build) and OUT/shards/<stage>/<split>-<dataset>-NNNNNN.tar,
+    one entry per input shard, so OUT reads like any build: `samples.shard` and `shards.path`
+    stay relative to OUT and `shards/<stage>/<split>-*.tar` finds every dataset's shards.
+    `link`: "hard" links (no extra space; fall back to a relative symlink across file systems),
+    "symlink" (relative, so OUT and the inputs can move together) or "copy". A hard link or copy
+    keeps the merged catalog valid even if an input is rebuilt later; a symlink follows it.
+    The group JSON inside each tar still names the shard's path in its own build.
+
+    Refuses inputs whose sample keys collide (two builds of one dataset: rebuild one with another
+    key prefix, or merge builds of different datasets), inputs rendered at different sample
+    rates or lengths (a trainer reads one), incomplete builds, and an OUT that holds a build.
+    Rerunning a merge into the same OUT replaces it."""
+    from teminal.manifests.catalog import manifests_dir, read_table, write_catalog
+    from teminal.manifests.schema import TABLES
+
+    if link not in LINK_MODES:
+        raise ValueError(f"link mode {link!r}: choose one of {', '.join(LINK_MODES)}")
+    out = Path(out).absolute()
+    paths = [Path(p).absolute() for p in inputs]
+    if not paths:
+        raise ValueError("merge: give at least one build folder to merge")
+    if len(set(paths)) != len(paths):
+        raise ValueError("merge: the same build folder is given twice")
+    if out in paths:
+        raise ValueError(f"merge: the output {out} is also an input; merge into a new folder")
+    if (out / PARTS_DIR / BUILD_FILE).exists():
+        raise FileExistsError(f"{out} holds a pipeline build; merge into a new or empty folder "
+                              "(or a folder an earlier merge wrote)")
+
+    tables: dict[str, list[dict]] = {t: [] for t in TABLES}
+    links: list[tuple[Path, str]] = []          # (input tar, merged relpath)
+    owner: dict[str, Path] = {}                 # sample key -> input folder
+    rendered: dict[tuple, list[str]] = {}       # (sample_rate, num_samples) -> inputs
+    datasets: dict[str, None] = {}
+    for src in paths:
+        mdir = manifests_dir(src)
+        missing = [t for t in TABLES if not (mdir / f"{t}.parquet").is_file()]
+        if missing:
+            raise FileNotFoundError(
+                f"{src} has no finished catalog (no {mdir / (missing[0] + '.parquet')}); finish "
+                f"its build (`pipeline build` / `pipeline catalog {src}`) before merging")
+        rows = {t: read_table(mdir / f"{t}.parquet") for t in TABLES}
+        build_dataset = {b["build_id"]: json.loads(b["config"]).get("dataset", "") for b in rows["builds"]}
+        shard_dataset = {r["shard"]: build_dataset.get(r["build_id"], r["dataset"]) for r in rows["samples"]}
+        moved = {}
+        for shard in rows["shards"]:
+            dataset = sanitize_shard_tag(shard_dataset.get(shard["path"], "") or src.name)
+            datasets[dataset] = None
+            tar = src / shard["path"]
+            if not tar.is_file() or tar.stat().st_size != shard["bytes"]:
+                raise FileNotFoundError(f"{src}: shard {shard['path']} listed in its catalog is "
+                                        "missing or changed; rebuild it before merging")
+            moved[shard["path"]] = merged_shard_path(shard["path"], shard["split"], dataset)
+            links.append((tar, moved[shard["path"]]))
+            tables["shards"].append(shard | {"path": moved[shard["path"]]})
+        for sample in rows["samples"]:
+            if sample["key"] in owner:
+                raise ValueError(
+                    f"merge: sample {sample['key']} is in both {owner[sample['key']]} and {src}; "
+                    "sample keys name their dataset (<dataset>-<stage>-<split>-NNNNNN), so two "
+                    "builds of one dataset cannot share a catalog: merge builds of different "
+                    "datasets")
+            owner[sample["key"]] = src
+            rendered.setdefault((sample["sample_rate"], sample["num_samples"]), [])
+            if str(src) not in rendered[(sample["sample_rate"], sample["num_samples"])]:
+                rendered[(sample["sample_rate"], sample["num_samples"])].append(str(src))
+            tables["samples"].append(sample | {"shard": moved.get(sample["shard"], sample["shard"])})
+        tables["sources"].extend(rows["sources"])
+        tables["rejects"].extend(rows["rejects"])
+        tables["builds"].extend(rows["builds"])
+    if len(rendered) > 1:
+        shown = "; ".join(f"{sr} Hz x {n / sr:g} s in {', '.join(ins)}"
+                          for (sr, n), ins in sorted(rendered.items()))
+        raise ValueError(f"merge: the builds were rendered differently ({shown}); a trainer reads "
+                         "one rate and length: rebuild with equal --sample-rate and --clip-seconds")
+    targets = [rel for _, rel in links]
+    if len(set(targets)) != len(targets):
+        raise ValueError("merge: two inputs hold shards of the same dataset and split; merge "
+                         "builds of different datasets")
+    tables["sources"] = list({r["source_id"]: r for r in reversed(tables["sources"])}.values())
+    tables["builds"] = list({r["build_id"]: r for r in tables["builds"]}.values())
+
+    shutil.rmtree(out / "shards", ignore_errors=True)   # an earlier merge's links
+    counts: Counter = Counter()
+    for tar, rel in links:
+        counts[_place_shard(tar, out / rel, link)] += 1
+    if counts.get("symlink") and link == "hard":
+        log(f"NOTE: {counts['symlink']} shard(s) are on another file system than {out}: "
+            "linked by relative symlink instead of a hard link")
+    catalog = write_catalog(out, tables)
+    _write_json_atomic(manifests_dir(out) / MERGE_FILE,
+                       {"inputs": [str(p) for p in paths], "link": link})
+    return MergeSummary(str(out), [str(p) for p in paths], list(datasets),
+                        len(tables["builds"]), len(tables["shards"]), len(tables["samples"]),
+                        dict(counts), str(catalog))
+
+
+def sanitize_shard_tag(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_]+", "_", text).strip("_") or "data"
+
+
+def merged_shard_path(relpath: str, split: str, dataset: str) -> str:
+    """shards/b/train-000001.tar -> shards/b/train-clotho-000001.tar (a path already tagged
+    with its dataset, from an earlier merge, is kept)."""
+    path = Path(relpath)
+    rest = path.name[len(split) + 1:] if path.name.startswith(f"{split}-") else path.name
+    if not rest.startswith(f"{dataset}-"):
+        rest = f"{dataset}-{rest}"
+    return (path.parent / f"{split}-{rest}").as_posix()
+
+
+def _place_shard(src: Path, dst: Path, link: str) -> str:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    src = src.resolve()   # a shard of an earlier merge may itself be a symlink
+    if link == "hard":
+        try:
+            os.link(src, dst)
+            return "hard"
+        except OSError:
+            link = "symlink"   # another file system (or one without hard links)
+    if link == "symlink":
+        os.symlink(os.path.relpath(src, dst.parent), dst)
+        return "symlink"
+    tmp = dst.with_name(f"{dst.name}.tmp-{os.getpid()}")
+    shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
+    return "copy"
 
 
 @dataclass

@@ -2,6 +2,9 @@
 
     pipeline synth esc50 data/esc50-synthetic          # a synthetic stand-in, no download
     pipeline build --root data/esc50-synthetic --out data/build
+    pipeline download clotho data/clotho               # or esc50, audiocaps-captions
+    pipeline build --dataset clotho --root data/clotho --out data/build-clotho
+    pipeline catalog --merge data/build data/build-clotho --out data/build-all
     pipeline info data/build
     pipeline query "SELECT relation, count(*) FROM samples GROUP BY ALL" --data data/build
     pipeline render esc50-b-test-000000.forward --data data/build --out forward.wav
@@ -27,11 +30,16 @@ def main() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Registered by other parts of the project.
-# `pipeline download` and the captioned datasets (--dataset audiocaps|clotho) plug in here:
-#   - download: `main.add_command(download_command)` from teminal.pipeline.download;
-#   - datasets: add a DatasetSpec to teminal.pipeline.build.DATASETS (its reader exposes
-#     scan(root, splits) returning clips with captions and label None, and a compatible(a, b)).
+# Registered by other parts of the project: `pipeline download` (teminal.pipeline.download);
+# the datasets of `pipeline build --dataset` are teminal.pipeline.build.DATASETS.
+
+def _register_download() -> None:
+    from teminal.pipeline.download import download_command
+
+    main.add_command(download_command)
+
+
+_register_download()
 # ---------------------------------------------------------------------------------------------
 
 
@@ -67,16 +75,20 @@ def synth(name: str, out_dir: Path, seed: int, clips_per_class_per_fold: int) ->
 
 @main.command(context_settings=CONTEXT)
 @click.option("--dataset", default="esc50", show_default=True,
-              type=click.Choice(_dataset_names()), help="Source dataset reader.")
+              type=click.Choice(_dataset_names()),
+              help="Source dataset reader: esc50 (labels), audiocaps or clotho (captions; "
+                   "composite captions join the clips' captions).")
 @click.option("--root", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Dataset folder. Default: $TEMINAL_DATA/<dataset>, else ./data/ESC-50-master "
-                   "for esc50.")
+              help="Dataset folder. Default: $TEMINAL_DATA/<dataset>, else ./data/ESC-50-master, "
+                   "./data/audiocaps or ./data/clotho.")
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Output folder: OUT/shards/<stage>/<split>-NNNNNN.tar and OUT/manifests/.")
 @click.option("--stages", default="a,b", show_default=True,
               help="Stages to build: a = {single, double}, b = {forward, reversed, overlay}.")
 @click.option("--splits", "splits", default=None,
-              help="Split -> source units; ESC-50 folds, default test=5,val=4,train=1,2,3.")
+              help="Split -> source units. ESC-50 folds, default test=5,val=4,train=1,2,3; "
+                   "AudioCaps/Clotho: their official splits by default (Clotho development, "
+                   "validation, evaluation = train, val, test), or e.g. train=train,val;test=test.")
 @click.option("--groups", default=None,
               help="Groups (pairs) per split and stage: N for train, val/test scaled by their "
                    "clip count; or explicit train=N,val=N,test=N. Default: --groups-per-clip.")
@@ -95,7 +107,13 @@ def synth(name: str, out_dir: Path, seed: int, clips_per_class_per_fold: int) ->
               help="Member encoding: FLAC, or raw int16 .npy (about 2.3x bytes, ~50x faster to "
                    "decode).")
 @click.option("--template-set", default="paper", show_default=True,
-              type=click.Choice(["paper", "extended"]), help="Caption templates.")
+              type=click.Choice(["paper", "extended"]),
+              help="Caption templates (captioned datasets use their captioned flavour, e.g. "
+                   "\"<caption a>, followed by <caption b>\").")
+@click.option("--name-template", default=None,
+              help="AudioCaps/Clotho: an extra audio file-name form tried first, e.g. "
+                   "\"{youtube_id}.{ext}\" (AudioCaps fields: youtube_id, start_time, end_time, "
+                   "audiocap_id, ext; Clotho: file_name, stem, ext).")
 @click.option("--augment", default=None,
               help="audiomentations chain on source parts, e.g. gain,pitch,stretch,noise "
                    "(seeded per group, parameters recorded). Default: off.")
@@ -112,8 +130,8 @@ def synth(name: str, out_dir: Path, seed: int, clips_per_class_per_fold: int) ->
               help="Keep the decoded source pool (OUT/.cache) after the build.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 def build(dataset, root, out, stages, splits, groups, groups_per_clip, seed, workers, shard_size,
-          sample_rate, clip_seconds, codec, template_set, augment, snr_range, pad, part,
-          overwrite, keep_cache, no_progress) -> None:
+          sample_rate, clip_seconds, codec, template_set, name_template, augment, snr_range, pad,
+          part, overwrite, keep_cache, no_progress) -> None:
     """Compose pairs of source clips into WebDataset shards, Parquet manifests and a DuckDB
     catalog. Rerunning a killed build finishes it; a finished build is not redone."""
     from teminal.pipeline.build import (BuildConfig, dataset_spec, parse_groups, parse_part,
@@ -130,7 +148,8 @@ def build(dataset, root, out, stages, splits, groups, groups_per_clip, seed, wor
             compose=ComposeConfig(sample_rate=sample_rate, clip_seconds=clip_seconds, pad=pad,
                                   snr_range=(lo, hi), template_set=template_set,
                                   augment=augment or None, key_prefix=dataset),
-            workers=workers, part=parse_part(part), overwrite=overwrite, keep_cache=keep_cache)
+            workers=workers, part=parse_part(part), overwrite=overwrite, keep_cache=keep_cache,
+            name_template=name_template)
         summary = run_build(config, progress=not no_progress, log=lambda m: click.echo(m, err=True))
     except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as e:
         raise click.ClickException(str(e)) from None
@@ -138,17 +157,47 @@ def build(dataset, root, out, stages, splits, groups, groups_per_clip, seed, wor
 
 
 @main.command(context_settings=CONTEXT)
-@click.argument("out", type=click.Path(file_okay=False, exists=True, path_type=Path))
-def catalog(out: Path) -> None:
-    """Merge the manifest fragments of a finished build in OUT (all --part runs) into
-    OUT/manifests/*.parquet and OUT/manifests/catalog.duckdb."""
-    from teminal.pipeline.build import write_build_catalog
+@click.argument("builds", nargs=-1, required=True,
+                type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option("--merge", is_flag=True,
+              help="Union the catalogs of the finished builds given (e.g. one per dataset) into "
+                   "one catalog in --out.")
+@click.option("--out", "merged", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="With --merge: the folder of the merged catalog (new, or an earlier merge).")
+@click.option("--link", default="hard", show_default=True,
+              type=click.Choice(["hard", "symlink", "copy"]),
+              help="With --merge: how shards enter OUT/shards (hard links fall back to symlinks "
+                   "across file systems).")
+def catalog(builds: tuple[Path, ...], merge: bool, merged: Path | None, link: str) -> None:
+    """Write the catalog of a build, or merge several builds' catalogs.
 
+    \b
+    pipeline catalog OUT
+        merge the manifest fragments of a finished build in OUT (all --part runs) into
+        OUT/manifests/*.parquet and OUT/manifests/catalog.duckdb;
+    pipeline catalog --merge OUT1 OUT2 ... --out MERGED
+        one catalog over several builds (one per dataset): every table is the union, rows keep
+        their `dataset` and `build_id`, and MERGED/shards/<stage>/<split>-<dataset>-NNNNNN.tar
+        link to the builds' shards, so SQL, `pipeline info` and trainers read MERGED as one
+        build."""
+    from teminal.pipeline.build import merge_catalogs, write_build_catalog
+
+    if not merge:
+        if merged is not None or len(builds) != 1:
+            raise click.UsageError("give one build folder, or --merge OUT1 OUT2 ... --out MERGED")
+        try:
+            path = write_build_catalog(builds[0])
+        except (FileNotFoundError, RuntimeError) as e:
+            raise click.ClickException(str(e)) from None
+        click.echo(f"catalog written: {path}")
+        return
+    if merged is None:
+        raise click.UsageError("--merge needs --out MERGED (the folder of the merged catalog)")
     try:
-        path = write_build_catalog(out)
-    except (FileNotFoundError, RuntimeError) as e:
+        summary = merge_catalogs(builds, merged, link=link, log=lambda m: click.echo(m, err=True))
+    except (FileNotFoundError, FileExistsError, ValueError) as e:
         raise click.ClickException(str(e)) from None
-    click.echo(f"catalog written: {path}")
+    click.echo(summary.format())
 
 
 def _default_data() -> Path:
@@ -212,11 +261,12 @@ def info(out: Path) -> None:
             click.echo(f"  dataset {cfg.get('dataset')}  root {cfg.get('root')}  seed {cfg.get('seed')}  "
                        f"{comp.get('sample_rate')} Hz x {comp.get('clip_seconds')} s  "
                        f"codec {cfg.get('codec')}  templates {comp.get('template_set')}")
-        click.echo("\nsources by split")
-        _echo_query(con, "SELECT split, count(*) AS clips, count(DISTINCT label) AS labels "
-                         "FROM sources GROUP BY split ORDER BY split")
-        click.echo("\nsamples by stage, split, relation")
-        _echo_query(con, "SELECT stage, split, relation, count(*) AS samples, "
+        click.echo("\nsources by dataset, split")
+        _echo_query(con, "SELECT dataset, split, count(*) AS clips, count(DISTINCT label) AS labels, "
+                         "coalesce(sum(len(captions)), 0) AS captions "
+                         "FROM sources GROUP BY ALL ORDER BY ALL")
+        click.echo("\nsamples by dataset, stage, split, relation")
+        _echo_query(con, "SELECT dataset, stage, split, relation, count(*) AS samples, "
                          "count(DISTINCT group_key) AS groups FROM samples GROUP BY ALL ORDER BY ALL")
         click.echo("\nshards")
         _echo_query(con, "SELECT stage, split, count(*) AS shards, sum(num_groups) AS groups, "

@@ -141,6 +141,7 @@ def make_group_recipes(stage: str, split: str, index: int, a: SourceClip, b: Sou
     """The recipes of one group (all relations of `stage` for the pair a, b)."""
     from teminal.pipeline.captions import (caption_text, is_captioned, render_captions,
                                            resolve_template_set)
+    from teminal.pipeline.sources.captioned import caption_for_slot
 
     if stage not in STAGE_RELATIONS:
         raise ValueError(f"unknown stage {stage!r}; stages are {sorted(STAGE_RELATIONS)}")
@@ -152,9 +153,10 @@ def make_group_recipes(stage: str, split: str, index: int, a: SourceClip, b: Sou
     n = config.num_samples
     half = n // 2
     augment = json.dumps({"spec": config.augment}, sort_keys=True) if config.augment else "{}"
-    # A captioned clip (no label) appears in captions as one of its captions, drawn per group.
+    # A captioned clip (no label) appears in captions as one of its captions, drawn per group
+    # (after the SNR, so labelled groups draw exactly what they drew before captions existed).
     template_set = resolve_template_set(config.template_set, is_captioned(a))
-    text_a, text_b = (caption_text(c, int(rng.integers(1 << 30)) if is_captioned(c) else 0)
+    text_a, text_b = (caption_for_slot(c, rng) if is_captioned(c) else caption_text(c)
                       for c in (a, b))
     recipes = []
     for relation in STAGE_RELATIONS[stage]:

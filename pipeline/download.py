@@ -141,7 +141,7 @@ dataset's authors distribute only the captions. To use AudioCaps:
        {{youtube_id}}.{{ext}}                  e.g. -0Gj8-vB1q4.ogg
      where ext is flac, wav or ogg, at any sample rate; any other form can be given to the reader
      as a template (fields youtube_id, start_time, end_time, audiocap_id, ext).
-  4. Build from what you have: pipeline build --dataset audiocaps --source {dest} ...
+  4. Build from what you have: pipeline build --dataset audiocaps --root {dest} --out OUT ...
      Clips without audio are recorded as rejects with reason "missing audio" (5-10% of clips are
      usually missing); nothing else is needed.
 """
@@ -485,8 +485,9 @@ def _one_line(e: BaseException) -> str:
     return " ".join(str(e).split()) or type(e).__name__
 
 
-@click.command("download")
-@click.argument("name", type=click.Choice(NAMES))
+@click.command("download", context_settings={"help_option_names": ["-h", "--help"],
+                                              "max_content_width": 100})
+@click.argument("name", type=click.Choice(NAMES), metavar="NAME")
 @click.argument("dest", required=False, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--url", default=None,
               help="Another source: the file's URL for esc50, a base URL (file names appended) "
@@ -501,8 +502,13 @@ def download_command(name: str, dest: Path | None, url: str | None, sha256: tupl
     """Fetch dataset NAME into DEST, verified and laid out for `pipeline build`.
 
     NAME is esc50, clotho (v2.1), audiocaps-captions, or audiocaps (prints how to obtain its
-    audio, which cannot be downloaded in bulk). Interrupted downloads resume on the next run;
-    finished files are skipped."""
+    audio, which cannot be downloaded in bulk). DEST then is the --root of `pipeline build`.
+    Interrupted downloads resume on the next run; finished files are skipped.
+
+    \b
+    pipeline download clotho data/clotho
+    pipeline build --dataset clotho --root data/clotho --out data/build-clotho
+    pipeline download audiocaps                # how to get AudioCaps audio"""
     if name == "audiocaps":
         click.echo(audiocaps_help(dest))
         return
