@@ -17,14 +17,23 @@ LAUNCH = ["--multi_gpu", "--num_processes", "2", "--num_machines", "1",
           "--mixed_precision", "no", "--dynamo_backend", "no"]
 
 
+GLOO_TEARDOWN = "terminate called without an active exception"
+
+
 def accelerate_launch(script: Path, args: list[str], cwd: Path, timeout: int = 240):
     env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1",
            "PYTHONUNBUFFERED": "1"}
-    port = str(random.randint(20000, 40000))
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", *LAUNCH,
-           "--main_process_port", port, str(script), *args]
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    for attempt in range(2):
+        port = str(random.randint(20000, 40000))
+        cmd = [sys.executable, "-m", "accelerate.commands.launch", *LAUNCH,
+               "--main_process_port", port, str(script), *args]
+        proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True,
+                              timeout=timeout)
+        # Known gloo teardown race (pytorch/pytorch#28126): a rank still blocked in a gloo
+        # receive thread when its peer exits aborts with this message after the work is done.
+        # About 1 launch in 8 here; retry that exact failure once, never any other.
+        if proc.returncode == 0 or GLOO_TEARDOWN not in proc.stderr:
+            break
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     return proc
 

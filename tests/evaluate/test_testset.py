@@ -104,9 +104,8 @@ def test_training_chain_follows_init_and_selection(build, tmp_path):
     import json
 
     out, build_id = build
-    # the trainer keeps a group when ANY of its rows matches; stage-A singles of the partner
-    # would match a bare NOT list_contains(...), so singles are left out of the predicate
-    where = "relation <> 'single' AND NOT list_contains(labels, 'siren')"
+    # a group is kept only when every row matches (teminal.manifests.catalog.select_group_keys)
+    where = "NOT list_contains(labels, 'siren')"
 
     def checkpoint(name, stage, init, where=None):
         folder = tmp_path / name / "final"
