@@ -36,5 +36,8 @@ test-fast: $(STAMP)
 bench: $(STAMP)
 	PATH="$(abspath $(VENV))/bin:$$PATH" bash benchmarks/run_all.sh
 
+lint: $(STAMP)
+	$(VENV)/bin/ruff check --select F,E9 pipeline manifests models train evaluate tests benchmarks
+
 clean:
 	rm -rf runs build *.egg-info .pytest_cache

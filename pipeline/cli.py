@@ -180,7 +180,8 @@ def catalog(builds: tuple[Path, ...], merge: bool, merged: Path | None, link: st
         their `dataset` and `build_id`, and MERGED/shards/<stage>/<split>-<dataset>-NNNNNN.tar
         link to the builds' shards, so SQL, `pipeline info` and trainers read MERGED as one
         build."""
-    from teminal.pipeline.build import merge_catalogs, write_build_catalog
+    from teminal.pipeline.build import write_build_catalog
+    from teminal.pipeline.merge import merge_catalogs
 
     if not merge:
         if merged is not None or len(builds) != 1:

@@ -190,7 +190,6 @@ def render_detailed(recipe: SampleRecipe, waves: Mapping[str, np.ndarray],
                     cache: dict | None = None) -> Rendering:
     """`render`, plus what it measured. `cache` (a dict kept for the members of one group)
     shares the prepared parts between members; the output is the same with or without it."""
-    from teminal.pipeline import audio as A
 
     missing = [s for s in recipe.source_ids if s not in waves]
     if missing:

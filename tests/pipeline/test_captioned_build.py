@@ -15,8 +15,8 @@ import pytest
 import soundfile as sf
 from click.testing import CliRunner
 
-from teminal.pipeline.build import (BuildConfig, merge_catalogs, merged_shard_path, pairable_clips,
-                                    rerender, run_build)
+from teminal.pipeline.build import BuildConfig, pairable_clips, rerender, run_build
+from teminal.pipeline.merge import merge_catalogs, merged_shard_path
 from teminal.pipeline.captions import clean_caption
 from teminal.pipeline.cli import main
 from teminal.pipeline.compose import ComposeConfig, make_group_recipes, render_detailed
