@@ -168,3 +168,18 @@ def normalize(v: np.ndarray) -> np.ndarray:
     v = np.asarray(v, dtype=np.float64)
     n = np.linalg.norm(v, axis=-1, keepdims=True)
     return (v / np.where(n > 0, n, 1.0)).astype(np.float32)
+
+
+def decoded_sources(items: Iterable[tuple[str, str]], sample_rate: int,
+                    failures: dict[str, int]) -> Iterator[tuple[str, np.ndarray]]:
+    """(source_id, waveform at `sample_rate`) for each (source_id, path) that decodes; the
+    others are counted in `failures` by reason, so a report can say what was left out."""
+    from teminal.pipeline.audio import load_source
+    from teminal.pipeline.sources.base import AudioError
+
+    for source_id, path in items:
+        try:
+            yield source_id, load_source(path, sample_rate)
+        except AudioError as e:
+            reason = str(e).split(":")[0]
+            failures[reason] = failures.get(reason, 0) + 1

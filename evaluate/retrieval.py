@@ -19,7 +19,8 @@ from typing import Sequence
 
 import numpy as np
 
-from teminal.evaluate.embed import AudioStats, TextCache, embed_long_clips, eval_mode
+from teminal.evaluate.embed import (AudioStats, TextCache, decoded_sources, embed_long_clips,
+                                    eval_mode)
 from teminal.evaluate.metrics import audio_to_text_metrics, text_to_audio_metrics
 
 DATASETS = ("audiocaps", "clotho")
@@ -57,25 +58,16 @@ def retrieval_metrics(audio: np.ndarray, text: np.ndarray, caption_clip: np.ndar
 
 def evaluate_retrieval(model, items, batch_size: int = 32, progress: bool = True) -> dict:
     """Embed the clips that decode and their captions; returns {"metrics", "items", "timing"}."""
-    from teminal.pipeline.audio import load_source
-    from teminal.pipeline.sources.base import AudioError
 
     start = time.perf_counter()
     sr = int(model.sample_rate)
     length = int(getattr(model, "clip_samples", 0) or 10 * sr)
     failed: dict[str, int] = {}
-
-    def decoded():
-        for sid, path, _caps in items:
-            try:
-                yield sid, load_source(path, sr)
-            except AudioError as e:
-                reason = str(e).split(":")[0]
-                failed[reason] = failed.get(reason, 0) + 1
+    decoded = decoded_sources(((sid, path) for sid, path, _caps in items), sr, failed)
 
     stats = AudioStats()
     with eval_mode(model):
-        audio = embed_long_clips(model, decoded(), length, sr, batch_size, FILL, stats, progress,
+        audio = embed_long_clips(model, decoded, length, sr, batch_size, FILL, stats, progress,
                                  total=len(items), desc="retrieval audio")
         kept = [it for it in items if it[0] in audio and it[2]]
         if not kept:

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from teminal.evaluate.embed import AudioStats, TextCache, embed_long_clips, eval_mode
+from teminal.evaluate.embed import (AudioStats, TextCache, decoded_sources, embed_long_clips,
+                                    eval_mode)
 from teminal.evaluate.metrics import Score, argmax_first, rank_of
 
 PROMPT = "This is a sound of {label}."
@@ -53,26 +54,16 @@ def clip_score(hits: np.ndarray, top5: np.ndarray) -> dict:
 def evaluate_zeroshot(model, clips, vocabulary, batch_size: int = 32, progress: bool = True) -> dict:
     """Score labelled clips (objects with .source_id, .path, .label, .fold). Returns {"metrics",
     "items", "timing"}."""
-    from teminal.pipeline.audio import load_source
-    from teminal.pipeline.sources.base import AudioError
-
     start = time.perf_counter()
     vocabulary = sorted(vocabulary)
     sr = int(model.sample_rate)
     length = int(getattr(model, "clip_samples", 0) or 10 * sr)
     skipped: dict[str, int] = {}
-
-    def decoded():
-        for clip in clips:
-            try:
-                yield clip.source_id, load_source(clip.path, sr)
-            except AudioError as e:
-                reason = str(e).split(":")[0]
-                skipped[reason] = skipped.get(reason, 0) + 1
+    decoded = decoded_sources(((c.source_id, c.path) for c in clips), sr, skipped)
 
     stats = AudioStats()
     with eval_mode(model):
-        audio = embed_long_clips(model, decoded(), length, sr, batch_size, FILL, stats, progress,
+        audio = embed_long_clips(model, decoded, length, sr, batch_size, FILL, stats, progress,
                                  total=len(clips), desc="esc50")
         kept = [c for c in clips if c.source_id in audio]
         if not kept:
