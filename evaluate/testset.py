@@ -45,9 +45,9 @@ def _connect(out: Path):
 
 
 def _rows(con, sql: str, params=()) -> list[dict]:
-    cur = con.execute(sql, list(params))
-    names = [d[0] for d in cur.description]
-    return [dict(zip(names, r)) for r in cur.fetchall()]
+    from teminal.manifests.catalog import fetch_dicts
+
+    return fetch_dicts(con, sql, params)
 
 
 @dataclass

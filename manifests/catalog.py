@@ -56,11 +56,16 @@ def read_table(path: str | os.PathLike) -> list[dict]:
 
     con = duckdb.connect()
     try:
-        cur = con.execute(f"SELECT * FROM read_parquet('{_sql_path(path)}')")
-        names = [d[0] for d in cur.description]
-        return [dict(zip(names, row)) for row in cur.fetchall()]
+        return fetch_dicts(con, f"SELECT * FROM read_parquet('{_sql_path(path)}')")
     finally:
         con.close()
+
+
+def fetch_dicts(con, sql: str, params=()) -> list[dict]:
+    """Rows of a query on a DuckDB connection as dicts keyed by column name."""
+    cur = con.execute(sql, list(params))
+    names = [d[0] for d in cur.description]
+    return [dict(zip(names, row)) for row in cur.fetchall()]
 
 
 def write_catalog(out: str | os.PathLike, tables: Mapping[str, Iterable[Mapping]],

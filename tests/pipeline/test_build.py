@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from teminal.manifests.catalog import connect, fetch_dicts
 from teminal.pipeline.build import (BuildConfig, parse_groups, parse_part, parse_splits,
                                     rerender, resolve_group_counts, run_build, write_build_catalog)
 from teminal.pipeline.compose import ComposeConfig
@@ -49,13 +50,9 @@ def digests(out: Path) -> dict[str, str]:
 
 
 def rows(out: Path, sql: str, params=()) -> list[dict]:
-    import duckdb
-
-    con = duckdb.connect(str(out / "manifests" / "catalog.duckdb"), read_only=True)
+    con = connect(out)
     try:
-        cur = con.execute(sql, list(params))
-        names = [d[0] for d in cur.description]
-        return [dict(zip(names, r)) for r in cur.fetchall()]
+        return fetch_dicts(con, sql, params)
     finally:
         con.close()
 

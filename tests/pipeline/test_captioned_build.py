@@ -15,11 +15,12 @@ import pytest
 import soundfile as sf
 from click.testing import CliRunner
 
+from teminal.manifests.catalog import connect, fetch_dicts
 from teminal.pipeline.build import BuildConfig, pairable_clips, rerender, run_build
-from teminal.pipeline.merge import merge_catalogs, merged_shard_path
 from teminal.pipeline.captions import clean_caption
 from teminal.pipeline.cli import main
 from teminal.pipeline.compose import ComposeConfig, make_group_recipes, render_detailed
+from teminal.pipeline.merge import merge_catalogs, merged_shard_path
 from teminal.pipeline.sources import audiocaps, clotho
 from teminal.pipeline.sources.base import SourceClip
 
@@ -122,13 +123,9 @@ def build(out, root, dataset, **kw):
 
 
 def rows(out: Path, sql: str, params=()) -> list[dict]:
-    from teminal.manifests.catalog import connect
-
     con = connect(out)
     try:
-        cur = con.execute(sql, list(params))
-        names = [d[0] for d in cur.description]
-        return [dict(zip(names, r)) for r in cur.fetchall()]
+        return fetch_dicts(con, sql, params)
     finally:
         con.close()
 
