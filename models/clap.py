@@ -25,6 +25,7 @@ from torch import nn
 
 from teminal.models import trainable
 from teminal.models.audio_input import Resampler, fit_length
+from teminal.models.heads import HeadSpec, TemporalHead, frame_tokens, split_segments
 from teminal.models.laion_import import build_clap
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,37 @@ class ClapModel(nn.Module):
         self._crop = self.config.get("audio", {}).get("crop", "center")
         self._resampler = Resampler(self.sample_rate)
         self._set_spec_augment(self.config.get("audio", {}).get("spec_augment", "laion"))
+        self.audio_head: TemporalHead | None = None
+        spec = HeadSpec.parse(self.config.get("audio_head"))
+        if spec is not None:
+            self._build_head(spec)
+
+    # ---- the order-aware audio head (teminal.models.heads) ----------------------------------
+    def _build_head(self, spec: HeadSpec) -> None:
+        self.audio_head = TemporalHead(spec, int(self.config["clap"]["embed_dim"]),
+                                       self.embed_dim)
+        self.config["audio_head"] = spec.to_dict()
+
+    def add_audio_head(self, value="temporal") -> bool:
+        """Give a pooled model an order-aware head ("temporal" or a dict, see HeadSpec); a fresh
+        head leaves every embedding exactly as it was. Seeded from the config's seed, so the same
+        model and spec give the same head. Returns False (and changes nothing) when the model
+        already has a head or `value` is "pooled"/None; a different spec than the existing
+        head's raises ValueError."""
+        spec = HeadSpec.parse(value)
+        if spec is None:
+            return False
+        if self.audio_head is not None:
+            if self.audio_head.spec != spec:
+                raise ValueError(f"this model already has audio head {self.config['audio_head']}"
+                                 f"; cannot replace it by {spec.to_dict()}")
+            return False
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(self.config.get("seed", 0)) + 1)
+            self._build_head(spec)
+        self.audio_head.to(self.device)
+        self.audio_head.train(self.training)
+        return True
 
     # ---- shape of the model -------------------------------------------------------------
     @property
@@ -119,10 +151,23 @@ class ClapModel(nn.Module):
         """exp(logit_scale_a), CLAP's learned inverse temperature, clamped to at most 100."""
         return self.clap.logit_scale_a.exp().clamp(max=MAX_LOGIT_SCALE)
 
-    def _encode_audio(self, wave: torch.Tensor) -> torch.Tensor:
+    def _branch(self, wave: torch.Tensor) -> dict:
         x = {"waveform": wave} if self._audio_wants_dict else wave
-        features = self.clap.audio_branch(x, mixup_lambda=None, device=wave.device)["embedding"]
-        return F.normalize(self.clap.audio_projection(features), dim=-1)
+        return self.clap.audio_branch(x, mixup_lambda=None, device=wave.device)
+
+    def _encode_audio(self, wave: torch.Tensor) -> torch.Tensor:
+        out = self._branch(wave)
+        z = self.clap.audio_projection(out["embedding"])
+        if self.audio_head is not None:
+            z = z + self.audio_head(self._head_tokens(wave, out))
+        return F.normalize(z, dim=-1)
+
+    def _head_tokens(self, wave: torch.Tensor, out: dict) -> torch.Tensor:
+        k = self.audio_head.spec.tokens
+        if self.audio_head.spec.source == "frames":
+            return frame_tokens(out["fine_grained_embedding"], k)
+        segments = self._branch(split_segments(wave, k))["embedding"]
+        return segments.reshape(wave.shape[0], k, -1)
 
     def _encode_text(self, tokens) -> torch.Tensor:
         if isinstance(tokens, dict):
@@ -138,15 +183,17 @@ class ClapModel(nn.Module):
         audio front end (STFT, mel filters) is always frozen. Returns (n_trainable, n_total)
         counted in scalars. Call it before `accelerator.prepare`."""
         if patterns is None:
-            patterns = self.config.get("trainable") or []
+            patterns = list(self.config.get("trainable") or [])
+            if self.audio_head is not None:
+                patterns.append("audio_head.*")
         elif isinstance(patterns, str):
             patterns = [patterns]
-        named = dict(self.clap.named_parameters())
+        named = self.named_weights()
         chosen, unused = trainable.select(named, patterns)
         if unused:
             raise ValueError(f"trainable pattern(s) {unused} match no parameter of model "
                              f"{self.config.get('name')!r}; names look like "
-                             f"{sorted(named)[:3]} ... (see model.clap.named_parameters())")
+                             f"{sorted(named)[:3]} ... (see model.named_weights())")
         for name, p in named.items():
             p.requires_grad_(name in chosen)
         n_total = sum(p.numel() for p in named.values())
@@ -156,8 +203,15 @@ class ClapModel(nn.Module):
         self._freeze_frozen_norms()
         return n_train, n_total
 
+    def named_weights(self) -> dict[str, nn.Parameter]:
+        """Every parameter under its saved name: laion's names, and `audio_head.*` for the head."""
+        named = dict(self.clap.named_parameters())
+        if self.audio_head is not None:
+            named.update({f"audio_head.{n}": p for n, p in self.audio_head.named_parameters()})
+        return named
+
     def trainable_names(self) -> list[str]:
-        return [n for n, p in self.clap.named_parameters() if p.requires_grad]
+        return [n for n, p in self.named_weights().items() if p.requires_grad]
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -208,7 +262,7 @@ class ClapModel(nn.Module):
                 if f.resolve() != (tok_dir / f.name).resolve():
                     shutil.copyfile(f, tok_dir / f.name)
             config["text"]["dir"] = TOKENIZER_SUBDIR
-        state = {k: v.detach().contiguous().cpu() for k, v in self.clap.state_dict().items()}
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict_for_save().items()}
         tmp = directory / (WEIGHTS_FILE + ".tmp")
         save_file(state, str(tmp), metadata={"format": "pt", "producer": "teminal.models"})
         tmp.replace(directory / WEIGHTS_FILE)
@@ -217,13 +271,35 @@ class ClapModel(nn.Module):
         tmp.replace(directory / CONFIG_FILE)
         return directory
 
+    def state_dict_for_save(self) -> dict[str, torch.Tensor]:
+        """laion's state dict (loads into a plain laion CLAP), plus `audio_head.*` with a head."""
+        state = dict(self.clap.state_dict())
+        if self.audio_head is not None:
+            state.update({f"audio_head.{k}": v for k, v in self.audio_head.state_dict().items()})
+        return state
+
     def load_weights(self, state_dict: dict[str, torch.Tensor], source: str) -> None:
         """Load laion-named weights strictly, after the known key fixes (see
         teminal.models.laion_checkpoint.fix_keys); a mismatch names the keys and the source."""
         from teminal.models.laion_checkpoint import fix_keys
         from teminal.models.errors import ModelSpecError
 
-        state_dict = fix_keys(state_dict, self.clap)
+        head = {k[len("audio_head."):]: v for k, v in state_dict.items()
+                if k.startswith("audio_head.")}
+        state_dict = fix_keys({k: v for k, v in state_dict.items()
+                               if not k.startswith("audio_head.")}, self.clap)
+        if head and self.audio_head is None:
+            raise ModelSpecError(f"{source} holds audio_head.* weights but its config has no "
+                                 "audio_head section; was config.json replaced?")
+        if self.audio_head is not None:
+            if not head:
+                raise ModelSpecError(f"the config of {source} names an audio head "
+                                     f"({self.config['audio_head']}) but the weights hold none")
+            try:
+                self.audio_head.load_state_dict(head, strict=True)
+            except RuntimeError as e:
+                raise ModelSpecError(f"the audio_head weights in {source} do not fit "
+                                     f"{self.config['audio_head']}: {e}") from None
         try:
             result = self.clap.load_state_dict(state_dict, strict=False)
         except RuntimeError as e:  # shape mismatches

@@ -42,6 +42,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     grad_clip: float | None = 0.5        # max global grad norm; None: no clipping
     trainable: list[str] | None = None   # parameter-name patterns; None: the model's default
+    audio_head: str | None = None        # add an order-aware head: temporal | JSON (models/heads.py)
     # loss
     global_negatives: bool = True        # negatives span all ranks (all_gather with gradient)
     lambda_a: float = 0.8                # stage A loss weight (paper's code: total = lambda * InfoNCE)
@@ -50,6 +51,7 @@ class TrainConfig:
     alpha_same_overlap: float = 1.0
     alpha_cross_overlap: float = 1.0
     beta: float = 1.0
+    retain_singles: float = 0.0          # stage B: weight of the replayed single-sound loss (0: off)
     # machinery
     num_workers: int = 2                 # loader worker processes per rank (decode audio)
     shuffle_buffer: int = 64             # groups held (as raw bytes) per worker for shuffling
@@ -89,9 +91,28 @@ class TrainConfig:
             problems.append(f"mixed_precision {self.mixed_precision!r} is not no, fp16 or bf16")
         if self.num_workers < 0:
             problems.append("num_workers must be >= 0")
+        if not (self.retain_singles >= 0 and self.retain_singles < float("inf")):
+            problems.append(f"retain_singles must be a finite number >= 0, got "
+                            f"{self.retain_singles}")
+        if self.audio_head:
+            from teminal.models.heads import HeadSpec
+            try:
+                HeadSpec.parse(head_value(self.audio_head))
+            except ValueError as e:
+                problems.append(f"--audio-head: {e}")
         if problems:
             raise ValueError("invalid training settings:\n  " + "\n  ".join(problems))
         return self
+
+
+def head_value(text: str | dict | None):
+    """--audio-head value: a name ("temporal", "pooled") or a JSON object of HeadSpec fields."""
+    if isinstance(text, str) and text.lstrip().startswith("{"):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"--audio-head {text!r} is not valid JSON: {e}") from None
+    return text
 
 
 def load_yaml(path: str | Path) -> dict:

@@ -14,8 +14,9 @@ from teminal.train.losses import stage_a_nce
 from teminal.train.trainer import Stage, main_for
 
 
-def stage_a_loss(audio, text, logit_scale, n_groups, cfg):
-    return stage_a_nce(audio, text, logit_scale, n_groups, weight=cfg.lambda_a)
+def stage_a_loss(audio, text, logit_scale, n_groups, cfg, positives=None):
+    return stage_a_nce(audio, text, logit_scale, n_groups, weight=cfg.lambda_a,
+                       positives=positives)
 
 
 STAGE = Stage(name="stage_a", data_stage="a", relations=("single", "double"), loss=stage_a_loss)

@@ -48,6 +48,11 @@ CATALOG = Path("manifests") / "catalog.duckdb"
 
 # A caption policy picks the text of one member: (rows of the group, relation, rng) -> str.
 CaptionFn = Callable[[list, str, random.Random], str]
+# A positive key names what a member's text means: rows with equal keys are positives of each
+# other in the loss (teminal.train.losses, "Duplicate texts"). (rows, relation, text) -> str.
+KeyFn = Callable[[list, str, str], str]
+# The zero-shot prompt (evaluate zste / zeroshot ask for classes this way).
+CLASS_PROMPT = "This is a sound of {label}."
 
 
 # Shards and their groups
@@ -233,6 +238,8 @@ class GroupStream(IterableDataset):
     shuffle_buffer: int = 64
     sample_rate: int | None = None  # expected rate; None: take it from the shards
     caption_seed: int = 0             # seeds per-group caption choices (with epoch and key)
+    positive_key: KeyFn | None = None  # None: the text itself (identical captions are positives)
+    replay: str | None = None  # a relation whose first half is replayed as a single clip
 
     def __post_init__(self):
         super().__init__()
@@ -285,7 +292,7 @@ class GroupStream(IterableDataset):
         rows = meta["samples"] if isinstance(meta, dict) else meta
         key = raw["__key__"]
         rng = random.Random(f"{self.caption_seed}:{raw['__epoch__']}:{key}")
-        waves, texts, rate = [], [], None
+        waves, texts, keys, rate = [], [], [], None
         for relation in self.relations:
             ext = next((e for e in ("flac", "npy") if f"{relation}.{e}" in raw), None)
             if ext is None:
@@ -296,7 +303,15 @@ class GroupStream(IterableDataset):
             rate = sr or row.get("sample_rate") or rate
             waves.append(wave)
             texts.append(self.caption(rows, relation, rng))
-        return {"key": key, "waves": waves, "texts": texts, "sample_rate": rate,
+            keys.append(self.positive_key(rows, relation, texts[-1]) if self.positive_key
+                        else texts[-1])
+        if self.replay:
+            wave, text = replay_single(waves[self.relations.index(self.replay)],
+                                       _row(rows, self.replay))
+            waves.append(wave)
+            texts.append(text)
+            keys.append(text)
+        return {"key": key, "waves": waves, "texts": texts, "keys": keys, "sample_rate": rate,
                 "epoch": raw["__epoch__"]}
 
     def _collate(self, groups: list[dict]) -> dict:
@@ -307,14 +322,19 @@ class GroupStream(IterableDataset):
         rate = rates.pop()
         if self.sample_rate and rate != self.sample_rate:
             raise ValueError(f"shards hold {rate} Hz audio, this run expects {self.sample_rate}")
-        # Block layout: relation-major, so rows [r*N, (r+1)*N) are relation r of groups 0..N-1.
-        waves = [g["waves"][r] for r in range(len(self.relations)) for g in groups]
+        # Block layout: relation-major, so rows [r*N, (r+1)*N) are relation r of groups 0..N-1
+        # (a replayed single, if any, is one more block at the end).
+        blocks = range(len(groups[0]["waves"]))
+        waves = [g["waves"][r] for r in blocks for g in groups]
         length = max(len(w) for w in waves)
         audio = np.zeros((len(waves), length), dtype=np.float32)
         for i, w in enumerate(waves):
             audio[i, :len(w)] = w
-        texts = [g["texts"][r] for r in range(len(self.relations)) for g in groups]
+        texts = [g["texts"][r] for r in blocks for g in groups]
+        from teminal.train.losses import positive_ids
+
         return {"audio": torch.from_numpy(audio), "texts": texts,
+                "positive_ids": positive_ids([g["keys"][r] for r in blocks for g in groups]),
                 "keys": [g["key"] for g in groups], "sample_rate": rate,
                 "epoch": groups[0]["epoch"]}
 
@@ -348,6 +368,23 @@ def canonical_caption(rows: list, relation: str, rng: random.Random) -> str:
     return _row(rows, relation)["caption"]
 
 
+def class_label_key(rows: list, relation: str, text: str) -> str:
+    """Positive key of a single clip: its class, so "siren", "This is a sound of siren." and
+    "Single sound of siren" of different siren clips are all positives of each other."""
+    row = _row(rows, relation)
+    return "label:" + (label_text(row["labels"][0]) if row.get("labels") else text)
+
+
+def replay_single(concatenation: np.ndarray, row: dict) -> tuple[np.ndarray, str]:
+    """The first sound of a concatenation (its first half: the pipeline renders two equal
+    slots), repeat-padded to the full length as the pipeline pads singles, with its class
+    prompt. Stage B replays these so post-training keeps the single-sound skill."""
+    half = concatenation[:len(concatenation) // 2]
+    wave = np.resize(half, len(concatenation)).astype(np.float32, copy=False)
+    label = label_text(row["labels"][0]) if row.get("labels") else row["caption"]
+    return wave, CLASS_PROMPT.format(label=label)
+
+
 def class_prompt_mix(rows: list, relation: str, rng: random.Random) -> str:
     """Pretraining text for a single clip: one of "This is a sound of {label}.", the bare label,
     or the stage-A caption ("Single sound of {label}"), uniformly, seeded per group and epoch.
@@ -355,7 +392,7 @@ def class_prompt_mix(rows: list, relation: str, rng: random.Random) -> str:
     asked for; the other two keep the text tower from keying on one phrasing."""
     row = _row(rows, relation)
     label = label_text(row["labels"][0]) if row.get("labels") else row["caption"]
-    return rng.choice([f"This is a sound of {label}.", label, row["caption"]])
+    return rng.choice([CLASS_PROMPT.format(label=label), label, row["caption"]])
 
 
 @dataclass(frozen=True)

@@ -30,8 +30,9 @@ from typing import Callable
 import torch
 from torch import nn
 
-from teminal.train.run_config import TrainConfig, differences, dump
-from teminal.train.streaming import (CaptionFn, GroupStream, ShardIndex, StreamPlan,
+from teminal.train.losses import positive_mask
+from teminal.train.run_config import TrainConfig, differences, dump, head_value
+from teminal.train.streaming import (CaptionFn, GroupStream, KeyFn, ShardIndex, StreamPlan,
                                      TemplateCaption, canonical_caption, catalog_builds,
                                      make_loader, select_group_keys)
 
@@ -41,8 +42,9 @@ log = logging.getLogger("teminal.train")
 DATA_ORDER_KEYS = ("data", "split", "where", "query_file", "templates", "seed",
                    "groups_per_batch", "grad_accum", "num_workers", "shuffle_buffer")
 
-# (audio [R*N, D], text [R*N, D], logit scale, N groups, config) -> scalar loss
-LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, int, TrainConfig], torch.Tensor]
+# (audio [R*N, D], text [R*N, D], logit scale, N groups, config, positives=[R*N, R*N] bool)
+# -> scalar loss. With stage B's single-sound replay the batch holds one more block of N rows.
+LossFn = Callable[..., torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,8 @@ class Stage:
     loss: LossFn
     caption: CaptionFn = canonical_caption
     wants_init: str | None = None   # warning when not started from a project checkpoint
+    positive_key: KeyFn | None = None  # which rows are positives; None: identical texts
+    replay: str | None = None       # relation replayed as a single clip when cfg.retain_singles
 
 
 class NonFiniteLoss(RuntimeError):
@@ -106,13 +110,18 @@ class EmbedStep(nn.Module):
 
 def gather_blocks(emb: torch.Tensor, n_blocks: int) -> torch.Tensor:
     """All ranks' [n_blocks * N, D] rows, with gradient, as [n_blocks * world * N, D] in block
-    order (block r holds relation r of rank 0's groups, then rank 1's, ...)."""
+    order (block r holds relation r of rank 0's groups, then rank 1's, ...). Integer tensors
+    (positive ids, [n_blocks * N]) are gathered the same way, without autograd."""
     import warnings
 
     import torch.distributed as dist
     from torch.distributed.nn.functional import all_gather
 
     world = dist.get_world_size()
+    if not emb.is_floating_point():
+        parts = [torch.empty_like(emb) for _ in range(world)]
+        dist.all_gather(parts, emb.contiguous())
+        return torch.stack(parts).reshape(world, n_blocks, -1).transpose(0, 1).reshape(-1)
     with warnings.catch_warnings():  # deprecated for a private successor; still exact
         warnings.filterwarnings("ignore", ".*all_gather is deprecated", FutureWarning)
         parts = torch.stack(all_gather(emb.contiguous()))       # [W, R*N, D]
@@ -261,12 +270,17 @@ class Trainer:
                                  Path(cfg.query_file).read_text() if cfg.query_file else None)
         self.index = ShardIndex.build(cfg.data, stage.data_stage, cfg.split, keep)
         self.global_groups = cfg.groups_per_batch * self.world * cfg.grad_accum
-        self.samples_per_step = self.global_groups * len(stage.relations)
+        self.replay = stage.replay if cfg.retain_singles > 0 else None
+        self.n_blocks = len(stage.relations) + (1 if self.replay else 0)
+        self.samples_per_step = self.global_groups * self.n_blocks
         self.steps_per_epoch = max(1, self.index.num_groups // self.global_groups)
         self.max_steps = cfg.max_steps if cfg.max_steps is not None else \
             math.ceil(cfg.epochs * self.steps_per_epoch)
 
         self.model = model_factory(self.spec, accelerator.device)
+        if cfg.audio_head and self.model.add_audio_head(head_value(cfg.audio_head)):
+            log.info("added an order-aware audio head %s (zero-initialised: the model starts "
+                     "as the base)", self.model.config["audio_head"])
         n_train, n_total = self.model.set_trainable(cfg.trainable)
         log.info("model %s: %s of %s parameters train (%.1f%%)", self.spec, f"{n_train:,}",
                  f"{n_total:,}", 100 * n_train / max(1, n_total))
@@ -296,7 +310,8 @@ class Trainer:
                           cfg.num_workers)
         stream = GroupStream(plan, self.stage.relations, cfg.groups_per_batch, caption,
                              skip_batches=self.start * cfg.grad_accum,
-                             shuffle_buffer=cfg.shuffle_buffer, caption_seed=cfg.seed)
+                             shuffle_buffer=cfg.shuffle_buffer, caption_seed=cfg.seed,
+                             positive_key=self.stage.positive_key, replay=self.replay)
         log.info("%s: %d groups in %d shards (split by %s), %d groups per step over %d "
                  "rank(s) -> %d steps per epoch; steps %d..%d; %s negatives", self.stage.name,
                  self.index.num_groups, len(self.index.shards),
@@ -350,13 +365,14 @@ class Trainer:
                 audio = batch["audio"].to(self.acc.device, non_blocking=True)
                 tokens = send_to_device(self.model.tokenize(batch["texts"]), self.acc.device)
                 audio_emb, text_emb, scale = self.step_module(audio, tokens, batch["sample_rate"])
-                n_groups = self.cfg.groups_per_batch
+                n_groups, ids = self.cfg.groups_per_batch, batch["positive_ids"].to(audio.device)
                 if self.world > 1 and self.cfg.global_negatives:
-                    audio_emb = gather_blocks(audio_emb, len(self.stage.relations))
-                    text_emb = gather_blocks(text_emb, len(self.stage.relations))
+                    audio_emb = gather_blocks(audio_emb, self.n_blocks)
+                    text_emb = gather_blocks(text_emb, self.n_blocks)
+                    ids = gather_blocks(ids, self.n_blocks)
                     n_groups *= self.world
                 loss = self.stage.loss(audio_emb.float(), text_emb.float(), scale.float(),
-                                       n_groups, self.cfg)
+                                       n_groups, self.cfg, positives=positive_mask(ids))
                 self._stop_if_not_finite(loss, step, lr)
                 self.acc.backward(loss)
                 if self.acc.sync_gradients and self.cfg.grad_clip:

@@ -91,7 +91,7 @@ def train(argv: list[str]) -> None:
 
     sizes = []
 
-    def loss(audio, text, scale, n_groups, cfg):
+    def loss(audio, text, scale, n_groups, cfg, positives=None):
         sizes.append([audio.shape[0], n_groups])
         return reference_info_nce(audio, text, scale)
 

@@ -7,7 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from teminal.train.losses import info_nce, row_weights, stage_a_nce, tnce, tnce_log_alpha
+from teminal.train.losses import (info_nce, positive_ids, positive_mask, row_weights,
+                                  stage_a_nce, tnce, tnce_log_alpha)
 
 N, D = 4, 8
 
@@ -168,3 +169,94 @@ def test_bad_inputs_are_refused_with_clear_errors():
         info_nce(a, t[:-1], 1.0)
     with pytest.raises(ValueError, match="blocks"):
         stage_a_nce(a[:5], t[:5], 1.0)
+
+
+# Duplicate texts: identical captions are positives of each other (issue: a batch of 16 clips of
+# 12 classes repeats "This is a sound of siren."; plain InfoNCE put a floor under the loss).
+
+def naive_multi_positive(a, t, scale, keys, n=None, alphas=(1.0, 1.0, 1.0, 1.0), beta_rows=None):
+    """-sum_{j in P_i} 1/|P_i| log softmax_j, P_i = the rows whose key equals row i's, both
+    directions; with `n`, TNCE's alpha weights on negatives only (positives are never
+    negatives). Loops over the formula."""
+    m = len(keys)
+    ast, act, aso, aco = alphas
+    sim = [[scale * float(a[i] @ t[j]) for j in range(m)] for i in range(m)]
+
+    def weight(i, j):
+        if keys[i] == keys[j] or n is None:
+            return 1.0
+        bi, bj, same = i // n, j // n, i % n == j % n
+        if bi == bj:
+            return 1.0
+        if {bi, bj} == {0, 1}:
+            return ast if same else act
+        return aso if same else aco
+
+    def direction(s):
+        out = []
+        for i in range(m):
+            z = sum(weight(i, j) * math.exp(s[i][j]) for j in range(m))
+            pos = [j for j in range(m) if keys[j] == keys[i]]
+            out.append(-sum(math.log(math.exp(s[i][j]) / z) for j in pos) / len(pos))
+        return out
+
+    w = beta_rows or [1.0] * m
+    ra, rt = direction(sim), direction([list(c) for c in zip(*sim)])
+    return 0.5 * (sum(x * y for x, y in zip(w, ra)) + sum(x * y for x, y in zip(w, rt))) / sum(w)
+
+
+def test_duplicate_captions_are_positives_in_info_nce_matching_a_naive_reference():
+    keys = ["siren", "dog", "siren", "rain", "dog", "siren"]
+    a, t = embeddings(len(keys), seed=7)
+    got = float(info_nce(a, t, 7.0, positive_mask(keys)))
+    assert got == pytest.approx(naive_multi_positive(a, t, 7.0, keys), rel=1e-6)
+
+
+def test_without_duplicates_the_mask_changes_nothing():
+    a, t = embeddings(6, seed=8)
+    keys = list("abcdef")
+    assert float(info_nce(a, t, 5.0, positive_mask(keys))) == pytest.approx(
+        float(info_nce(a, t, 5.0)), rel=1e-7)
+    a, t = embeddings(3 * N, seed=9)
+    assert float(tnce(a, t, 5.0, N, 0.0, 0.5, 2.0, 1.0, positives=positive_mask(
+        [str(i) for i in range(3 * N)]))) == pytest.approx(float(tnce(a, t, 5.0, N, 0.0, 0.5,
+                                                                       2.0, 1.0)), rel=1e-7)
+
+
+def test_identical_captions_have_a_zero_loss_floor_only_with_the_mask():
+    # every text of a class is the same embedding as its clips: perfect, yet plain InfoNCE
+    # still charges log(copies) for the duplicates
+    keys = ["siren", "siren", "dog", "dog"]
+    base = F.normalize(torch.eye(D, dtype=torch.float64)[:2], dim=-1)
+    a = t = base[[0, 0, 1, 1]]
+    assert float(info_nce(a, t, 100.0)) == pytest.approx(math.log(2), rel=1e-6)
+    # with the mask the floor is the entropy of the target (two equal positives): reached, and
+    # the gradient there is zero
+    a = a.clone().requires_grad_(True)
+    loss = info_nce(a, t, 100.0, positive_mask(keys))
+    loss.backward()
+    assert float(loss) == pytest.approx(math.log(2), rel=1e-6)
+    assert float(a.grad.abs().max()) < 1e-12
+
+
+@pytest.mark.parametrize("alphas", [(1.0, 1.0, 1.0, 1.0), (0.0, 0.5, 0.0, 2.0),
+                                    (0.0, 0.0, 0.0, 0.0)])
+def test_tnce_with_duplicate_captions_matches_a_naive_reference(alphas):
+    # groups 0 and 2 are the same pair (a, b): identical forward, reversed and overlay texts;
+    # group 1 is (b, a), so its forward caption equals the reversed caption of groups 0 and 2
+    n = 3
+    keys = ["a<b", "b<a", "a<b",  "b<a", "a<b", "b<a",  "a+b", "b+a", "a+b"]
+    a, t = embeddings(3 * n, seed=10)
+    got = float(tnce(a, t, 6.0, n, *alphas, beta=0.5, positives=positive_mask(keys)))
+    rows = [1.0] * n + [0.5] * (2 * n)
+    assert got == pytest.approx(naive_multi_positive(a, t, 6.0, keys, n, alphas, rows), rel=1e-6)
+
+
+def test_positive_ids_are_stable_across_calls_and_processes():
+    ids = positive_ids(["This is a sound of siren.", "dog", "This is a sound of siren."])
+    assert ids.dtype == torch.long and ids[0] == ids[2] and ids[0] != ids[1]
+    # blake2b of the text, not Python's salted hash(): the same on every rank and run
+    assert int(ids[1]) == int.from_bytes(__import__("hashlib").blake2b(
+        b"dog", digest_size=8).digest(), "little", signed=True)
+    with pytest.raises(ValueError, match="diagonal"):
+        info_nce(*embeddings(3), 1.0, torch.zeros(3, 3, dtype=torch.bool))

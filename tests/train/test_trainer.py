@@ -21,7 +21,7 @@ class Loss:
     def __init__(self, fail_at: int | None = None, nan: bool = False):
         self.calls, self.fail_at, self.nan, self.sizes = 0, fail_at, nan, []
 
-    def __call__(self, audio, text, scale, n_groups, cfg):
+    def __call__(self, audio, text, scale, n_groups, cfg, positives=None):
         self.calls += 1
         self.sizes.append((audio.shape[0], n_groups))
         loss = reference_info_nce(audio, text, scale)

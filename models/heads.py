@@ -1,0 +1,115 @@
+"""Order-aware audio heads: what lets a CLAP represent "A then B" (beyond the paper).
+
+laion-clap's audio branches pool over time (PANN: mean + max; HTSAT: average) before the
+projection, so the pooled embedding of "dog, then siren" and "siren, then dog" can only differ
+through features that straddle the junction. A `TemporalHead` adds an ordered view:
+
+    e = normalize(audio_projection(pooled) + head(tokens))
+
+`tokens` are K ordered feature vectors of the clip, from one of two sources:
+- "segments": the clip cut into K equal segments, each encoded by the same audio branch
+  (its pooled embedding). Every token then describes one stretch of time and nothing else,
+  which is what the small CPU model needs: at its 160 ms hop each frame of
+  `fine_grained_embedding` already spans both events (FIELD-NOTES, "Order-aware heads").
+  Costs one more pass of the branch over the clip's length.
+- "frames": the branch's own `fine_grained_embedding` (frame-level, [B, T, C]) averaged into K
+  time bins. Free, and fine for branches with a fine time step (LAION's HTSAT).
+
+The head: tokens -> Linear + LayerNorm, + learned position embeddings, a small pre-norm
+transformer, then the K token vectors *concatenated in time order* and projected to the joint
+space. Concatenation keeps position explicit (delta ~ sum_k W_k f(token_k)), so an order learned
+on some class pairs carries over to pairs never seen in training. The output projection starts
+at zero: a fresh head gives exactly the pooled base embedding, and post-training starts from the
+base's zero-shot skill.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+SOURCES = ("segments", "frames")
+KINDS = ("pooled", "temporal")
+
+
+@dataclass(frozen=True)
+class HeadSpec:
+    """The `audio_head` section of a model config (JSON)."""
+    type: str = "temporal"          # "pooled" (no head) | "temporal"
+    source: str = "segments"        # "segments" | "frames" (see the module docstring)
+    tokens: int = 2                 # K ordered tokens (segments or time bins)
+    width: int = 256
+    layers: int = 1
+    heads: int = 4
+
+    @classmethod
+    def parse(cls, value) -> "HeadSpec | None":
+        """None / "pooled" -> None (laion's pooled embedding); "temporal" -> defaults; a dict ->
+        those fields. Unknown fields or values raise ValueError naming the accepted ones."""
+        if value is None or value == "pooled" or (isinstance(value, dict)
+                                                  and value.get("type") == "pooled"):
+            return None
+        if value == "temporal":
+            return cls()
+        if not isinstance(value, dict):
+            raise ValueError(f"audio_head must be 'pooled', 'temporal' or a dict of "
+                             f"{[f.name for f in fields(cls)]}, got {value!r}")
+        unknown = sorted(set(value) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ValueError(f"audio_head: unknown field(s) {unknown}; fields: "
+                             f"{[f.name for f in fields(cls)]}")
+        spec = cls(**value)
+        if spec.type not in KINDS:
+            raise ValueError(f"audio_head.type must be one of {KINDS}, got {spec.type!r}")
+        if spec.source not in SOURCES:
+            raise ValueError(f"audio_head.source must be one of {SOURCES}, got {spec.source!r}")
+        for name in ("tokens", "width", "layers", "heads"):
+            if int(getattr(spec, name)) < 1:
+                raise ValueError(f"audio_head.{name} must be >= 1, got {getattr(spec, name)}")
+        if spec.width % spec.heads:
+            raise ValueError(f"audio_head.width ({spec.width}) must be a multiple of "
+                             f"audio_head.heads ({spec.heads})")
+        return spec
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class TemporalHead(nn.Module):
+    """K ordered tokens of `in_dim` -> a [B, out_dim] residual for the pooled projection."""
+
+    def __init__(self, spec: HeadSpec, in_dim: int, out_dim: int):
+        super().__init__()
+        self.spec = spec
+        self.inp = nn.Sequential(nn.Linear(in_dim, spec.width), nn.LayerNorm(spec.width))
+        self.position = nn.Parameter(torch.randn(spec.tokens, spec.width) * 0.02)
+        layer = nn.TransformerEncoderLayer(spec.width, spec.heads, 2 * spec.width, dropout=0.0,
+                                           batch_first=True, norm_first=True)
+        self.mixer = nn.TransformerEncoder(layer, spec.layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(spec.width)
+        self.out = nn.Linear(spec.tokens * spec.width, out_dim)
+        nn.init.zeros_(self.out.weight)  # a fresh head adds exactly 0: the base embedding
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        if tokens.dim() != 3 or tokens.shape[1] != self.spec.tokens:
+            raise ValueError(f"TemporalHead wants [batch, {self.spec.tokens}, features], got "
+                             f"{tuple(tokens.shape)}")
+        h = self.inp(tokens) + self.position
+        h = self.norm(self.mixer(h))
+        return self.out(h.flatten(1))
+
+
+def split_segments(wave: torch.Tensor, k: int) -> torch.Tensor:
+    """[B, T] -> [B * K, T // K]: K equal consecutive segments per clip, clip-major (the tail
+    that does not divide is dropped: at most K - 1 samples)."""
+    b, t = wave.shape
+    n = t // k
+    return wave[:, :n * k].reshape(b * k, n)
+
+
+def frame_tokens(frames: torch.Tensor, k: int) -> torch.Tensor:
+    """fine_grained_embedding [B, T, C] -> [B, K, C], the mean of K equal time bins."""
+    return F.adaptive_avg_pool1d(frames.transpose(1, 2), k).transpose(1, 2)

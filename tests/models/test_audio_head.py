@@ -1,0 +1,180 @@
+"""The order-aware audio head (models/heads.py): a fresh head is exactly the pooled base, it
+saves and reloads, it is selected by --trainable patterns, it runs on laion's HTSAT, and it can
+learn order where pooling cannot."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from teminal.models import ModelSpecError, load_model
+from teminal.models import laion_checkpoint, specs
+from teminal.models.heads import HeadSpec, TemporalHead, frame_tokens, split_segments
+
+
+def _waves(n=3, seconds=10.0, rate=16000, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, int(seconds * rate), generator=g) * 0.1
+
+
+@pytest.mark.parametrize("head", ["temporal", {"source": "frames", "tokens": 3}])
+def test_a_fresh_head_gives_exactly_the_pooled_embedding(small_model, head):
+    wave = _waves()
+    with torch.no_grad():
+        before = small_model.embed_audio(wave, 16000)
+        assert small_model.add_audio_head(head) is True
+        after = small_model.embed_audio(wave, 16000)
+    assert torch.equal(before, after)
+    assert small_model.config["audio_head"]["type"] == "temporal"
+
+
+def test_the_head_is_in_the_default_trainable_subset_and_selectable_by_pattern(small_model):
+    small_model.add_audio_head("temporal")
+    small_model.set_trainable(None)
+    names = small_model.trainable_names()
+    assert any(n.startswith("audio_head.") for n in names)
+    assert "audio_projection.0.weight" in names  # the spec's own patterns still apply
+    small_model.set_trainable(["audio_head.*"])
+    assert {n.split(".")[0] for n in small_model.trainable_names()} == {"audio_head"}
+    small_model.set_trainable(["audio_projection.*"])
+    assert not any(n.startswith("audio_head.") for n in small_model.trainable_names())
+
+
+def test_a_trained_head_saves_and_reloads_with_identical_embeddings(small_model, tmp_path):
+    small_model.add_audio_head("temporal")
+    with torch.no_grad():
+        for p in small_model.audio_head.parameters():  # as if trained: out is no longer 0
+            p.add_(torch.randn_like(p) * 0.05)
+        wave = _waves(2)
+        base = F.normalize(small_model.clap.audio_projection(
+            small_model._branch(small_model.prepare_audio(wave))["embedding"]), dim=-1)
+        trained = small_model.embed_audio(wave, 16000)
+    assert not torch.allclose(trained, base)
+    small_model.save(tmp_path / "ckpt", {"stage": "test"})
+    loaded = load_model(str(tmp_path / "ckpt"))
+    assert loaded.config["audio_head"] == small_model.config["audio_head"]
+    with torch.no_grad():
+        assert torch.equal(loaded.embed_audio(wave, 16000), trained)
+
+
+def test_weights_and_config_that_disagree_about_the_head_are_named(small_model, tmp_path):
+    import json
+
+    small_model.add_audio_head("temporal")
+    small_model.save(tmp_path / "ckpt")
+    cfg = json.loads((tmp_path / "ckpt" / "config.json").read_text())
+    del cfg["audio_head"]
+    (tmp_path / "ckpt" / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ModelSpecError, match="audio_head"):
+        load_model(str(tmp_path / "ckpt"))
+
+
+def test_adding_a_head_twice_keeps_the_first_and_a_different_one_is_refused(small_model):
+    assert small_model.add_audio_head("temporal") is True
+    head = small_model.audio_head
+    assert small_model.add_audio_head("temporal") is False and small_model.audio_head is head
+    assert small_model.add_audio_head("pooled") is False
+    with pytest.raises(ValueError, match="already has"):
+        small_model.add_audio_head({"tokens": 4})
+
+
+@pytest.mark.parametrize("bad, match", [({"source": "pixels"}, "source"), ({"tokens": 0}, "tokens"),
+                                        ({"width": 30, "heads": 4}, "multiple"),
+                                        ({"colour": 1}, "unknown"), (3, "pooled")])
+def test_bad_head_specs_name_the_field(bad, match):
+    with pytest.raises(ValueError, match=match):
+        HeadSpec.parse(bad)
+
+
+def test_segments_and_frame_bins_keep_time_order():
+    wave = torch.arange(2 * 10, dtype=torch.float32).reshape(2, 10)
+    seg = split_segments(wave, 2)
+    assert seg.shape == (4, 5) and torch.equal(seg[1], wave[0, 5:]) and torch.equal(seg[2], wave[1, :5])
+    frames = torch.arange(8, dtype=torch.float32).reshape(1, 8, 1)
+    assert frame_tokens(frames, 2).flatten().tolist() == [1.5, 5.5]
+
+
+def test_the_head_works_the_same_on_laion_htsat(roberta_tokenizer_dir):
+    """HTSAT-tiny + RoBERTa as in a real 630k-audioset-best.pt (random weights): its
+    fine_grained_embedding feeds a frame-level head, and a fresh head changes nothing."""
+    shapes = {  # the keys laion_config_for reads: HTSAT-tiny, a 1-layer RoBERTa-shaped tower
+        "audio_branch.patch_embed.proj.weight": torch.zeros(96, 1, 4, 4),
+        "audio_projection.0.weight": torch.zeros(512, 768),
+        "text_branch.embeddings.word_embeddings.weight": torch.zeros(1000, 768),
+        "text_branch.embeddings.position_embeddings.weight": torch.zeros(514, 768),
+        "text_branch.embeddings.token_type_embeddings.weight": torch.zeros(1, 768),
+        "text_branch.encoder.layer.0.intermediate.dense.weight": torch.zeros(3072, 768)}
+    model = specs.build(laion_checkpoint.laion_config_for(shapes, "630k.pt"),
+                        roberta_tokenizer_dir).eval()
+    wave = torch.randn(1, 48000 * 10) * 0.1
+    with torch.no_grad():
+        before = model.embed_audio(wave, 48000)
+        model.add_audio_head({"source": "frames", "tokens": 8})
+        assert torch.equal(model.embed_audio(wave, 48000), before)
+        torch.nn.init.normal_(model.audio_head.out.weight, std=0.02)
+        assert not torch.allclose(model.embed_audio(wave, 48000), before)
+    model.set_trainable(None)
+    assert any(n.startswith("audio_head.") for n in model.trainable_names())
+
+
+def _order_task(head_or_pool: str, steps: int = 150, seed: int = 0) -> tuple[float, float]:
+    """A tiny synthetic order task on ordered token pairs: 8 'sounds' (a random vector each,
+    plus noise per clip), clips = (a, b) in time order; captions "a before b" embedded
+    compositionally (word vectors by slot). Train on 3/4 of the class pairs, score order
+    (a before b vs b before a) on seen and held-out pairs."""
+    g = torch.Generator().manual_seed(seed)
+    k, dim, joint = 8, 32, 16
+    sounds = torch.randn(k, dim, generator=g)
+    pairs = [(a, b) for a in range(k) for b in range(k) if a != b]
+    perm = torch.randperm(len(pairs), generator=g).tolist()
+    held = {pairs[i] for i in perm[: len(pairs) // 4]}
+    seen = [p for p in pairs if p not in held and (p[1], p[0]) not in held]
+    held = sorted(held)
+    torch.manual_seed(seed)
+    head = TemporalHead(HeadSpec(tokens=2, width=32, layers=1, heads=2), dim, joint)
+    torch.nn.init.normal_(head.out.weight, std=0.02)
+    first, second = torch.nn.Embedding(k, joint), torch.nn.Embedding(k, joint)
+    params = list(first.parameters()) + list(second.parameters())
+    params += list(head.parameters()) if head_or_pool == "head" else []
+    pool = torch.nn.Linear(dim, joint)
+    params += list(pool.parameters())
+    opt = torch.optim.Adam(params, lr=3e-3)
+
+    def audio(batch):
+        tokens = sounds[batch] + 0.1 * torch.randn(len(batch), 2, dim)
+        pooled = tokens.mean(1) + tokens.max(1).values  # laion's order-blind pooling
+        z = pool(pooled)
+        if head_or_pool == "head":
+            z = z + head(tokens)
+        return F.normalize(z, dim=-1)
+
+    def text(batch):
+        return F.normalize(first(batch[:, 0]) + second(batch[:, 1]), dim=-1)
+
+    seen_t = torch.tensor(seen)
+    for _ in range(steps):
+        batch = seen_t[torch.randint(len(seen), (32,))]
+        logits = 20 * audio(batch) @ text(batch).T
+        target = torch.arange(len(batch))
+        loss = F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    def order_accuracy(which) -> float:
+        batch = torch.tensor(which)
+        with torch.no_grad():
+            a = audio(batch)
+            right, wrong = text(batch), text(batch.flip(1))
+        return float(((a * right).sum(1) > (a * wrong).sum(1)).float().mean())
+
+    return order_accuracy(seen), order_accuracy(held)
+
+
+def test_the_head_learns_order_that_carries_to_held_out_pairs_where_pooling_cannot():
+    pooled_seen, pooled_held = _order_task("pool")
+    head_seen, head_held = _order_task("head")
+    # pooling is exactly blind to order: a before b and b before a embed identically, so it
+    # cannot prefer the right caption (ties count as wrong)
+    assert pooled_seen <= 0.6 and pooled_held <= 0.6
+    assert head_seen >= 0.95 and head_held >= 0.9, (head_seen, head_held)
