@@ -1,0 +1,250 @@
+"""Ablation of order learning on the synthetic default, over seeds: does order generalise to
+class pairs never seen in post-training, and what does it cost the single-sound skill?
+
+    python benchmarks/ablate_order.py --seeds 0 1 2            # the table in BENCHMARKS.md
+    python benchmarks/ablate_order.py --seeds 0 --quick        # seconds: the suite's smoke run
+
+Per seed: one small CLAP pretrained from random init (model seed = data-order seed = the seed),
+shared by every row; stage A once per audio head; then stage B per row. The class pairs of
+`teminal.evaluate.holdout.synthetic_holdout()` (a ring: 12 of 66 pairs) are removed from stages
+A and B with `--where`. Rows:
+
+    paper            pooled head, the paper's trainable subset, A then B
+    paper_alpha0     the same with --alpha-same-time 0 (no same-pair reversed negative)
+    b_only           stage B straight from the base (no stage A)
+    temporal         order-aware audio head (--audio-head temporal) in A and B
+    temporal_retain  temporal + --retain-singles 1 (single clips replayed in stage B)
+
+Every model is scored with ZSTE on the build's test split (fold 5 clips, never trained on).
+Columns: single-sound (task 1), order on seen and held-out pairs (task 3), order under held-out
+wordings, CompA-order group: mean +- sd over seeds, and the Wilson 95% interval of the counts
+pooled over seeds. Finished steps are kept (rerun the same command to continue); the table goes
+to OUT/ablation.md, everything to OUT/ablation.json, whose content is also the last line printed.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import statistics
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+STAGE_A = {"pooled": [], "temporal": ["--audio-head", "temporal"]}
+ROWS = {  # name: (stage-A variant or None for B from the base, extra stage-B flags)
+    "paper": ("pooled", []),
+    "paper_alpha0": ("pooled", ["--alpha-same-time", "0"]),
+    "b_only": (None, []),
+    "temporal": ("temporal", []),
+    "temporal_retain": ("temporal", ["--retain-singles", "1"]),
+}
+COLUMNS = {  # name: path into a ZSTE result's metrics
+    "single": ("task1_single",),
+    "order_seen": ("task3_order", "seen"),
+    "order_heldout": ("task3_order", "unseen"),
+    "wordings": ("template_generalisation", "heldout"),
+    "compa_group": ("compa_order", "group"),
+}
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--out", type=Path, default=REPO / "runs" / "ablation")
+    p.add_argument("--data", type=Path, help="an existing synthetic build (default: build one "
+                                             "into OUT/data, as the demo does)")
+    p.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
+    p.add_argument("--clips-per-class-per-fold", type=int, default=8)
+    p.add_argument("--pretrain-steps", type=int, help="default: the config's")
+    p.add_argument("--stage-a-steps", type=int, help="default: the config's")
+    p.add_argument("--stage-b-steps", type=int, help="default: the config's")
+    p.add_argument("--max-items", type=int, help="ZSTE on at most N clips / groups")
+    p.add_argument("--quick", action="store_true",
+                   help="smoke run: tiny data, 2 steps per stage, 8 ZSTE items")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.clips_per_class_per_fold = 1
+        args.pretrain_steps = args.stage_a_steps = args.stage_b_steps = 2
+        args.max_items = args.max_items or 8
+    return args
+
+
+def build_data(args) -> Path:
+    """The demo's synthetic build (16 kHz, int16 PCM members, stages A and B)."""
+    from teminal.pipeline.cli import main as pipeline
+
+    data = args.out / "data"
+    if (data / "manifests" / "catalog.duckdb").exists():
+        return data
+    src = args.out / "synthetic-esc50"
+    if not (src / "meta" / "esc50.csv").exists():
+        _cli(pipeline, ["synth", "esc50", str(src), "--seed", "0", "--clips-per-class-per-fold",
+                        str(args.clips_per_class_per_fold)])
+    groups = ["--groups-per-clip", "1"] if args.quick else DEMO_GROUPS
+    _cli(pipeline, ["build", "--dataset", "esc50", "--root", str(src), "--out", str(data),
+                    "--stages", "a,b", "--sample-rate", "16000", "--codec", "pcm", "--seed", "0",
+                    "--workers", "2", "--no-progress", *groups])
+    return data
+
+
+# The demo's group counts (scripts/demo.sh): 4 groups per clip in training, 6 in the test split
+# so that the held-out pairs get >= 150 order items.
+DEMO_GROUPS = ["--groups", "train=1152,val=96,test=576"]
+
+
+def _cli(command, argv) -> None:
+    try:
+        command(argv, standalone_mode=False)
+    except SystemExit as e:
+        if e.code:
+            raise
+
+
+def train(script: str, argv: list[str], out: Path) -> float:
+    """Run a training stage in this process unless OUT/final exists; seconds spent."""
+    if (out / "final" / "config.json").exists():
+        return 0.0
+    import importlib
+
+    module = importlib.import_module(f"teminal.train.{script}")
+    t0 = time.perf_counter()
+    resume = ["--resume"] if (out / "checkpoints").exists() else []
+    code = module.main([*argv, "--out", str(out), "--no-progress", "--no-tensorboard", *resume])
+    if code:
+        raise SystemExit(f"{script} failed with exit code {code} ({out})")
+    return time.perf_counter() - t0
+
+
+def evaluate(model_dir: Path, data: Path, out: Path, max_items) -> dict:
+    if out.exists():
+        return json.loads(out.read_text())
+    import torch
+
+    from teminal.evaluate import zste as Z
+    from teminal.evaluate.report import write_result
+    from teminal.models import load_model
+
+    model = load_model(str(model_dir))
+    with torch.no_grad():
+        result = Z.run(model, str(model_dir), data, max_items=max_items, progress=False,
+                       label=out.stem)
+    write_result(result, out)
+    return result
+
+
+def seed_model_config(seed: int, folder: Path) -> Path:
+    """The bundled small model with its init seed set to `seed`."""
+    from teminal.models.specs import CONFIG_DIR
+
+    cfg = json.loads((CONFIG_DIR / "small-cnn6.json").read_text())
+    cfg["seed"] = seed
+    cfg["name"] = f"small-cnn6-seed{seed}"
+    path = folder / f"small-seed{seed}.json"
+    folder.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(cfg, indent=1))
+    return path
+
+
+def run_seed(seed: int, args, data: Path, where: str, times: dict) -> dict[str, dict]:
+    folder = args.out / f"seed{seed}"
+    common = ["--data", str(data), "--seed", str(seed)]
+    steps = lambda n: ["--max-steps", str(n)] if n is not None else []  # noqa: E731
+    cfg = lambda name: ["--config", str(REPO / "train" / "configs" / f"small_{name}.yaml")]  # noqa: E731
+    model_cfg = seed_model_config(seed, folder)
+    times["pretrain"] = times.get("pretrain", 0) + train(
+        "pretrain", [*cfg("pretrain"), "--model", str(model_cfg), *common,
+                     *steps(args.pretrain_steps)], folder / "base")
+    results = {"base": evaluate(folder / "base", data, folder / "zste_base.json", args.max_items)}
+    for variant in sorted({ROWS[r][0] for r in args.rows} - {None}):
+        times["stage_a"] = times.get("stage_a", 0) + train(
+            "stage_a", [*cfg("stage_a"), "--model", str(folder / "base"), *common,
+                        "--where", where, *STAGE_A[variant], *steps(args.stage_a_steps)],
+            folder / f"a_{variant}")
+    for row in args.rows:
+        variant, extra = ROWS[row]
+        init = folder / (f"a_{variant}" if variant else "base")
+        times["stage_b"] = times.get("stage_b", 0) + train(
+            "stage_b", [*cfg("stage_b"), "--model", str(init), *common, "--where", where,
+                        *extra, *steps(args.stage_b_steps)], folder / f"b_{row}")
+        results[row] = evaluate(folder / f"b_{row}", data, folder / f"zste_{row}.json",
+                                args.max_items)
+    return results
+
+
+def _at(metrics: dict, path) -> dict | None:
+    for key in path:
+        metrics = (metrics or {}).get(key)
+    return metrics
+
+
+def summarise(per_seed: dict[int, dict[str, dict]], rows: list[str]) -> dict:
+    """{row: {column: {mean, sd, per_seed, correct, n, ci95}}} over the seeds."""
+    from teminal.evaluate.metrics import wilson_interval
+
+    table = {}
+    for row in ["base", *rows]:
+        table[row] = {}
+        for col, path in COLUMNS.items():
+            scores = [_at(per_seed[s][row]["metrics"], path) for s in per_seed]
+            scores = [x for x in scores if x and x.get("n")]
+            if not scores:
+                continue
+            accs = [x["accuracy"] for x in scores]
+            correct, n = sum(x["correct"] for x in scores), sum(x["n"] for x in scores)
+            table[row][col] = {
+                "mean": statistics.fmean(accs),
+                "sd": statistics.stdev(accs) if len(accs) > 1 else 0.0,
+                "per_seed": accs, "correct": correct, "n": n,
+                "ci95": list(wilson_interval(correct, n) or ())}
+    return table
+
+
+def markdown(table: dict, seeds: list[int]) -> str:
+    head = ["row", *COLUMNS]
+    lines = [f"ZSTE on the synthetic default's test split, mean ± sd over seeds {seeds} "
+             f"[Wilson 95% of the pooled counts] (n per seed)", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row, cols in table.items():
+        cells = []
+        for col in COLUMNS:
+            c = cols.get(col)
+            cells.append("–" if c is None else
+                         f"{c['mean']:.3f} ± {c['sd']:.3f} [{c['ci95'][0]:.2f}, "
+                         f"{c['ci95'][1]:.2f}] ({c['n'] // len(c['per_seed'])})")
+        lines.append(f"| {row} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    from teminal.evaluate.holdout import synthetic_holdout, where_excluding
+
+    t0 = time.perf_counter()
+    args.out.mkdir(parents=True, exist_ok=True)
+    data = args.data or build_data(args)
+    where = where_excluding(synthetic_holdout())
+    times: dict[str, float] = {}
+    per_seed = {}
+    for seed in args.seeds:
+        per_seed[seed] = run_seed(seed, args, data, where, times)
+        print(f"seed {seed} done ({time.perf_counter() - t0:.0f} s)", flush=True)
+    table = summarise(per_seed, args.rows)
+    text = markdown(table, args.seeds)
+    (args.out / "ablation.md").write_text(text)
+    summary = {"benchmark": "ablate_order", "seeds": args.seeds, "rows": args.rows,
+               "data": str(data), "quick": args.quick, "table": table,
+               "train_seconds": {k: round(v, 1) for k, v in times.items()},
+               "wall_seconds": round(time.perf_counter() - t0, 1)}
+    (args.out / "ablation.json").write_text(json.dumps(summary, indent=1) + "\n")
+    print(text)
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
