@@ -16,8 +16,8 @@ from typing import Mapping
 import numpy as np
 
 from teminal.pipeline.audio import encode_member, load_source, one_thread
-from teminal.pipeline.compose import (ComposeConfig, SampleRecipe, augment_json,
-                                      make_group_recipes, render_detailed)
+from teminal.pipeline.compose import (ComposeConfig, SampleRecipe, make_group_recipes,
+                                      render_detailed)
 from teminal.pipeline.layout import write_json_atomic
 from teminal.pipeline.plan import ShardTask
 from teminal.pipeline.pool import pool_waves
@@ -36,19 +36,22 @@ class ShardContext:
 
 
 def build_shard(task: ShardTask, ctx: ShardContext, pool_index: Mapping[str, tuple[int, int]]) -> dict:
-    """Render, encode and write one shard and its fragment; returns the `shards` row."""
+    """Plan each group's recipes (cuts and augmentation chosen from the seed and the sources),
+    render them from the recipes alone, encode, and write the shard and its fragment; returns
+    the `shards` row."""
     compose = ComposeConfig.from_dict(ctx.compose)
     out = Path(ctx.out)
     groups, rows = [], []
     for i, (a, b) in enumerate(task.pairs):
         a, b = SourceClip.from_dict(a), SourceClip.from_dict(b)
-        recipes = make_group_recipes(task.stage, task.split, task.first_group + i, a, b,
-                                     compose, ctx.seed)
         waves = pool_waves(ctx.pool_path, {s: pool_index[s] for s in (a.source_id, b.source_id)})
+        recipes = make_group_recipes(task.stage, task.split, task.first_group + i, a, b,
+                                     compose, ctx.seed, waves)
         members, parts = [], {}
         for recipe in recipes:
-            data, ext = encode_member(_render_into(recipe, waves, parts), recipe.sample_rate,
-                                      ctx.codec)
+            rendering = render_detailed(recipe, waves, parts)
+            recipe.gains_db = rendering.gains_db      # measured, for analysis; never read back
+            data, ext = encode_member(rendering.audio, recipe.sample_rate, ctx.codec)
             recipe.shard, recipe.build_id = task.relpath, ctx.build_id
             recipe.sha256 = hashlib.sha256(data).hexdigest()
             members.append((f"{recipe.key}.{ext}", data))
@@ -64,14 +67,6 @@ def build_shard(task: ShardTask, ctx: ShardContext, pool_index: Mapping[str, tup
     write_json_atomic(out / task.fragment,
                        {"build_id": ctx.build_id, "shard": shard_row, "samples": rows})
     return shard_row
-
-
-def _render_into(recipe: SampleRecipe, waves: Mapping[str, np.ndarray], parts: dict) -> np.ndarray:
-    """Render and record in the recipe what rendering measured (gains, cuts, augmentation)."""
-    r = render_detailed(recipe, waves, parts)
-    recipe.gains_db, recipe.source_offsets = r.gains_db, r.source_offsets
-    recipe.augment = augment_json(recipe, r.augment)
-    return r.audio
 
 
 def shard_job(job: tuple[ShardTask, ShardContext, dict]) -> dict:
