@@ -123,6 +123,10 @@ def synth(name: str, out_dir: Path, seed: int, clips_per_class_per_fold: int) ->
               help="Overlay SNR range in dB (level of a over b), drawn per group.")
 @click.option("--pad", default="repeat", show_default=True, type=click.Choice(PAD_POLICIES),
               help="Padding of short parts of singles and overlays (concatenations zero-pad).")
+@click.option("--target-db", default=-20.0, show_default=True, type=float,
+              help="Loudness of every part before mixing (dBFS RMS); part of the build id.")
+@click.option("--ceiling", default=0.99, show_default=True, type=float,
+              help="Peak limit of every composite (linear full scale); part of the build id.")
 @click.option("--part", default=None,
               help="i/n: build only shards i, i+n, ... (fan a build out over machines; the "
                    "catalog is written when all parts are done, or with `pipeline catalog`).")
@@ -133,7 +137,7 @@ def synth(name: str, out_dir: Path, seed: int, clips_per_class_per_fold: int) ->
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 def build(dataset, root, out, stages, splits, groups, groups_per_clip, seed, workers, shard_size,
           sample_rate, clip_seconds, codec, template_set, name_template, augment, snr_range, pad,
-          part, overwrite, keep_cache, no_progress) -> None:
+          target_db, ceiling, part, overwrite, keep_cache, no_progress) -> None:
     """Compose pairs of source clips into WebDataset shards, Parquet manifests and a DuckDB
     catalog. Rerunning a killed build finishes it; a finished build is not redone."""
     from teminal.pipeline.build import run_build
@@ -150,7 +154,8 @@ def build(dataset, root, out, stages, splits, groups, groups_per_clip, seed, wor
             groups_per_clip=groups_per_clip, seed=seed, shard_size=shard_size, codec=codec,
             compose=ComposeConfig(sample_rate=sample_rate, clip_seconds=clip_seconds, pad=pad,
                                   snr_range=(lo, hi), template_set=template_set,
-                                  augment=augment or None, key_prefix=dataset),
+                                  augment=augment or None, key_prefix=dataset,
+                                  target_db=target_db, ceiling=ceiling),
             workers=workers, part=parse_part(part), overwrite=overwrite, keep_cache=keep_cache,
             name_template=name_template)
         summary = run_build(config, progress=not no_progress, log=lambda m: click.echo(m, err=True))
