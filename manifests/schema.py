@@ -2,6 +2,8 @@
 
 Types are DuckDB SQL types; Parquet files are written from them, so every reader (DuckDB,
 pyarrow, pandas) sees the same schema whether a table has rows or not.
+`samples` is `teminal.pipeline.compose.SampleRecipe`, field for field and in order
+(tests/manifests/test_schema.py checks that they agree).
 """
 from __future__ import annotations
 
@@ -19,7 +21,8 @@ TABLES: dict[str, list[tuple[str, str]]] = {
         ("snr_db", "DOUBLE"), ("augment", "VARCHAR"), ("seed", "BIGINT"),
         ("sample_rate", "INTEGER"), ("num_samples", "BIGINT"), ("sha256", "VARCHAR"),
         ("dataset", "VARCHAR"), ("build_id", "VARCHAR"), ("source_offsets", "DOUBLE[]"),
-        ("pad", "VARCHAR"),
+        ("pad", "VARCHAR"), ("target_db", "DOUBLE"), ("ceiling", "DOUBLE"),
+        ("recipe_version", "INTEGER"),
     ],
     "shards": [
         ("path", "VARCHAR"), ("stage", "VARCHAR"), ("split", "VARCHAR"),

@@ -1,9 +1,14 @@
-"""Optional audiomentations chain on source parts, seeded per sample, its parameters recorded.
+"""Optional audiomentations chain on source parts: parameters drawn once, recorded, applied.
 
-audiomentations draws every random number from Python's global `random` module (parameters,
-whether to apply) and numpy's global `np.random` (noise). A chain call therefore seeds both from
-the sample's seed, runs, and restores both states, under a lock: the result depends on the seed
-only, and the caller's global random state is left exactly as it was.
+`AugmentChain.draw(seed, sample_rate)` chooses what each transform does (whether it applies, its
+gain, semitones, rate, cutoff, noise level ...) when a recipe is planned; the recipe stores that
+record, and `AugmentChain.apply(x, sample_rate, params)` (`replay`) applies exactly it when the
+recipe is rendered, so rendering never draws a parameter. audiomentations draws from Python's
+global `random` module and numpy's global `np.random` (filter cutoffs, the noise itself): both
+are seeded from the record's seed around each step, and restored, under a lock, so the result
+depends on the record only and the caller's global random state is left exactly as it was.
+A noise level relative to the signal ("snr") is recorded as noise std per unit of the part's
+RMS and scaled by the part's RMS when applied.
 
 Apply it after loudness normalisation of the part: a level change before normalisation cancels.
 Time reversal is deliberately absent: it would contradict the `reversed` relation's meaning.
@@ -84,24 +89,48 @@ class AugmentChain:
         """JSON-serialisable spec that rebuilds this exact chain."""
         return {name: dict(kwargs) for name, kwargs in self.steps}
 
-    def __call__(self, x: np.ndarray, sample_rate: int, seed: int) -> tuple[np.ndarray, dict]:
-        """(augmented copy of x, same length, float32; params). params is {} for an empty chain,
-        else {"seed", "spec", "applied": [{"name", ...what was drawn}]} (JSON-serialisable)."""
-        x = np.ascontiguousarray(x, dtype=np.float32)
+    def draw(self, seed: int, sample_rate: int) -> dict:
+        """What the chain does to a part with this seed: {} for an empty chain, else
+        {"seed", "spec", "applied": [{"name", ...drawn parameters}]} (JSON-serialisable)."""
         if not self.steps:
-            return x.copy(), {}
+            return {}
         applied = []
+        probe = np.ones(1024, dtype=np.float32)   # RMS 1: an "snr" draw becomes std per RMS
         with _seeded(int(seed)):
-            y = x.copy()
             for (name, _), transform in zip(self.steps, self._transforms):
-                y = transform(y, sample_rate)
+                transform.randomize_parameters(probe, sample_rate)
                 drawn = transform.parameters
                 if drawn.get("should_apply"):
                     applied.append({"name": name, **_describe(name, drawn)})
+        return {"seed": int(seed), "spec": self.spec, "applied": applied}
+
+    def apply(self, x: np.ndarray, sample_rate: int, params: dict | None) -> np.ndarray:
+        """x augmented as `params` (a `draw` record) says: same length, float32, a copy."""
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if not params or not self.steps:
+            return x.copy()
+        recorded = {a["name"]: a for a in params.get("applied", [])}
+        unknown = sorted(set(recorded) - {name for name, _ in self.steps})
+        if unknown:
+            raise ValueError(f"augmentation record names {', '.join(unknown)}, not in the chain "
+                             f"{', '.join(name for name, _ in self.steps)}")
+        with _seeded(int(params["seed"])):
+            y = x.copy()
+            for (name, _), transform in zip(self.steps, self._transforms):
+                if name not in recorded or len(y) == 0:
+                    continue
+                transform.parameters = {"should_apply": True, **_parameters(name, recorded[name], y)}
+                y = np.asarray(transform.apply(y, sample_rate), dtype=np.float32)
         y = _same_length(np.asarray(y, dtype=np.float32), len(x))
         if not np.isfinite(y).all():
-            raise ValueError(f"augmentation {applied} produced non-finite samples (seed {seed})")
-        return y, {"seed": int(seed), "spec": self.spec, "applied": applied}
+            raise ValueError(f"augmentation {params['applied']} produced non-finite samples "
+                             f"(seed {params['seed']})")
+        return y
+
+    def __call__(self, x: np.ndarray, sample_rate: int, seed: int) -> tuple[np.ndarray, dict]:
+        """(augmented copy of x, params): `draw` then `apply`."""
+        params = self.draw(seed, sample_rate)
+        return self.apply(x, sample_rate, params), params
 
 
 def augment(x: np.ndarray, sample_rate: int, spec, seed: int) -> tuple[np.ndarray, dict]:
@@ -115,7 +144,7 @@ def replay(x: np.ndarray, sample_rate: int, params: dict | str | None) -> np.nda
         params = json.loads(params) if params.strip() else {}
     if not params:
         return np.ascontiguousarray(x, dtype=np.float32).copy()
-    return AugmentChain(params["spec"])(x, sample_rate, params["seed"])[0]
+    return AugmentChain(params["spec"]).apply(x, sample_rate, params)
 
 
 @contextmanager
@@ -135,6 +164,17 @@ def _describe(name: str, drawn: dict) -> dict:
     out = {k: _plain(v) for k, v in drawn.items() if k != "should_apply"}
     if name == "gain" and "amplitude_ratio" in out:
         out["gain_db"] = float(20.0 * np.log10(out["amplitude_ratio"]))
+    if name == "snr" and "noise_std" in out:
+        out["noise_std_per_rms"] = out.pop("noise_std")   # drawn on a probe of RMS 1
+    return out
+
+
+def _parameters(name: str, record: dict, y: np.ndarray) -> dict:
+    """A record's entry as the transform's `parameters` for the part `y` about to be changed."""
+    out = {k: v for k, v in record.items() if k not in ("name", "gain_db")}
+    if name == "snr":
+        rms = float(np.sqrt(np.mean(np.square(y, dtype=np.float64))))
+        out = {"noise_std": rms * float(out.pop("noise_std_per_rms"))}
     return out
 
 

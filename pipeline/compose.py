@@ -1,11 +1,14 @@
 """Recipes for composed samples and the one function that renders them.
 
 A `SampleRecipe` is one row of the `samples` table: everything needed to re-create the audio
-from the source waveforms. Random choices (the overlay SNR, augmentation seeds) are drawn when
-the recipe is made, from a generator seeded by (build seed, group key), so any group renders
-alone, in any process, in any order. Quantities that follow from the audio (the window cut from
-a long source, loudness gains, the limiter gain) are computed by `render` and recorded by the
-builder; rendering is pure, so the same recipe and sources give the same samples bit for bit.
+from the source waveforms, as a lhotse MixedCut holds its cuts' offsets and augmentations.
+Every choice is made when the recipe is planned (`make_group_recipes`), from the group's seed
+(build seed, group key) and the source waveforms: the overlay SNR, the window cut from each long
+source (`source_offsets`), each part's augmentation parameters (`augment`), and the loudness
+target and ceiling of the config. `render` only reads the recipe back, so any group renders
+alone, in any process, in any order, and the same recipe and sources give the same samples bit
+for bit. What follows from the audio (the loudness and limiter gains) is measured by `render`
+and recorded in `gains_db`; render never reads it.
 
 Layout of a composite of `num_samples` samples (default 10 s at 48 kHz):
 - concatenations (double, forward, reversed): two slots of half the length each, placed at the
@@ -15,12 +18,11 @@ Layout of a composite of `num_samples` samples (default 10 s at 48 kHz):
   highest-energy window, shorter ones padded by the recipe's `pad` policy ("repeat": LAION-CLAP's
   repeat-pad, the default; "zero").
 - reversed swaps the order of the two events; the waveforms are not time-reversed.
-Each part's content (after the cut, before padding) is loudness-normalised to TARGET_DB (silent
-parts are left as they are; padding does not count, so a short clip is not boosted), then
-augmented when the recipe has an augmentation spec (seeded per group and source, so the members
-of a group share their parts), b is mixed
-under a at the recipe's SNR for overlays, and the composite is peak-limited to CEILING so that
-the encoded audio never clips.
+Each part's content (after the cut, before padding) is loudness-normalised to the recipe's
+`target_db` (silent parts are left as they are; padding does not count, so a short clip is not
+boosted), then augmented with the recipe's recorded parameters (drawn per group and source, so
+the members of a group share their parts), b is mixed under a at the recipe's SNR for overlays,
+and the composite is peak-limited to the recipe's `ceiling` so that the encoded audio never clips.
 """
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ import dataclasses
 import functools
 import json
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
+from typing import Mapping
 
 import numpy as np
 
@@ -38,8 +40,11 @@ from teminal.pipeline.sources.base import SourceClip, sanitize_id
 STAGE_RELATIONS = {"a": ("single", "double"), "b": ("forward", "reversed", "overlay")}
 CONCATENATIONS = frozenset({"double", "forward", "reversed"})
 PAD_POLICIES = ("repeat", "zero")
-TARGET_DB = -20.0   # loudness of every part before mixing (dBFS RMS)
-CEILING = 0.99      # peak limit of the composite (linear full scale)
+TARGET_DB = -20.0   # default loudness of every part before mixing (dBFS RMS)
+CEILING = 0.99      # default peak limit of the composite (linear full scale)
+# 1: cuts and augmentation were measured while rendering and written afterwards;
+# 2: they are chosen when the recipe is planned and render reads them back.
+RECIPE_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -52,6 +57,8 @@ class ComposeConfig:
     template_set: str = "paper"
     augment: str | None = None      # audiomentations chain spec for teminal.pipeline.augment
     key_prefix: str = "esc50"       # group keys look like <prefix>-<stage>-<split>-000123
+    target_db: float = TARGET_DB    # loudness of every part before mixing (dBFS RMS)
+    ceiling: float = CEILING        # peak limit of the composite (linear full scale)
 
     def __post_init__(self):
         if self.pad not in PAD_POLICIES:
@@ -61,6 +68,11 @@ class ComposeConfig:
             raise ValueError(f"snr_range {self.snr_range}: low end above high end")
         if self.sample_rate <= 0 or self.clip_seconds <= 0:
             raise ValueError("sample_rate and clip_seconds must be positive")
+        if not 0.0 < self.ceiling <= 1.0:
+            raise ValueError(f"ceiling {self.ceiling}: the peak limit must be in (0, 1] (full scale)")
+        if not -100.0 <= self.target_db < 0.0:
+            raise ValueError(f"target_db {self.target_db}: the loudness target must be in "
+                             "[-100, 0) dBFS")
 
     @property
     def num_samples(self) -> int:
@@ -94,17 +106,20 @@ class SampleRecipe:
     captions: list[str] = field(default_factory=list)
     template_ids: list[str] = field(default_factory=list)
     offsets: list[float] = field(default_factory=list)         # where each part starts (s)
-    gains_db: list[float] = field(default_factory=list)        # total gain per part (set by render)
+    gains_db: list[float] = field(default_factory=list)        # total gain per part (measured by render)
     snr_db: float | None = None                                # overlay only: level of a over b
-    augment: str = "{}"                                        # JSON: {"spec", "parts": [params]}
+    augment: str = "{}"                                        # JSON: {"spec", "parts": [params]} (planned)
     seed: int = 0                                              # group seed: same parts in a group
     sample_rate: int = 48000
     num_samples: int = 480000
     sha256: str = ""                                           # of the stored member bytes
     dataset: str = ""
     build_id: str = ""
-    source_offsets: list[float] = field(default_factory=list)  # where each part was cut (s)
+    source_offsets: list[float] = field(default_factory=list)  # where each part is cut (s, planned)
     pad: str = "repeat"
+    target_db: float = TARGET_DB                               # loudness of each part (dBFS RMS)
+    ceiling: float = CEILING                                   # peak limit of the composite
+    recipe_version: int = RECIPE_VERSION
 
     def to_dict(self) -> dict:
         # fields are flat values and lists of them: a shallow copy (asdict's deep copy is slow)
@@ -118,6 +133,7 @@ class SampleRecipe:
                      "source_offsets"):
             if name in d:
                 d[name] = list(d[name]) if d[name] is not None else []
+        d.setdefault("recipe_version", 1)   # rows written before the column existed
         return cls(**d)
 
 
@@ -128,8 +144,6 @@ _RECIPE_FIELDS = tuple(f.name for f in dataclasses.fields(SampleRecipe))
 class Rendering:
     audio: np.ndarray              # float32 [num_samples]
     gains_db: list[float]          # per part, temporal order (normalisation + SNR + limiter)
-    source_offsets: list[float]    # seconds into each source where its part starts
-    augment: list[dict]            # augmentation parameters per part ([] when off)
 
 
 def group_key(prefix: str, stage: str, split: str, index: int) -> str:
@@ -137,8 +151,10 @@ def group_key(prefix: str, stage: str, split: str, index: int) -> str:
 
 
 def make_group_recipes(stage: str, split: str, index: int, a: SourceClip, b: SourceClip,
-                       config: ComposeConfig, seed: int) -> list[SampleRecipe]:
-    """The recipes of one group (all relations of `stage` for the pair a, b)."""
+                       config: ComposeConfig, seed: int,
+                       waves: Mapping[str, np.ndarray]) -> list[SampleRecipe]:
+    """The recipes of one group (all relations of `stage` for the pair a, b), planned in full:
+    `waves` (the two sources at config.sample_rate) decide where long sources are cut."""
     from teminal.pipeline.captions import (caption_text, is_captioned, render_captions,
                                            resolve_template_set)
     from teminal.pipeline.sources.captioned import caption_for_slot
@@ -152,7 +168,6 @@ def make_group_recipes(stage: str, split: str, index: int, a: SourceClip, b: Sou
     snr = round(float(rng.uniform(lo, hi)), 2) if hi > lo else float(lo)
     n = config.num_samples
     half = n // 2
-    augment = json.dumps({"spec": config.augment}, sort_keys=True) if config.augment else "{}"
     # A captioned clip (no label) appears in captions as one of its captions, drawn per group
     # (after the SNR, so labelled groups draw exactly what they drew before captions existed).
     template_set = resolve_template_set(config.template_set, is_captioned(a))
@@ -175,9 +190,54 @@ def make_group_recipes(stage: str, split: str, index: int, a: SourceClip, b: Sou
             relation=relation, source_ids=[p.source_id for p in parts],
             labels=[p.label for p in parts], caption=caption, captions=list(captions),
             template_ids=list(template_ids), offsets=offsets,
-            snr_db=snr if relation == "overlay" else None, augment=augment, seed=gseed,
-            sample_rate=config.sample_rate, num_samples=n, dataset=a.dataset, pad=config.pad))
+            snr_db=snr if relation == "overlay" else None, seed=gseed,
+            sample_rate=config.sample_rate, num_samples=n, dataset=a.dataset, pad=config.pad,
+            target_db=float(config.target_db), ceiling=float(config.ceiling)))
+    cuts: dict = {}
+    for recipe in recipes:
+        plan_parts(recipe, waves, config.augment, cuts)
     return recipes
+
+
+def _slots(recipe: SampleRecipe) -> tuple[list[int], list[int]]:
+    """(start, end) sample of each part's slot: up to the next part's start for
+    concatenations, the whole length otherwise."""
+    n, sr = recipe.num_samples, recipe.sample_rate
+    starts = [int(round(o * sr)) for o in recipe.offsets]
+    ends = (starts[1:] + [n]) if recipe.relation in CONCATENATIONS else [n] * len(starts)
+    return starts, ends
+
+
+def plan_parts(recipe: SampleRecipe, waves: Mapping[str, np.ndarray], augment_spec=None,
+               cuts: dict | None = None) -> SampleRecipe:
+    """Choose, and write into the recipe, what `render` will read: where each part is cut from
+    its source (the slot's highest-energy window of a longer source, else its start) and each
+    part's augmentation parameters (drawn from the group seed and the source id, so the members
+    of a group share their parts). `cuts` caches windows per (source, slot length)."""
+    from teminal.pipeline import audio as A
+
+    missing = [s for s in recipe.source_ids if s not in waves]
+    if missing:
+        raise KeyError(f"plan {recipe.key}: no waveform for source(s) {missing}")
+    cuts = {} if cuts is None else cuts
+    starts, ends = _slots(recipe)
+    offsets = []
+    for sid, start, end in zip(recipe.source_ids, starts, ends):
+        length, wave = end - start, waves[sid]
+        if (sid, length) not in cuts:
+            cuts[(sid, length)] = (int(A.highest_energy_window(np.asarray(wave, dtype=np.float32), length))
+                                   if len(wave) > length else 0)
+        offsets.append(cuts[(sid, length)] / recipe.sample_rate)
+    recipe.source_offsets = offsets
+    if augment_spec:
+        chain = _augment_chain(augment_spec)
+        parts = [chain.draw(derive_seed(recipe.seed, "augment", sid), recipe.sample_rate)
+                 for sid in recipe.source_ids]
+        recipe.augment = json.dumps({"spec": augment_spec, "parts": parts}, sort_keys=True,
+                                    default=_jsonable)
+    else:
+        recipe.augment = "{}"
+    return recipe
 
 
 def render(recipe: SampleRecipe, waves: Mapping[str, np.ndarray]) -> np.ndarray:
@@ -188,30 +248,39 @@ def render(recipe: SampleRecipe, waves: Mapping[str, np.ndarray]) -> np.ndarray:
 
 def render_detailed(recipe: SampleRecipe, waves: Mapping[str, np.ndarray],
                     cache: dict | None = None) -> Rendering:
-    """`render`, plus what it measured. `cache` (a dict kept for the members of one group)
+    """`render`, plus the gains it measured. `cache` (a dict kept for the members of one group)
     shares the prepared parts between members; the output is the same with or without it."""
-
+    if recipe.recipe_version != RECIPE_VERSION:
+        raise ValueError(
+            f"recipe {recipe.key} is version {recipe.recipe_version}; this teminal renders "
+            f"version {RECIPE_VERSION} (cuts and augmentation chosen when planned): rebuild it")
     missing = [s for s in recipe.source_ids if s not in waves]
     if missing:
         raise KeyError(f"render {recipe.key}: no waveform for source(s) {missing}")
+    if len(recipe.source_offsets) != len(recipe.source_ids):
+        raise ValueError(f"render {recipe.key}: {len(recipe.source_offsets)} source_offsets for "
+                         f"{len(recipe.source_ids)} parts; plan the recipe first "
+                         "(compose.make_group_recipes or plan_parts)")
     n, sr = recipe.num_samples, recipe.sample_rate
-    spec = json.loads(recipe.augment or "{}").get("spec")
-    starts = [int(round(o * sr)) for o in recipe.offsets]
+    augment = json.loads(recipe.augment or "{}")
+    spec, part_params = augment.get("spec"), augment.get("parts") or []
+    if spec and len(part_params) != len(recipe.source_ids):
+        raise ValueError(f"render {recipe.key}: augmentation parameters for {len(part_params)} "
+                         f"of {len(recipe.source_ids)} parts; plan the recipe first")
+    starts, ends = _slots(recipe)
     concat = recipe.relation in CONCATENATIONS
-    # Slot of each part: up to the next part's start for concatenations, the whole length else.
-    ends = (starts[1:] + [n]) if concat else [n] * len(starts)
     cache = {} if cache is None else cache
 
     out = np.empty(n, dtype=np.float32) if concat else np.zeros(n, dtype=np.float32)
     covered = 0   # concatenations: samples written so far; the rest of each slot is zeroed
-    gains, cuts, aug_params = [], [], []
+    gains = []
     for i, sid in enumerate(recipe.source_ids):
         length = ends[i] - starts[i]
-        x, gain, cut, params = _prepared_part(waves[sid], sid, length, sr, spec, recipe.seed, cache)
-        if spec:
-            aug_params.append(params)
+        cut = int(round(recipe.source_offsets[i] * sr))
+        x, gain = _prepared_part(waves[sid], sid, cut, length, sr, recipe.target_db,
+                                 spec, part_params[i] if spec else None, cache)
         if recipe.relation == "overlay" and i == 1 and recipe.snr_db is not None:
-            # b sits snr_db below a (both parts are at TARGET_DB here)
+            # b sits snr_db below a (both parts are at target_db here)
             x = x * np.float32(10.0 ** (-recipe.snr_db / 20.0))
             gain -= recipe.snr_db
         if concat:
@@ -222,12 +291,11 @@ def render_detailed(recipe: SampleRecipe, waves: Mapping[str, np.ndarray],
         else:
             _add_padded(out, starts[i], length, x, recipe.pad)
         gains.append(float(gain))
-        cuts.append(cut / sr)
     if concat:
         out[covered:] = 0
-    out, limit_db = _peak_limit(out, CEILING)
+    out, limit_db = _peak_limit(out, recipe.ceiling)
     gains = [round(g + float(limit_db), 6) for g in gains]
-    return Rendering(np.ascontiguousarray(out, dtype=np.float32), gains, cuts, aug_params)
+    return Rendering(np.ascontiguousarray(out, dtype=np.float32), gains)
 
 
 def _add_padded(out: np.ndarray, start: int, length: int, x: np.ndarray, policy: str) -> None:
@@ -261,32 +329,23 @@ def _peak_limit(x: np.ndarray, ceiling: float) -> tuple[np.ndarray, float]:
     return y, float(20.0 * np.log10(float(gain)))
 
 
-def _prepared_part(wave: np.ndarray, sid: str, length: int, sr: int, spec, seed: int,
-                   cache: dict) -> tuple[np.ndarray, float, int, dict]:
-    """The sound content of a part before padding: cut to its slot's highest-energy window when
-    longer, loudness-normalised on that content (so padding never inflates the gain), then
-    augmented (after normalisation, which would undo a gain step; seeded by group and source, so
-    every member of a group hears the same parts). Returns (content, gain_db, cut start, params)."""
+def _prepared_part(wave: np.ndarray, sid: str, cut: int, length: int, sr: int, target_db: float,
+                   spec, params: dict | None, cache: dict) -> tuple[np.ndarray, float]:
+    """The sound content of a part before padding: the planned window of its slot's length,
+    loudness-normalised on that content (so padding never inflates the gain), then augmented
+    with the planned parameters (after normalisation, which would undo a gain step). Returns
+    (content, gain_db); cached per part, since every member of a group hears the same parts."""
     from teminal.pipeline import audio as A
 
-    wave = np.asarray(wave, dtype=np.float32)
-    cut = int(A.highest_energy_window(wave, length)) if len(wave) > length else 0
-    content = wave[cut:cut + length]
-    key = (sid, cut, len(content), spec, seed)
+    key = (sid, cut, length, target_db, json.dumps(params, sort_keys=True) if params else None)
     if key not in cache:
-        x, gain = A.normalize_loudness(content, TARGET_DB)
-        params: dict = {}
-        if spec:
-            x, params = _augment(x, sr, spec, derive_seed(seed, "augment", sid))
+        content = np.asarray(wave, dtype=np.float32)[cut:cut + length]
+        x, gain = A.normalize_loudness(content, target_db)
+        if spec and params:
+            x = np.asarray(_augment_chain(spec).apply(x, sr, params), dtype=np.float32)
         x.setflags(write=False)  # shared between members of the group
-        cache[key] = (x, float(gain), params)
-    x, gain, params = cache[key]
-    return x, gain, cut, params
-
-
-def _augment(x: np.ndarray, sr: int, spec: str, seed: int) -> tuple[np.ndarray, dict]:
-    y, params = _augment_chain(spec)(x, sr, seed)
-    return np.asarray(y, dtype=np.float32), params
+        cache[key] = (x, float(gain))
+    return cache[key]
 
 
 @functools.lru_cache(maxsize=8)
@@ -294,14 +353,6 @@ def _augment_chain(spec: str):
     from teminal.pipeline.augment import AugmentChain
 
     return AugmentChain(spec)
-
-
-def augment_json(recipe: SampleRecipe, params: Sequence[dict]) -> str:
-    """The `augment` column after rendering: the chain spec and each part's drawn parameters."""
-    spec = json.loads(recipe.augment or "{}").get("spec")
-    if not spec:
-        return "{}"
-    return json.dumps({"spec": spec, "parts": list(params)}, sort_keys=True, default=_jsonable)
 
 
 def _jsonable(v):

@@ -16,8 +16,11 @@ import pytest
 import soundfile as sf
 
 from teminal.manifests.catalog import connect, fetch_dicts
-from teminal.pipeline.build import (BuildConfig, parse_groups, parse_part, parse_splits,
-                                    rerender, resolve_group_counts, run_build, write_build_catalog)
+from teminal.pipeline.build import run_build
+from teminal.pipeline.catalog import write_build_catalog
+from teminal.pipeline.cli import parse_groups, parse_part, parse_splits
+from teminal.pipeline.config import BuildConfig, resolve_group_counts
+from teminal.pipeline.render import rerender
 from teminal.pipeline.compose import ComposeConfig
 from teminal.pipeline.shards import iter_groups
 
@@ -273,13 +276,29 @@ def test_missing_root_says_how_to_get_the_data(tmp_path):
 
 
 def test_build_id_follows_the_output_settings_only(tmp_path, tiny_root):
-    from teminal.pipeline.build import compute_build_id
+    from teminal.pipeline.config import compute_build_id
 
     base = make_config(tmp_path, tiny_root)
     clips, digest = [], {}
     same = compute_build_id(make_config(tmp_path / "x", tiny_root, workers=2, part=(1, 3)), clips, digest)
     assert compute_build_id(base, clips, digest) == same
     assert compute_build_id(make_config(tmp_path, tiny_root, seed=1), clips, digest) != same
+    for louder in (dict(target_db=-14.0), dict(ceiling=0.9)):
+        compose = ComposeConfig(sample_rate=SR, clip_seconds=4.0, **louder)
+        other = BuildConfig(out=str(tmp_path), root=str(tiny_root), shard_size=3, compose=compose)
+        assert compute_build_id(other, clips, digest) != same
+
+
+def test_catalog_rows_carry_the_recipe_version_and_loudness(reference):
+    from teminal.pipeline.compose import CEILING, RECIPE_VERSION, TARGET_DB
+
+    out = reference[0]
+    con = connect(out)
+    try:
+        rows = con.execute("SELECT DISTINCT recipe_version, target_db, ceiling FROM samples").fetchall()
+    finally:
+        con.close()
+    assert rows == [(RECIPE_VERSION, TARGET_DB, CEILING)]
 
 
 def test_option_parsers():

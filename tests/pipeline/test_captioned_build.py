@@ -16,7 +16,10 @@ import soundfile as sf
 from click.testing import CliRunner
 
 from teminal.manifests.catalog import connect, fetch_dicts
-from teminal.pipeline.build import BuildConfig, pairable_clips, rerender, run_build
+from teminal.pipeline.build import run_build
+from teminal.pipeline.config import BuildConfig
+from teminal.pipeline.plan import pairable_clips
+from teminal.pipeline.render import rerender
 from teminal.pipeline.captions import clean_caption
 from teminal.pipeline.cli import main
 from teminal.pipeline.compose import ComposeConfig, make_group_recipes, render_detailed
@@ -367,14 +370,15 @@ def test_a_long_part_keeps_its_loud_burst():
     a = clip("long", captions=["A loud bang in a quiet room"])
     b = clip("short", captions=["Wind blows"])
     config = ComposeConfig(sample_rate=sr, clip_seconds=10.0, key_prefix="t")
-    recipes = {r.relation: r for r in make_group_recipes("b", "train", 0, a, b, config, seed=0)}
-    fwd = render_detailed(recipes["forward"], {"long": long, "short": short})
-    cut = fwd.source_offsets[0]
+    waves = {"long": long, "short": short}
+    recipes = {r.relation: r for r in make_group_recipes("b", "train", 0, a, b, config, 0, waves)}
+    fwd = render_detailed(recipes["forward"], waves)
+    cut = recipes["forward"].source_offsets[0]
     assert cut <= 12.0 and cut + 5.0 >= 13.0
     slot = fwd.audio[:5 * sr]
     burst_at = cut + np.argmax(np.abs(slot)) / sr
     assert 12.0 <= burst_at < 13.0
-    over = render_detailed(recipes["overlay"], {"long": long, "short": short})
+    over = recipes["overlay"]
     assert over.source_offsets[0] <= 12.0 <= over.source_offsets[0] + 10.0 - 1.0
 
 

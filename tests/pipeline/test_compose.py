@@ -29,8 +29,9 @@ WAVES = {"src-a": tone(200, level=0.05), "src-b": tone(4000, level=0.8)}
 CONFIG = ComposeConfig(sample_rate=SR, clip_seconds=10.0)
 
 
-def recipes(stage: str, config: ComposeConfig = CONFIG, seed: int = 0) -> dict[str, SampleRecipe]:
-    return {r.relation: r for r in make_group_recipes(stage, "train", 7, A, B, config, seed)}
+def recipes(stage: str, config: ComposeConfig = CONFIG, seed: int = 0,
+            waves=WAVES) -> dict[str, SampleRecipe]:
+    return {r.relation: r for r in make_group_recipes(stage, "train", 7, A, B, config, seed, waves)}
 
 
 def band_energy(x: np.ndarray, lo: float, hi: float) -> float:
@@ -106,7 +107,7 @@ def test_zero_padding_policy_for_singles():
 
 def test_short_parts_are_zero_padded_in_their_concatenation_slot():
     short = {"src-a": tone(200, seconds=2.0), "src-b": tone(4000, seconds=2.0)}
-    y = render(recipes("b")["forward"], short)
+    y = render(recipes("b", waves=short)["forward"], short)
     assert np.abs(y[:2 * SR]).max() > 0 and not y[2 * SR:5 * SR].any()
     assert np.abs(y[5 * SR:7 * SR]).max() > 0 and not y[7 * SR:].any()
 
@@ -115,18 +116,36 @@ def test_long_parts_are_cut_to_their_highest_energy_window():
     long_a = np.zeros(30 * SR, dtype=np.float32)
     long_a[20 * SR:21 * SR] = tone(200, seconds=1.0, level=0.5)      # the event, at 20 s
     long_a += np.float32(1e-3) * tone(50, seconds=30.0, level=1.0)   # faint background
-    r = recipes("b")["forward"]
-    out = render_detailed(r, {"src-a": long_a, "src-b": WAVES["src-b"]})
-    assert 16.0 <= out.source_offsets[0] <= 20.0           # the 5 s window holds the event
-    assert out.source_offsets[1] == 0.0
+    waves = {"src-a": long_a, "src-b": WAVES["src-b"]}
+    r = recipes("b", waves=waves)["forward"]
+    assert 16.0 <= r.source_offsets[0] <= 20.0             # planned: the 5 s window holds the event
+    assert r.source_offsets[1] == 0.0
+    out = render_detailed(r, waves)
     assert which(out.audio[:5 * SR]) == "a"
+
+
+def test_render_reads_the_cut_from_the_recipe_and_never_chooses_one():
+    long_a = np.zeros(30 * SR, dtype=np.float32)
+    long_a[20 * SR:21 * SR] = tone(200, seconds=1.0, level=0.5)      # the event, at 20 s
+    long_a[2 * SR:3 * SR] = tone(200, seconds=1.0, level=0.1)        # a quieter one, at 2 s
+    waves = {"src-a": long_a, "src-b": WAVES["src-b"]}
+    r = recipes("b", waves=waves)["forward"]
+    planned = render(r, waves)
+    moved = SampleRecipe.from_dict({**r.to_dict(), "source_offsets": [0.0, 0.0]})
+    other = render(moved, waves)
+    assert not np.array_equal(planned, other)
+    np.testing.assert_array_equal(other[:5 * SR], render(moved, waves)[:5 * SR])
+    assert np.abs(other[2 * SR:3 * SR]).max() > 0 and not other[:SR].any()   # the 0-5 s window
+    unplanned = SampleRecipe.from_dict({**r.to_dict(), "source_offsets": []})
+    with pytest.raises(ValueError, match="plan the recipe first"):
+        render(unplanned, waves)
 
 
 def test_nothing_clips_and_silent_parts_are_guarded():
     spiky = np.zeros(5 * SR, dtype=np.float32)
     spiky[::SR] = 1.0                                       # huge crest factor: the limiter works
     silent = np.zeros(5 * SR, dtype=np.float32)
-    r = recipes("b")["overlay"]
+    r = recipes("b", waves={"src-a": spiky, "src-b": silent})["overlay"]
     out = render_detailed(r, {"src-a": spiky, "src-b": silent})
     assert np.isfinite(out.audio).all() and np.abs(out.audio).max() <= CEILING
     assert out.gains_db[0] < 60 and all(np.isfinite(out.gains_db))
@@ -172,9 +191,55 @@ def test_augmented_parts_are_shared_by_the_members_of_a_group():
     rs = recipes("b", config)
     fwd, rev = render_detailed(rs["forward"], WAVES), render_detailed(rs["reversed"], WAVES)
     np.testing.assert_array_equal(rev.audio[:5 * SR], fwd.audio[5 * SR:])
-    assert len(fwd.augment) == 2 and fwd.augment[0]["seed"] == rev.augment[1]["seed"]
+    fwd_parts = json.loads(rs["forward"].augment)["parts"]
+    rev_parts = json.loads(rs["reversed"].augment)["parts"]
+    assert len(fwd_parts) == 2 and fwd_parts[0] == rev_parts[1]     # planned, shared by the group
     plain = render(recipes("b")["forward"], WAVES)
     assert not np.array_equal(plain, fwd.audio)
+
+
+def test_render_applies_the_planned_augmentation_parameters_exactly():
+    from teminal.pipeline import audio as A
+    from teminal.pipeline.augment import replay
+
+    config = ComposeConfig(sample_rate=SR, augment="gain,noise,lowpass")
+    # the first seed whose plan applies a gain step (each step applies with p = 0.5)
+    r = next(r for seed in range(50) for r in [recipes("a", config, seed)["single"]]
+             if any(a["name"] == "gain" for a in json.loads(r.augment)["parts"][0]["applied"]))
+    params = json.loads(r.augment)["parts"][0]
+    part, _ = A.normalize_loudness(WAVES["src-a"], r.target_db)
+    expected = A.fit_to_length(replay(part, SR, params), r.num_samples, "repeat")
+    expected, _ = A.peak_limit(expected, r.ceiling)
+    np.testing.assert_array_equal(render(r, WAVES), expected)
+    no_gain = dict(params, applied=[a for a in params["applied"] if a["name"] != "gain"])
+    edited = SampleRecipe.from_dict({**r.to_dict(), "augment": json.dumps(
+        {"spec": json.loads(r.augment)["spec"], "parts": [no_gain]})})
+    assert not np.array_equal(render(edited, WAVES), render(r, WAVES))
+
+
+def test_loudness_target_and_ceiling_come_from_the_config_through_the_recipe():
+    quiet = recipes("a", ComposeConfig(sample_rate=SR, clip_seconds=10.0, target_db=-30.0))["single"]
+    loud = recipes("a")["single"]
+    assert (quiet.target_db, loud.target_db, loud.ceiling) == (-30.0, -20.0, CEILING)
+    q, l_ = render(quiet, WAVES), render(loud, WAVES)
+    level = lambda x: 20 * np.log10(np.sqrt(np.mean(np.square(x, dtype=np.float64))))  # noqa: E731
+    assert abs((level(l_) - level(q)) - 10.0) < 0.1
+    low = recipes("b", ComposeConfig(sample_rate=SR, ceiling=0.5),
+                  waves={"src-a": np.float32(0.9) * np.sign(tone(200)), "src-b": tone(4000)})
+    assert np.abs(render(low["overlay"], {"src-a": np.float32(0.9) * np.sign(tone(200)),
+                                          "src-b": tone(4000)})).max() <= 0.5
+    with pytest.raises(ValueError, match="ceiling"):
+        ComposeConfig(ceiling=1.5)
+    with pytest.raises(ValueError, match="target_db"):
+        ComposeConfig(target_db=3.0)
+
+
+def test_a_recipe_of_another_version_is_refused_with_how_to_fix():
+    old = SampleRecipe.from_dict({k: v for k, v in recipes("a")["single"].to_dict().items()
+                                  if k != "recipe_version"})
+    assert old.recipe_version == 1
+    with pytest.raises(ValueError, match="version 1.*rebuild"):
+        render(old, WAVES)
 
 
 def test_bad_config_is_refused():
