@@ -149,7 +149,7 @@ class CatalogTestSet:
         decodes (a build moved away from its sources), the stage-A `single` members of the test
         shards stand in, one per source."""
         from teminal.pipeline.audio import load_source
-        from teminal.pipeline.compose import SampleRecipe, render
+        from teminal.pipeline.compose import SampleRecipe, plan_parts, render
         from teminal.pipeline.sources.base import AudioError
 
         vocab = set(self.vocabulary)
@@ -169,8 +169,9 @@ class CatalogTestSet:
                 key=f"{sid}.single", group_key=sid, stage="a", split=self.split,
                 relation="single", source_ids=[sid], labels=[row["label"]], offsets=[0.0],
                 sample_rate=self.sample_rate, num_samples=self.num_samples, pad=self.pad)
-            taken += 1
-            yield SingleItem(sid, row["label"]), render(recipe, {sid: wave})
+            taken += 1  # recipes carry their cut (recipe_version 2): plan it, then render
+            yield SingleItem(sid, row["label"]), render(plan_parts(recipe, {sid: wave}),
+                                                        {sid: wave})
         if taken == 0:
             yield from self._stage_a_singles(vocab)
 

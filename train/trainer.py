@@ -30,6 +30,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from teminal.pipeline.progress import progress_bar
 from teminal.train.losses import positive_mask
 from teminal.train.run_config import TrainConfig, differences, dump, head_value
 from teminal.train.streaming import (CaptionFn, GroupStream, KeyFn, ShardIndex, StreamPlan,
@@ -324,11 +325,9 @@ class Trainer:
     # the loop
 
     def train(self) -> RunResult:
-        from tqdm.auto import tqdm
-
         cfg, clock = self.cfg, Clock()
-        bar = tqdm(total=self.max_steps, initial=self.start, desc=self.stage.name, unit="step",
-                   disable=not (self.main and cfg.progress), dynamic_ncols=True)
+        bar = progress_bar(self.max_steps, self.stage.name, "step",
+                           enabled=self.main and cfg.progress, initial=self.start)
         batches, first_loss, loss = iter(self.loader), None, None
         for step in range(self.start, self.max_steps):
             lr = lr_at(step, cfg, self.steps_per_epoch)
