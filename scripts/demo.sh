@@ -29,13 +29,15 @@ step "3/7 pretrain the small CLAP (random init) on single clips"
 $LAUNCH train/pretrain.py --config train/configs/small_pretrain.yaml --model small \
     --data "$DATA" --out "$RUN/base"
 
-step "4/7 TeminAL stage A (InfoNCE over singles and doubles)"
+# The best recipe of the ablation (BENCHMARKS.md, "Order ablation"): an order-aware audio head
+# added in stage A, and single clips replayed in stage B so the single-sound skill is kept.
+step "4/7 TeminAL stage A (InfoNCE over singles and doubles) with an order-aware audio head"
 $LAUNCH train/stage_a.py --config train/configs/small_stage_a.yaml --model "$RUN/base/final" \
-    --data "$DATA" --out "$RUN/stage_a" --where "$HOLDOUT"
+    --data "$DATA" --out "$RUN/stage_a" --where "$HOLDOUT" --audio-head temporal
 
-step "5/7 TeminAL stage B (TNCE over forward, reversed, overlay)"
+step "5/7 TeminAL stage B (TNCE over forward, reversed, overlay; single clips replayed)"
 $LAUNCH train/stage_b.py --config train/configs/small_stage_b.yaml --model "$RUN/stage_a/final" \
-    --data "$DATA" --out "$RUN/stage_b" --where "$HOLDOUT"
+    --data "$DATA" --out "$RUN/stage_b" --where "$HOLDOUT" --retain-singles 1
 
 step "6/7 ZSTE on held-out test clips"
 for m in base stage_a stage_b; do
