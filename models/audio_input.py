@@ -79,3 +79,22 @@ class Resampler:
     def new_length(self, n: int, rate: int) -> int:
         """Samples after resampling n samples from `rate` (torchaudio's rounding: ceil)."""
         return -(-int(n) * self.target_rate // int(rate))
+
+
+def prepare_batch(wave: torch.Tensor, sample_rate: int | None, lengths, *, resampler: Resampler,
+                  clip_samples: int, crop_where: str, device) -> torch.Tensor:
+    """What every family's `prepare_audio` does: [B, T] at `sample_rate` (None: the model's) ->
+    float32 [B, clip_samples] at the model's rate on `device`; resampled once for the batch,
+    then repeat-padded or cropped (deterministic)."""
+    if wave.dim() != 2:
+        raise ValueError(f"audio must be a [batch, samples] tensor, got shape "
+                         f"{tuple(wave.shape)} (add a batch dimension for one clip)")
+    target = resampler.target_rate
+    rate = target if sample_rate is None else int(sample_rate)
+    wave = wave.to(device, torch.float32)
+    if rate != target:
+        wave = resampler(wave, rate)
+        if lengths is not None:
+            lengths = torch.as_tensor([resampler.new_length(n, rate)
+                                       for n in torch.as_tensor(lengths).tolist()])
+    return fit_length(wave, clip_samples, crop_where, lengths)

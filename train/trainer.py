@@ -30,6 +30,8 @@ from typing import Callable
 import torch
 from torch import nn
 
+from teminal.models.provenance import TrainingProvenance
+from teminal.models.registry import checkpoint_folder
 from teminal.train.run_config import TrainConfig, differences, dump
 from teminal.train.streaming import (CaptionFn, GroupStream, ShardIndex, StreamPlan,
                                      TemplateCaption, canonical_caption, catalog_builds,
@@ -185,12 +187,14 @@ def _load_model(spec: str, device):
 
 
 def model_spec(spec: str, flag: str = "--model") -> str:
-    """A run dir stands for its final/ checkpoint; other specs ("small", "laion:...", bundled
-    names) pass through to load_model, which explains what is wrong with them."""
-    path = Path(spec)
-    if (path / "final" / "config.json").exists():
-        return str(path / "final")
-    if flag == "--init" and not (path / "config.json").exists():
+    """A run dir stands for its final/ checkpoint; other specs ("small", "laion:...", "hf:...",
+    bundled names) pass through to load_model, which explains what is wrong with them."""
+    from teminal.models.registry import checkpoint_folder
+
+    folder = checkpoint_folder(spec)
+    if folder is not None:
+        return str(folder)
+    if flag == "--init":
         raise FileNotFoundError(f"--init {spec}: no config.json there (nor in final/); give a "
                                 f"checkpoint dir written by a training run (RUN_DIR or "
                                 f"RUN_DIR/final)")
@@ -253,7 +257,7 @@ class Trainer:
             raise FileExistsError(f"{self.run_dir} already holds a run (checkpoints or final/); "
                                   f"pass --resume to continue it, or choose another --out")
         self.spec = model_spec(cfg.init, "--init") if cfg.init else model_spec(cfg.model)
-        if stage.wants_init and not (Path(self.spec) / "config.json").exists():
+        if stage.wants_init and checkpoint_folder(self.spec) is None:
             log.warning(stage.wants_init)  # not a project checkpoint: no earlier stage ran
         set_seed(cfg.seed)
 
@@ -445,13 +449,14 @@ def _export(model, final_dir: Path, cfg: TrainConfig, stage: Stage, spec: str, s
     builds = catalog_builds(cfg.data)
     if final_dir.exists():
         shutil.rmtree(final_dir)
-    model.save(str(final_dir), {
-        "stage": stage.name, "init": spec, "steps": steps, "world_size": world,
-        "data": str(Path(cfg.data).resolve()),
-        "build_id": builds[0]["build_id"] if len(builds) == 1 else
+    provenance = TrainingProvenance(
+        stage=stage.name, init=spec, steps=steps, world_size=world,
+        data=str(Path(cfg.data).resolve()),
+        build_id=builds[0]["build_id"] if len(builds) == 1 else
         [b["build_id"] for b in builds] or None,
-        "synthetic": any(bool(b["synthetic"]) for b in builds) if builds else None,
-        "train_config": cfg.to_dict()})
+        synthetic=any(bool(b["synthetic"]) for b in builds) if builds else None,
+        train_config=cfg.to_dict())
+    model.save(str(final_dir), provenance.to_dict())
 
 
 def _summary_line(r: RunResult, start: int) -> str:

@@ -1,4 +1,11 @@
-"""Fake embedding models whose ZSTE answers are known, and hand-made test sets.
+"""Test doubles for the whole suite, shipped in the package (as lhotse ships lhotse.testing).
+
+Evaluation fakes (FakeModel, OrderBlindModel, RandomModel, OracleModel, CaptionModel) whose
+ZSTE answers are known, on coded clips (`encode`, `make_testset`); and ToyClap, a tiny trainable
+model with the AudioTextModel interface for fast trainer tests. None of them is a real family:
+`load_model` never returns one.
+
+Fake embedding models whose ZSTE answers are known, and hand-made test sets.
 
 A fake reads the recipe of a clip from its first samples (see `encode`):
   wave[0] relation code, wave[1] / wave[2] class index + 1 of the first / second event,
@@ -11,16 +18,25 @@ Embedding space (K classes): [first-slot one-hot K | second-slot K | bag-of-clas
 order | overlay]. The perfect model maps "x before y" and the concatenation x-then-y to the
 same point; the order-blind model drops the slot blocks for audio, so forward and reversed
 concatenations embed identically; the random model hashes everything to random unit vectors.
+
+ToyClap: Audio: log band energies of 4 time segments (so order is visible) -> linear. Text: hashed words
+with their positions through a small MLP (so order is visible) -> mean -> linear. It trains in
+milliseconds per step, which lets the trainer's mechanics (resume, ranks, NaN stop) be tested
+without the real CLAP; the real model has its own end-to-end tests.
 """
 from __future__ import annotations
 
+import fnmatch
 import hashlib
+import json
+import zlib
 from itertools import permutations
+from pathlib import Path
 
 import numpy as np
 import torch
-
-from teminal.evaluate.testset import ItemTestSet, PairGroup, SingleItem
+import torch.nn.functional as F
+from torch import nn
 
 CODES = {"single": 1.0, "forward": 2.0, "reversed": 3.0, "overlay": 4.0}
 RELATION_OF = {v: k for k, v in CODES.items()}
@@ -149,8 +165,11 @@ class RandomModel(FakeModel):
         return _hash_unit(f"text/{text}", self.dim)
 
 
-def make_testset(vocab=VOCAB, singles_per_class=2, repeats=1, **kwargs) -> ItemTestSet:
-    """Every class `singles_per_class` times; every ordered pair of classes `repeats` times."""
+def make_testset(vocab=VOCAB, singles_per_class=2, repeats=1, **kwargs):
+    """An evaluate ItemTestSet of coded clips: every class `singles_per_class` times; every
+    ordered pair of classes `repeats` times."""
+    from teminal.evaluate.testset import ItemTestSet, PairGroup, SingleItem
+
     singles, groups, nonce = [], [], 0
     for c, label in enumerate(vocab):
         for i in range(singles_per_class):
@@ -205,3 +224,161 @@ class CaptionModel(FakeModel):
     def embed_text(self, texts):
         return torch.from_numpy(np.stack([self._onehot(self.caption_clip.get(t, self.dim - 1))
                                           for t in texts]))
+
+
+# ---- a tiny trainable model -----------------------------------------------------------------
+
+TOY_VOCAB, TOY_MAX_WORDS, TOY_DIM, TOY_SEGMENTS, TOY_BANDS = 512, 12, 32, 4, 16
+
+
+class ToyClap(nn.Module):
+    sample_rate = 16000
+
+    def __init__(self, clip_samples: int = 32000):
+        super().__init__()
+        self.clip_samples = clip_samples
+        self.audio_proj = nn.Sequential(nn.Linear(TOY_SEGMENTS * TOY_BANDS, 64), nn.ReLU(),
+                                        nn.Linear(64, TOY_DIM))
+        self.words = nn.Embedding(TOY_VOCAB, 24)
+        self.positions = nn.Embedding(TOY_MAX_WORDS, 8)
+        self.token_mlp = nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Dropout(0.1))
+        self.text_proj = nn.Linear(64, TOY_DIM)
+        self.logit_scale_a = nn.Parameter(torch.tensor(2.0))
+        self.config = {"toy": True, "clip_samples": clip_samples}
+
+    # the adapter's interface
+    def tokenize(self, texts: list[str]) -> dict:
+        ids = torch.zeros(len(texts), TOY_MAX_WORDS, dtype=torch.long)
+        mask = torch.zeros(len(texts), TOY_MAX_WORDS)
+        for i, t in enumerate(texts):
+            words = t.lower().replace(".", "").split()[:TOY_MAX_WORDS]
+            for j, w in enumerate(words):
+                ids[i, j] = 1 + zlib.crc32(w.encode()) % (TOY_VOCAB - 1)
+                mask[i, j] = 1.0
+        return {"input_ids": ids, "attention_mask": mask}
+
+    def audio_features(self, wave: torch.Tensor) -> torch.Tensor:
+        segs = wave.reshape(wave.shape[0], TOY_SEGMENTS, -1)
+        spec = torch.fft.rfft(segs, dim=-1).abs() ** 2
+        bands = spec[..., : spec.shape[-1] // TOY_BANDS * TOY_BANDS].reshape(*spec.shape[:2], TOY_BANDS, -1)
+        return torch.log1p(bands.mean(-1)).flatten(1)
+
+    def encode_audio(self, wave):
+        return F.normalize(self.audio_proj(self.audio_features(wave)), dim=-1)
+
+    def encode_text(self, tokens):
+        ids, mask = tokens["input_ids"], tokens["attention_mask"]
+        pos = torch.arange(ids.shape[1], device=ids.device).expand_as(ids)
+        h = self.token_mlp(torch.cat([self.words(ids), self.positions(pos)], -1))
+        h = (h * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
+        return F.normalize(self.text_proj(h), dim=-1)
+
+    def forward(self, audio=None, text_tokens=None, sample_rate=None):
+        return (None if audio is None else self.encode_audio(audio),
+                None if text_tokens is None else self.encode_text(text_tokens))
+
+    def embed_audio(self, wave, sample_rate):
+        return self.encode_audio(wave)
+
+    def embed_text(self, texts):
+        return self.encode_text(self.tokenize(texts))
+
+    def logit_scale(self):
+        return self.logit_scale_a.exp()
+
+    def set_trainable(self, patterns=None):
+        for name, p in self.named_parameters():
+            p.requires_grad = patterns is None or any(fnmatch.fnmatch(name, pat)
+                                                      for pat in patterns)
+        n_total = sum(p.numel() for p in self.parameters())
+        return sum(p.numel() for p in self.parameters() if p.requires_grad), n_total
+
+    def save(self, directory, extra=None):
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.contiguous() for k, v in self.state_dict().items()},
+                  str(directory / "model.safetensors"))
+        (directory / "config.json").write_text(json.dumps({**self.config, "extra": extra or {}},
+                                                          indent=1, default=str))
+
+
+def toy_factory(spec: str, device="cpu") -> ToyClap:
+    model = ToyClap()
+    path = Path(spec)
+    if (path / "model.safetensors").exists():
+        from safetensors.torch import load_file
+
+        model.load_state_dict(load_file(str(path / "model.safetensors")))
+    return model.to(device)
+
+
+# ---- tiny offline files of the real families ------------------------------------------------
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2 / RoBERTa byte-level alphabet: every byte maps to a printable character (no longer
+    importable from transformers 5.x's gpt2 tokenizer module)."""
+    bs = (list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
+          + list(range(ord("®"), ord("ÿ") + 1)))
+    cs = bs[:]
+    extra = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + extra)
+            extra += 1
+    return dict(zip(bs, map(chr, cs)))
+
+
+def write_fake_roberta_tokenizer(folder: Path) -> Path:
+    """RoBERTa-style vocab.json + merges.txt: specials, the byte-level alphabet, a few merges."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3}
+    for ch in sorted(set(_bytes_to_unicode().values())):
+        vocab.setdefault(ch, len(vocab))
+    vocab["<mask>"] = len(vocab)
+    merges = ["Ġ d", "o g", "Ġd og"]
+    for m in merges:
+        vocab.setdefault(m.replace(" ", ""), len(vocab))
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
+    return folder
+
+
+def tiny_hf_clap_config(vocab_size: int):
+    """A transformers ClapConfig of about 0.1 M parameters (non-fusion HTSAT + RoBERTa)."""
+    from transformers import ClapAudioConfig, ClapConfig, ClapTextConfig
+
+    text = ClapTextConfig(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2,
+                          num_attention_heads=2, intermediate_size=64, projection_dim=16,
+                          max_position_embeddings=80)
+    audio = ClapAudioConfig(depths=[1, 1, 1, 1], num_attention_heads=[1, 1, 1, 1],
+                            hidden_size=64, patch_embeds_hidden_size=8, projection_dim=16,
+                            enable_fusion=False)
+    return ClapConfig(text_config=text.to_dict(), audio_config=audio.to_dict(),
+                      projection_dim=16)
+
+
+def write_tiny_hf_clap(folder: Path, seed: int = 0, max_length_s: int = 10) -> Path:
+    """A randomly initialised tiny transformers ClapModel + ClapProcessor (fake RoBERTa
+    vocabulary, non-fusion feature extractor), written with save_pretrained: what hf:DIR reads."""
+    from transformers import ClapFeatureExtractor, ClapModel, ClapProcessor, RobertaTokenizer
+
+    folder = Path(folder)
+    tok_dir = write_fake_roberta_tokenizer(folder / "_tokenizer_src")
+    tokenizer = RobertaTokenizer(vocab_file=str(tok_dir / "vocab.json"),
+                                 merges_file=str(tok_dir / "merges.txt"))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = ClapModel(tiny_hf_clap_config(len(tokenizer))).eval()
+    model.save_pretrained(str(folder))
+    ClapProcessor(feature_extractor=ClapFeatureExtractor(truncation="rand_trunc",
+                                                         padding="repeatpad",
+                                                         max_length_s=max_length_s),
+                  tokenizer=tokenizer).save_pretrained(str(folder))
+    import shutil
+
+    shutil.rmtree(tok_dir)
+    return folder
