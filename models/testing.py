@@ -382,3 +382,72 @@ def write_tiny_hf_clap(folder: Path, seed: int = 0, max_length_s: int = 10) -> P
 
     shutil.rmtree(tok_dir)
     return folder
+
+
+def write_fake_bert_vocab(folder: Path) -> Path:
+    """A BERT vocab.txt (uncased): specials, letters and digits, their ## continuations and a
+    few whole words, so every lower-case ASCII text tokenizes without [UNK]."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    chars = list("abcdefghijklmnopqrstuvwxyz0123456789") + list(".,!?'-")
+    words = ["dog", "barks", "siren", "before", "after", "while", "rain", "the", "sound", "of"]
+    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + chars + [f"##{c}" for c in chars]
+    (folder / "vocab.txt").write_text("\n".join(tokens + words) + "\n")
+    return folder
+
+
+def write_fake_gpt2_tokenizer(folder: Path) -> Path:
+    """GPT-2 vocab.json + merges.txt: the byte-level alphabet in GPT-2's order ("!" is id 0, as
+    msclap's padding assumes), a few merges, then <|endoftext|>."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = {ch: i for i, ch in enumerate(_bytes_to_unicode().values())}
+    merges = ["Ġ d", "o g", "Ġd og"]
+    for m in merges:
+        vocab.setdefault(m.replace(" ", ""), len(vocab))
+    vocab["<|endoftext|>"] = len(vocab)
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
+    return folder
+
+
+def tiny_msclap_text_config(version: str, vocab_size: int) -> dict:
+    """A one-layer, 32-wide text tower of the version's kind (BERT for 2022, GPT-2 for 2023)."""
+    from teminal.models.msclap_family import BERT_BASE_UNCASED, GPT2
+
+    if version == "2022":
+        return {**BERT_BASE_UNCASED, "vocab_size": vocab_size, "hidden_size": 32,
+                "num_hidden_layers": 1, "num_attention_heads": 1, "intermediate_size": 64,
+                "max_position_embeddings": 128}
+    return {**GPT2, "vocab_size": vocab_size, "n_embd": 32, "n_layer": 1, "n_head": 1,
+            "n_inner": 64, "n_positions": 80}
+
+
+TINY_HTSAT = {"embed_dim": 8, "depths": [1, 1, 1, 1], "num_heads": [1, 1, 1, 1]}
+
+
+def write_tiny_msclap(folder: Path, version: str, seed: int = 0) -> tuple[Path, Path]:
+    """A randomly initialised Microsoft CLAP written in msclap's format: msclap's own `CLAP`
+    module saved as {"model": state_dict} in CLAP_weights_<version>.pth, with fake tokenizer
+    files. Tiny text tower; 2023: a tiny HTSAT (TINY_HTSAT); 2022: the real CNN14 (its
+    channels are fixed: about 80 M parameters, 340 MB). Returns (weights, tokenizer dir)."""
+    from teminal.models.msclap_family import VERSIONS, build_clap
+
+    folder = Path(folder)
+    tok = (write_fake_bert_vocab if version == "2022" else write_fake_gpt2_tokenizer)(
+        folder / f"tokenizer-{version}")
+    vocab = (len((tok / "vocab.txt").read_text().split()) if version == "2022"
+             else len(json.loads((tok / "vocab.json").read_text())))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        clap = build_clap({**VERSIONS[version], "transformer_embed_dim": 32},
+                          tiny_msclap_text_config(version, vocab),
+                          TINY_HTSAT if version == "2023" else None)
+        # random running statistics too, so eval-mode batch norm is not the identity
+        for m in clap.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.running_mean.uniform_(-0.1, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+    path = folder / f"CLAP_weights_{version}.pth"
+    torch.save({"model": clap.state_dict()}, path)
+    return path, tok

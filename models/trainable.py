@@ -12,7 +12,8 @@ import fnmatch
 import re
 from typing import Iterable
 
-FRONT_END = ("audio_branch.spectrogram_extractor.*", "audio_branch.logmel_extractor.*")
+# laion's audio_branch.*, msclap's audio_encoder.base(.htsat).*: torchlibrosa's STFT and mel
+FRONT_END = ("*spectrogram_extractor.*", "*logmel_extractor.*")
 
 
 def _matcher(pattern: str):
