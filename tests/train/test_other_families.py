@@ -45,3 +45,21 @@ def test_hf_stage_b_steps_train_the_default_subset_and_export_for_plain_transfor
                for k, v in after.hf.named_parameters())
     metrics = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert len(metrics) == 2 and all(m["loss"] == m["loss"] for m in metrics)
+
+
+def test_msclap_stage_b_steps_train_only_the_default_subset(tiny_data, tiny_msclap, tmp_path):
+    from teminal.train import stage_b
+
+    path, tok = tiny_msclap("2023")
+    spec = f"msclap:{path}?version=2023&text={tok}"
+    before = _state(load_model(spec).clap)
+    run_dir = tmp_path / "b"
+    assert stage_b.main(["--model", spec, "--data", str(tiny_data), "--out", str(run_dir),
+                         *COMMON]) == 0
+    after = load_model(str(run_dir))
+    assert after.family == "msclap" and after.config["extra"]["stage"] == "stage_b"
+    from teminal.models.trainable import select
+
+    trained, _ = select(before, after.config["trainable"])
+    moved = {k for k, v in _state(after.clap).items() if not torch.equal(v, before[k])}
+    assert moved and moved <= trained, sorted(moved - trained)[:5]
