@@ -6,7 +6,8 @@
     evaluate compare A.json B.json ... [--plot out.png]
     evaluate show RESULT.json
 
-SPEC is what the trainer takes: `small`, `laion:PATH.pt`, or a project checkpoint folder.
+SPEC is what the trainer takes: `small`, `laion:PATH.pt`, `hf:DIR`, `msclap:PATH.pth?version=Y`,
+or a project checkpoint folder (teminal.models.registry).
 """
 from __future__ import annotations
 
@@ -21,13 +22,15 @@ def _load_model(spec: str, device: str, seed: int):
 
     torch.manual_seed(seed)
     try:
-        from teminal.models import load_model
+        from teminal.models import ModelSpecError, load_model
     except ImportError as e:
         raise click.ClickException(f"cannot import teminal.models.load_model ({e})") from None
     try:
         model = load_model(spec, device=device)
     except FileNotFoundError as e:
         raise click.ClickException(f"model {spec!r}: {e}") from None
+    except ModelSpecError as e:
+        raise click.ClickException(str(e)) from None
     if hasattr(model, "eval"):
         model.eval()
     return model
@@ -48,7 +51,8 @@ def _argv() -> list[str]:
 
 common = [
     click.option("--model", "spec", required=True, metavar="SPEC",
-                 help="`small`, `laion:PATH.pt` or a checkpoint folder."),
+                 help="`small`, `laion:PATH.pt`, `hf:DIR`, `msclap:PATH.pth?version=2022|2023` "
+                      "or a checkpoint folder (README, Models)."),
     click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
                  help="Where to write the result JSON."),
     click.option("--seed", type=int, default=0, show_default=True),

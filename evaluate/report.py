@@ -6,7 +6,7 @@ Every evaluation writes one JSON object:
     command         "zste" | "zeroshot" | "retrieval"
     label           short name used in comparisons ("base", "stage_b"); default: model spec
     argv            the command line
-    model           {spec, checkpoint_sha256, train_catalog_build_id, sample_rate}
+    model           {spec, family, checkpoint_sha256, train_catalog_build_id, sample_rate}
     data            {path, dataset, split, catalog_build_id, synthetic}
     seed            int
     protocol        how the numbers were obtained, in words and settings
@@ -17,13 +17,14 @@ Every evaluation writes one JSON object:
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
+
+from teminal.models.interface import file_sha256  # noqa: F401  (re-exported: tests, callers)
 
 SCHEMA_VERSION = 1
 COMMANDS = ("zste", "zeroshot", "retrieval")
@@ -40,34 +41,22 @@ ZSTE_TASKS = ("task1_single", "task2_mixture", "task3_order", "task4_composition
 # ---------------------------------------------------------------------------------------------
 # Provenance
 
-def file_sha256(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def checkpoint_file(spec: str) -> Path | None:
-    """The weights file behind a model spec: `laion:PATH`, a checkpoint folder
-    (model.safetensors, else the one .pt/.safetensors in it) or a weights file; None for
-    built-in specs such as `small` (random initialisation)."""
-    path = Path(spec[len("laion:"):] if spec.startswith("laion:") else spec).expanduser()
-    if path.is_file():
-        return path
-    if path.is_dir():
-        preferred = path / "model.safetensors"
-        if preferred.is_file():
-            return preferred
-        weights = sorted(list(path.glob("*.safetensors")) + list(path.glob("*.pt")))
-        if len(weights) == 1:
-            return weights[0]
-    return None
+    """The weights file behind a model spec (teminal.models.weights_file); None for specs
+    without one, such as `small` (random initialisation), or a spec that does not parse."""
+    from teminal.models.errors import ModelSpecError
+    from teminal.models.registry import weights_file
+
+    try:
+        return weights_file(spec)
+    except ModelSpecError:
+        return None
 
 
 def checkpoint_sha256(spec: str, model=None) -> str:
-    """sha256 of the weights file, "random-init" for a spec without one (`small`)."""
-    own = getattr(model, "checkpoint_sha256", None)
+    """sha256 of the weights file, "random-init" for a spec without one (`small`). A loaded
+    model knows its own (`weights_sha256`)."""
+    own = getattr(model, "weights_sha256", None)
     if isinstance(own, str) and own:
         return own
     path = checkpoint_file(spec)
@@ -75,15 +64,16 @@ def checkpoint_sha256(spec: str, model=None) -> str:
 
 
 def model_provenance(spec: str, model=None) -> dict:
-    from teminal.evaluate.testset import _recorded_build, checkpoint_extra
+    from teminal.models.provenance import TrainingProvenance
 
-    extra = checkpoint_extra(model) if model is not None else {}
+    prov = TrainingProvenance.of_model(model) if model is not None else TrainingProvenance()
     return {
         "spec": spec,
+        "family": getattr(model, "family", None),
         "checkpoint_sha256": checkpoint_sha256(spec, model),
-        "train_stage": extra.get("stage"),
-        "train_catalog_build_id": _recorded_build(extra),
-        "train_data": extra.get("data"),
+        "train_stage": prov.stage,
+        "train_catalog_build_id": prov.build_ids,
+        "train_data": prov.data,
         "sample_rate": getattr(model, "sample_rate", None),
     }
 
@@ -114,12 +104,9 @@ def new_result(command: str, *, spec: str, model=None, data: dict, seed: int, pr
 
 
 def default_label(spec: str) -> str:
-    if spec.startswith("laion:"):
-        return Path(spec[6:]).stem
-    path = Path(spec)
-    if path.name in ("final", "best") and path.parent.name:
-        return path.parent.name
-    return path.name or spec
+    from teminal.models.registry import spec_label
+
+    return spec_label(spec)
 
 
 # ---------------------------------------------------------------------------------------------

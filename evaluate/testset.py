@@ -313,48 +313,22 @@ def _selected_groups(con, split: str, where: str | None, query: str | None) -> s
     return select_group_keys(con, split, where, query)
 
 
-def checkpoint_extra(model) -> dict:
-    """What a project checkpoint recorded at save time (`extra`), tolerant of flat configs."""
-    config = getattr(model, "config", None) or {}
-    if not isinstance(config, dict):
-        config = getattr(config, "__dict__", {}) or {}
-    return _extra_of(config)
+def checkpoint_provenance(model):
+    """What the model's checkpoint recorded at save time (teminal.models.TrainingProvenance)."""
+    from teminal.models.provenance import TrainingProvenance
+
+    return TrainingProvenance.of_model(model)
 
 
-def _extra_of(config: dict) -> dict:
-    extra = config.get("extra")
-    return dict(extra) if isinstance(extra, dict) else dict(config)
+def training_chain(model, max_depth: int = 8) -> list:
+    """The checkpoint's provenance, then that of the checkpoint it was initialised from, and
+    so on (stage B <- stage A <- pretraining)."""
+    from teminal.models.provenance import TrainingProvenance
 
-
-def _recorded_build(extra: dict) -> str | None:
-    bid = extra.get("catalog_build_id") or extra.get("build_id")
-    if isinstance(bid, (list, tuple)):
-        return ",".join(map(str, bid)) or None
-    return str(bid) if bid else None
-
-
-def _init_extra(init) -> dict | None:
-    """The extra of the checkpoint a run started from (`init` as recorded: a checkpoint folder
-    or a run folder holding final/), or None when it is not a project checkpoint."""
-    if not init or not isinstance(init, str) or init == "small" or init.startswith("laion:"):
-        return None
-    for folder in (Path(init), Path(init) / "final"):
-        cfg = folder / "config.json"
-        if cfg.is_file():
-            try:
-                return _extra_of(json.loads(cfg.read_text(encoding="utf-8")))
-            except (OSError, ValueError):
-                return None
-    return None
-
-
-def training_chain(model, max_depth: int = 8) -> list[dict]:
-    """The checkpoint's extra, then that of the checkpoint it was initialised from, and so on
-    (stage B <- stage A <- pretraining)."""
-    chain, extra = [], checkpoint_extra(model)
-    while extra and len(chain) < max_depth:
-        chain.append(extra)
-        extra = _init_extra(extra.get("init"))
+    chain, prov = [], checkpoint_provenance(model)
+    while prov is not None and prov.recorded and len(chain) < max_depth:
+        chain.append(prov)
+        prov = TrainingProvenance.of_checkpoint(prov.init)
     return chain
 
 
@@ -370,28 +344,27 @@ def resolve_training_data(model, train_data=None) -> TrainingData:
         if not (path / "manifests" / "catalog.duckdb").is_file():
             return TrainingData(str(path), reason=f"no catalog at {path / 'manifests' / 'catalog.duckdb'}")
         data = load_training_data(path)
-        recorded = _recorded_build(checkpoint_extra(model))
+        recorded = checkpoint_provenance(model).build_ids
         if recorded and data.build_id and recorded != data.build_id:
             data.note = (f"checkpoint records build {recorded} but --train-data holds "
                          f"{data.build_id}; seen/unseen refers to the latter")
         return data
     chain = training_chain(model)
-    if not chain or not any(e.get("data") for e in chain):
+    if not chain or not any(p.data for p in chain):
         return TrainingData(reason="the checkpoint records no training catalog (`data` in its "
                                    "extra); pass --train-data OUT_TRAIN",
-                            build_id=_recorded_build(chain[0]) if chain else None)
+                            build_id=chain[0].build_ids if chain else None)
     merged = TrainingData()
     notes, paths, builds = [], [], []
-    for extra in chain:
-        stage, path = extra.get("stage"), extra.get("data")
-        cfg = extra.get("train_config") or {}
-        link = {"stage": stage, "data": path, "build_id": _recorded_build(extra)}
+    for prov in chain:
+        stage, path, cfg = prov.stage, prov.data, prov.train_config
+        link = {"stage": stage, "data": path, "build_id": prov.build_ids}
         merged.chain.append(link)
         if not path:
             continue
         catalog = Path(path) / "manifests" / "catalog.duckdb"
         if not catalog.is_file():
-            return TrainingData(str(path), _recorded_build(extra), chain=merged.chain,
+            return TrainingData(str(path), prov.build_ids, chain=merged.chain,
                                 reason=f"no catalog at {catalog} (recorded by the {stage or 'model'} "
                                        "checkpoint); pass --train-data pointing at the build the "
                                        "model was trained on")
@@ -409,7 +382,7 @@ def resolve_training_data(model, train_data=None) -> TrainingData:
         merged.template_ids |= data.template_ids
         paths.append(str(path))
         builds.append(data.build_id)
-        recorded = _recorded_build(extra)
+        recorded = prov.build_ids
         if recorded and data.build_id and recorded != data.build_id:
             notes.append(f"{stage}: checkpoint records build {recorded} but {path} holds "
                          f"{data.build_id}")

@@ -1,14 +1,21 @@
-"""CLAP models behind one adapter (see docs/ARCHITECTURE.md, "Models").
+"""Contrastive audio-language models behind one interface (see docs/ARCHITECTURE.md, "Models").
 
     from teminal.models import load_model
-    model = load_model("small" | "laion:/path/630k-audioset-best.pt[?text=DIR]" | "ckpt_dir")
+    model = load_model("small" | "laion:/path/630k-audioset-best.pt[?text=DIR]" | "hf:DIR"
+                       | "msclap:/path/CLAP_weights_2022.pth?version=2022" | "ckpt_dir")
 
-Importing this package is cheap and never touches the network; laion-clap's model code is
-imported on first use, through `teminal.models.laion_import` only.
+Families and the spec syntax: `teminal.models.registry`; the interface every family satisfies:
+`teminal.models.interface.AudioTextModel`. Importing this package is cheap and never touches the
+network; laion-clap, transformers and msclap code is imported on first use.
 """
 from teminal.models.clap import ClapModel
 from teminal.models.errors import MissingFile, ModelFilesNotFound, ModelSpecError
-from teminal.models.specs import bundled_configs, load_model
+from teminal.models.interface import AudioTextModel
+from teminal.models.provenance import TrainingProvenance
+from teminal.models.registry import (FAMILIES, family_of, load_model, parse_spec, spec_label,
+                                     weights_file)
+from teminal.models.specs import bundled_configs
 
-__all__ = ["ClapModel", "MissingFile", "ModelFilesNotFound", "ModelSpecError",
-           "bundled_configs", "load_model"]
+__all__ = ["FAMILIES", "AudioTextModel", "ClapModel", "MissingFile", "ModelFilesNotFound",
+           "ModelSpecError", "TrainingProvenance", "bundled_configs", "family_of", "load_model",
+           "parse_spec", "spec_label", "weights_file"]

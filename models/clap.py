@@ -99,6 +99,20 @@ class ClapModel(nn.Module):
         return int(self.clap.joint_embed_shape)
 
     @property
+    def family(self) -> str:
+        """"small" or "laion" (see teminal.models.registry)."""
+        from teminal.models.registry import legacy_family
+
+        return self.config.get("family") or legacy_family(self.config)
+
+    @property
+    def weights_sha256(self) -> str:
+        """sha256 of the file the weights were loaded from ("random-init" for none)."""
+        from teminal.models.interface import weights_sha256_of
+
+        return weights_sha256_of(self.config.get("weights"))
+
+    @property
     def device(self) -> torch.device:
         return self.clap.logit_scale_a.device
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import pickle
 from pathlib import Path
-from urllib.parse import parse_qs
 
 import torch
 
@@ -34,21 +33,14 @@ TEXT_MAX_LENGTH = 77  # LAION-CLAP's tokenizer max_length
 
 
 def parse_spec(spec: str) -> tuple[Path, str | None]:
-    """'laion:PATH.pt[?text=DIR]' -> (checkpoint path, tokenizer folder or None)."""
+    """'laion:PATH.pt[?text=DIR]' -> (checkpoint path, tokenizer folder or None), through the
+    one spec parser (teminal.models.registry)."""
+    from teminal.models.registry import parse_spec as parse
+
     if not spec.startswith(PREFIX):
         raise ModelSpecError(f"not a LAION spec: {spec!r} (expected laion:PATH.pt[?text=DIR])")
-    body = spec[len(PREFIX):]
-    path, _, query = body.partition("?")
-    if not path:
-        raise ModelSpecError(f"{spec!r} names no checkpoint: use laion:/path/to/"
-                             "630k-audioset-best.pt[?text=/folder/with/roberta/tokenizer]")
-    options = parse_qs(query, keep_blank_values=True, strict_parsing=False) if query else {}
-    unknown = sorted(set(options) - {"text"})
-    if unknown:
-        raise ModelSpecError(f"{spec!r}: unknown option(s) {unknown}; the only option is "
-                             "?text=DIR (folder with RoBERTa's vocab.json and merges.txt)")
-    text = options.get("text", [None])[-1] or None
-    return Path(path).expanduser(), text
+    parsed = parse(spec)
+    return parsed.path, parsed.options.get("text")
 
 
 def missing_checkpoint(path: Path) -> list[MissingFile]:

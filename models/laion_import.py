@@ -16,13 +16,11 @@ from __future__ import annotations
 import contextlib
 import copy
 import importlib
-import importlib.machinery
-import importlib.util
 import os
-import sys
-import types
 
 import torch
+
+from teminal.models.bare_import import register_bare_package
 
 # Defaults only: a user who really wants the hub can still set these to 0 before importing us.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -30,26 +28,12 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("NUMBA_CACHE_DIR", "/tmp")  # laion's pann_model sets it; keep it harmless
 
 _PACKAGE = "laion_clap"
-_STUB_MARK = "__teminal_stub__"
 
 
 def _register_bare_package() -> None:
-    """Put a `laion_clap` package object with the real `__path__` in sys.modules, so sub-modules
-    import from the installed files while the package's own `__init__` never runs."""
-    if _PACKAGE in sys.modules:  # the real package (someone imported it) or our stub
-        return
-    spec = importlib.util.find_spec(_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise ImportError("laion-clap is not installed: pip install laion-clap==1.1.7 "
-                          "(see pyproject.toml / constraints.txt)")
-    module = types.ModuleType(_PACKAGE, "laion_clap model code only; its __init__ (which pulls "
-                                        "tokenizers from a hub) is skipped by teminal.models")
-    module.__path__ = list(spec.submodule_search_locations)
-    module.__spec__ = importlib.machinery.ModuleSpec(_PACKAGE, None, is_package=True)
-    module.__spec__.submodule_search_locations = module.__path__
-    module.__file__ = spec.origin
-    setattr(module, _STUB_MARK, True)
-    sys.modules[_PACKAGE] = module
+    """A `laion_clap` package object whose `__init__` never runs (see teminal.models.bare_import)."""
+    register_bare_package(_PACKAGE, "pip install laion-clap==1.1.7 (see pyproject.toml / "
+                                    "constraints.txt)")
 
 
 _clap_module = None

@@ -1,4 +1,5 @@
-"""Model specs -> `ClapModel`.
+"""Families "small" and "laion" (laion-clap's CLAP behind `ClapModel`): their loaders.
+`teminal.models.registry` parses the spec and calls `load` / `load_checkpoint` here.
 
     small                          the small CPU CLAP (configs/small-cnn6.json), random init
     NAME | /path/config.json       another bundled or user config, random init from its seed
@@ -24,6 +25,7 @@ import torch
 from teminal.models import laion_checkpoint
 from teminal.models.clap import CONFIG_FILE, WEIGHTS_FILE, ClapModel
 from teminal.models.errors import MissingFile, ModelFilesNotFound, ModelSpecError
+from teminal.models.registry import ParsedSpec
 from teminal.models.text import (ROBERTA_FILES, BpeTokenizer, RobertaTokenizerFiles,
                                  find_roberta_dir)
 
@@ -37,26 +39,14 @@ def bundled_configs() -> list[str]:
     return sorted(p.stem for p in CONFIG_DIR.glob("*.json"))
 
 
-def load_model(spec: str, device: str | torch.device = "cpu") -> ClapModel:
-    """Build the model a spec names (see the module docstring) on `device`, in eval mode."""
-    spec = str(spec)
-    if spec.startswith(laion_checkpoint.PREFIX):
-        model = _load_laion(spec)
-    elif spec in ALIASES or spec in bundled_configs():
-        model = _from_config(_read_json(CONFIG_DIR / f"{ALIASES.get(spec, spec)}.json"), spec)
-    elif spec.endswith(".json") and Path(spec).is_file():
-        model = _from_config(_read_json(Path(spec)), spec)
-    elif Path(spec).is_dir():
-        model = _load_checkpoint_dir(Path(spec))
-    else:
-        hint = (f" (a LAION checkpoint file? pass laion:{spec})" if spec.endswith((".pt", ".ckpt"))
-                else "")
-        raise ModelSpecError(
-            f"unknown model spec {spec!r}{hint}: use 'small', a bundled config "
-            f"{bundled_configs()}, a config .json file, laion:/path/630k-audioset-best.pt"
-            "[?text=DIR], or a checkpoint folder written by ClapModel.save "
-            "(config.json + model.safetensors)")
-    return model.to(device).eval()
+def load(parsed: ParsedSpec) -> ClapModel:
+    """Family "small" (a bundled or user config, random init) or "laion" (a LAION checkpoint)."""
+    if parsed.family == "laion":
+        return _load_laion(parsed)
+    if parsed.path is None:
+        name = ALIASES.get(parsed.spec, parsed.spec)
+        return _from_config(_read_json(CONFIG_DIR / f"{name}.json"), parsed.spec)
+    return _from_config(_read_json(parsed.path), parsed.spec)
 
 
 def _read_json(path: Path) -> dict:
@@ -91,20 +81,22 @@ def _from_config(config: dict, spec: str) -> ClapModel:
     if "clap" not in config:
         raise ModelSpecError(f"model config {spec!r} has no 'clap' section (laion-clap's CLAP "
                              "arguments; see models/configs/small-cnn6.json)")
-    config = {**config, "source": spec, "extra": {}}
+    config = {**config, "family": "small", "source": spec, "extra": {}, "weights": None}
     return build(config, config.get("text", {}).get("dir"), spec)
 
 
-def _load_laion(spec: str) -> ClapModel:
-    path, text_dir = laion_checkpoint.parse_spec(spec)
+def _load_laion(parsed: ParsedSpec) -> ClapModel:
+    spec, path, text_dir = parsed.spec, parsed.path, parsed.options.get("text")
     missing = laion_checkpoint.missing_checkpoint(path)
     _, tok_missing = find_roberta_dir(text_dir)
     if missing or tok_missing:  # report every missing file at once
         raise ModelFilesNotFound(spec, missing + tok_missing)
     state = laion_checkpoint.read_state_dict(path)
     config = laion_checkpoint.laion_config_for(state, str(path))
+    config["family"] = "laion"
     config["source"] = spec
     config["checkpoint"] = str(path.resolve())
+    config["weights"] = str(path.resolve())
     config["extra"] = {}
     model = build(config, text_dir, spec)
     model.load_weights(state, str(path))
@@ -113,9 +105,9 @@ def _load_laion(spec: str) -> ClapModel:
     return model
 
 
-def _load_checkpoint_dir(folder: Path) -> ClapModel:
-    if not (folder / CONFIG_FILE).exists() and (folder / "final" / CONFIG_FILE).exists():
-        folder = folder / "final"  # a training run folder stands for its final export
+def load_checkpoint(parsed: ParsedSpec) -> ClapModel:
+    """A project checkpoint folder of family small or laion (written by ClapModel.save)."""
+    folder = parsed.path
     missing = [MissingFile("teminal checkpoint file", str(folder / name),
                            "a checkpoint folder is written by ClapModel.save / the trainer's "
                            "final/ export; pass that folder")
@@ -129,6 +121,8 @@ def _load_checkpoint_dir(folder: Path) -> ClapModel:
     if text_dir and not all((Path(text_dir) / f).is_file() for f in ROBERTA_FILES):
         text_dir = None  # fall back to $TEMINAL_ROBERTA_DIR / the Hugging Face cache
     config["source"] = str(folder)
+    config["family"] = parsed.family
+    config["weights"] = str((folder / WEIGHTS_FILE).resolve())
     model = build(config, text_dir, str(folder))
     if hasattr(model.tokenizer, "folder"):
         model.config["text"]["dir"] = str(model.tokenizer.folder.resolve())

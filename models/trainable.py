@@ -12,7 +12,8 @@ import fnmatch
 import re
 from typing import Iterable
 
-FRONT_END = ("audio_branch.spectrogram_extractor.*", "audio_branch.logmel_extractor.*")
+# laion's audio_branch.*, msclap's audio_encoder.base(.htsat).*: torchlibrosa's STFT and mel
+FRONT_END = ("*spectrogram_extractor.*", "*logmel_extractor.*")
 
 
 def _matcher(pattern: str):
@@ -38,3 +39,42 @@ def select(names: Iterable[str], patterns: Iterable[str]) -> tuple[set[str], lis
             unused.append(pattern)
         chosen |= hits
     return {n for n in chosen if not is_front_end(n)}, unused
+
+
+def apply(module, patterns: list[str] | str, what: str) -> tuple[int, int]:
+    """Set requires_grad on `module`'s parameters: those matched by `patterns` train, the rest
+    freeze; then frozen batch norms stop updating their statistics. A pattern that matches
+    nothing is an error naming `what` (the model) and a few real names. Returns (n_trainable,
+    n_total) in scalars."""
+    import logging
+
+    if isinstance(patterns, str):
+        patterns = [patterns]
+    named = dict(module.named_parameters())
+    chosen, unused = select(named, patterns)
+    if unused:
+        raise ValueError(f"trainable pattern(s) {unused} match no parameter of model {what}; "
+                         f"names look like {sorted(named)[:3]} ... (see named_parameters())")
+    for name, p in named.items():
+        p.requires_grad_(name in chosen)
+    n_total = sum(p.numel() for p in named.values())
+    n_train = sum(named[n].numel() for n in chosen)
+    logging.getLogger(__name__).info(
+        "training %d of %d parameters (%.1f%%) in %d tensors: %s", n_train, n_total,
+        100.0 * n_train / max(n_total, 1), len(chosen), list(patterns))
+    freeze_frozen_norms(module)
+    return n_train, n_total
+
+
+def freeze_frozen_norms(module) -> None:
+    """Batch-norm layers whose weights are frozen keep their running statistics too (in
+    training mode): otherwise a frozen block would still drift with every training batch."""
+    from torch import nn
+
+    if not module.training:
+        return
+    for m in module.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            params = list(m.parameters(recurse=False))
+            if params and not any(p.requires_grad for p in params):
+                m.eval()

@@ -42,3 +42,29 @@ def synthetic_esc50(tmp_path_factory) -> Path:
 
     out = tmp_path_factory.mktemp("synthetic-esc50") / "ESC-50-master"
     return write_synthetic_esc50(out, seed=0, clips_per_class_per_fold=SYNTH_CLIPS_PER_CLASS_PER_FOLD)
+
+
+@pytest.fixture(scope="session")
+def tiny_hf_dir(tmp_path_factory) -> Path:
+    """A tiny random transformers ClapModel + ClapProcessor written with save_pretrained (read
+    only: copy it before changing anything)."""
+    from teminal.models.testing import write_tiny_hf_clap
+
+    return write_tiny_hf_clap(tmp_path_factory.mktemp("hf") / "tiny-clap")
+
+
+@pytest.fixture(scope="session")
+def tiny_msclap(tmp_path_factory):
+    """version -> (weights .pth in msclap's format, tokenizer folder), written on first use
+    (read only). 2023: tiny HTSAT + tiny GPT-2; 2022: the real CNN14 (340 MB) + tiny BERT."""
+    from teminal.models.testing import write_tiny_msclap
+
+    made: dict = {}
+
+    def get(version: str):
+        if version not in made:
+            made[version] = write_tiny_msclap(tmp_path_factory.mktemp(f"msclap{version}"),
+                                              version)
+        return made[version]
+
+    return get

@@ -2,8 +2,9 @@
 
 Every field is a flag (`lambda_a` is `--lambda-a`); a YAML key that is not a field is an error
 that lists the valid ones. Without `--config` the stage's default file for the model family is
-used: `configs/laion_<stage>.yaml` for `laion:` specs (and checkpoints made from them),
-`configs/small_<stage>.yaml` otherwise.
+used: `configs/small_<stage>.yaml` for the small model (and checkpoints made from it),
+`configs/laion_<stage>.yaml` (the paper's settings) for every pretrained family: laion:, hf:,
+msclap: and checkpoints made from them.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ CONFIG_DIR = Path(__file__).parent / "configs"
 @dataclass
 class TrainConfig:
     # what to train, on what, where to write
-    model: str = "small"                 # small | laion:/path.pt | checkpoint dir
+    model: str = "small"                 # a model spec: small | laion:PATH.pt | hf:DIR | msclap:PATH.pth?version=Y | checkpoint dir
     data: str | None = None              # pipeline output folder (OUT)
     out: str | None = None               # run folder
     init: str | None = None              # checkpoint dir (or run dir) to start from
@@ -127,20 +128,23 @@ def load_yaml(path: str | Path) -> dict:
 
 
 def model_family(spec: str) -> str:
-    """"laion" for LAION checkpoints and project checkpoints made from one, else "small"."""
-    if spec.startswith("laion:"):
-        return "laion"
-    cfg = Path(spec) / "config.json"
-    if cfg.is_file() and '"laion' in cfg.read_text():
-        return "laion"
-    run_cfg = Path(spec) / "final" / "config.json"
-    if run_cfg.is_file() and '"laion' in run_cfg.read_text():
-        return "laion"
-    return "small"
+    """The family of a model spec, as teminal.models.registry tells it (the registry reads a
+    checkpoint folder's recorded family; nothing here looks inside configs)."""
+    from teminal.models.registry import family_of
+
+    return family_of(spec)
 
 
 def default_config_path(stage: str, spec: str) -> Path:
-    return CONFIG_DIR / f"{model_family(spec)}_{stage}.yaml"
+    """small_<stage>.yaml for the small model; every pretrained family (laion, hf, msclap) takes
+    the paper's settings, laion_<stage>.yaml."""
+    from teminal.models.errors import ModelSpecError
+
+    try:
+        family = model_family(spec)
+    except ModelSpecError as e:
+        raise ValueError(f"--model/--init {spec!r}: {e}") from None
+    return CONFIG_DIR / f"{'small' if family == 'small' else 'laion'}_{stage}.yaml"
 
 
 def _flag_type(tp):

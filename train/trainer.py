@@ -30,6 +30,8 @@ from typing import Callable
 import torch
 from torch import nn
 
+from teminal.models.provenance import TrainingProvenance
+from teminal.models.registry import checkpoint_folder
 from teminal.pipeline.progress import progress_bar
 from teminal.train.losses import positive_mask
 from teminal.train.run_config import TrainConfig, differences, dump, head_value
@@ -195,12 +197,14 @@ def _load_model(spec: str, device):
 
 
 def model_spec(spec: str, flag: str = "--model") -> str:
-    """A run dir stands for its final/ checkpoint; other specs ("small", "laion:...", bundled
-    names) pass through to load_model, which explains what is wrong with them."""
-    path = Path(spec)
-    if (path / "final" / "config.json").exists():
-        return str(path / "final")
-    if flag == "--init" and not (path / "config.json").exists():
+    """A run dir stands for its final/ checkpoint; other specs ("small", "laion:...", "hf:...",
+    bundled names) pass through to load_model, which explains what is wrong with them."""
+    from teminal.models.registry import checkpoint_folder
+
+    folder = checkpoint_folder(spec)
+    if folder is not None:
+        return str(folder)
+    if flag == "--init":
         raise FileNotFoundError(f"--init {spec}: no config.json there (nor in final/); give a "
                                 f"checkpoint dir written by a training run (RUN_DIR or "
                                 f"RUN_DIR/final)")
@@ -263,7 +267,7 @@ class Trainer:
             raise FileExistsError(f"{self.run_dir} already holds a run (checkpoints or final/); "
                                   f"pass --resume to continue it, or choose another --out")
         self.spec = model_spec(cfg.init, "--init") if cfg.init else model_spec(cfg.model)
-        if stage.wants_init and not (Path(self.spec) / "config.json").exists():
+        if stage.wants_init and checkpoint_folder(self.spec) is None:
             log.warning(stage.wants_init)  # not a project checkpoint: no earlier stage ran
         set_seed(cfg.seed)
 
@@ -279,6 +283,10 @@ class Trainer:
             math.ceil(cfg.epochs * self.steps_per_epoch)
 
         self.model = model_factory(self.spec, accelerator.device)
+        if cfg.audio_head and not hasattr(self.model, "add_audio_head"):
+            raise ValueError(f"--audio-head: model {self.spec} ({getattr(self.model, 'family', '?')}"
+                             " family) has no order-aware head option; it exists for laion-clap "
+                             "models (small, laion:)")
         if cfg.audio_head and self.model.add_audio_head(head_value(cfg.audio_head)):
             log.info("added an order-aware audio head %s (zero-initialised: the model starts "
                      "as the base)", self.model.config["audio_head"])
@@ -460,13 +468,14 @@ def _export(model, final_dir: Path, cfg: TrainConfig, stage: Stage, spec: str, s
     builds = catalog_builds(cfg.data)
     if final_dir.exists():
         shutil.rmtree(final_dir)
-    model.save(str(final_dir), {
-        "stage": stage.name, "init": spec, "steps": steps, "world_size": world,
-        "data": str(Path(cfg.data).resolve()),
-        "build_id": builds[0]["build_id"] if len(builds) == 1 else
+    provenance = TrainingProvenance(
+        stage=stage.name, init=spec, steps=steps, world_size=world,
+        data=str(Path(cfg.data).resolve()),
+        build_id=builds[0]["build_id"] if len(builds) == 1 else
         [b["build_id"] for b in builds] or None,
-        "synthetic": any(bool(b["synthetic"]) for b in builds) if builds else None,
-        "train_config": cfg.to_dict()})
+        synthetic=any(bool(b["synthetic"]) for b in builds) if builds else None,
+        train_config=cfg.to_dict())
+    model.save(str(final_dir), provenance.to_dict())
 
 
 def _summary_line(r: RunResult, start: int) -> str:

@@ -1,9 +1,9 @@
-"""Fixtures of the evaluation tests; the fakes themselves live in evaluate_fakes.py."""
+"""Fixtures of the evaluation tests; the fakes themselves live in teminal.models.testing."""
 from __future__ import annotations
 
 import pytest
 
-from evaluate_fakes import FakeModel, OrderBlindModel, RandomModel, make_testset
+from teminal.models.testing import FakeModel, OrderBlindModel, RandomModel, make_testset
 
 
 @pytest.fixture

@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 
 import pytest
 from click.testing import CliRunner
 
-from evaluate_fakes import FakeModel, OrderBlindModel, make_testset
+from teminal.models.testing import FakeModel, OrderBlindModel, make_testset
 from teminal.evaluate.cli import main
 from teminal.evaluate.report import (
     SCHEMA_VERSION, checkpoint_sha256, compare_table, default_label, format_table, load_result,
@@ -114,9 +115,22 @@ def test_checkpoint_hash_and_labels(tmp_path):
     weights = tmp_path / "run" / "final" / "model.safetensors"
     weights.parent.mkdir(parents=True)
     weights.write_bytes(b"abc")
+    (weights.parent / "config.json").write_text('{"family": "small"}')
     sha_abc = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
     assert checkpoint_sha256(str(weights.parent)) == sha_abc
     assert checkpoint_sha256(f"laion:{weights}") == sha_abc
     assert checkpoint_sha256("small") == "random-init"
     assert default_label(str(weights.parent)) == "run"
     assert default_label("laion:/x/630k-audioset-best.pt") == "630k-audioset-best"
+
+
+def test_laion_spec_with_a_tokenizer_option_is_hashed_and_labelled_by_its_checkpoint(tmp_path):
+    """Regression: report.py once parsed `laion:` itself, so the `?text=DIR` option made the
+    hash "random-init" and the label "dir"."""
+    weights = tmp_path / "630k-audioset-best.pt"
+    weights.write_bytes(b"abc")
+    spec = f"laion:{weights}?text={tmp_path / 'dir'}"
+    assert checkpoint_sha256(spec) == hashlib.sha256(b"abc").hexdigest()
+    assert default_label(spec) == "630k-audioset-best"
+    assert default_label(f"msclap:{tmp_path}/CLAP_weights_2022.pth?version=2022") == \
+        "CLAP_weights_2022"

@@ -6,7 +6,7 @@ import pytest
 import soundfile as sf
 from click.testing import CliRunner
 
-from evaluate_fakes import CaptionModel, RandomModel, wave_key
+from teminal.models.testing import CaptionModel, RandomModel, wave_key
 from teminal.evaluate import retrieval as R
 from teminal.evaluate.embed import windows
 from teminal.evaluate.report import validate_result

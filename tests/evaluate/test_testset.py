@@ -7,7 +7,7 @@ import shutil
 import pytest
 from click.testing import CliRunner
 
-from evaluate_fakes import OracleModel, RandomModel, wave_key
+from teminal.models.testing import OracleModel, RandomModel, wave_key
 from teminal.evaluate.report import load_result, validate_result
 from teminal.evaluate.testset import (
     CatalogTestSet, group_of, load_training_data, resolve_training_data,
@@ -165,7 +165,7 @@ def test_cli_zste_writes_result_and_plot(build, tmp_path, monkeypatch):
     result = load_result(result_path)
     assert validate_result(result) == []
     assert result["command"] == "zste" and result["label"] == "stage_b"
-    assert result["model"] == {"spec": "small", "checkpoint_sha256": "random-init",
+    assert result["model"] == {"spec": "small", "family": None, "checkpoint_sha256": "random-init",
                                "train_stage": None, "train_catalog_build_id": None,
                                "train_data": None, "sample_rate": 4000}
     assert result["data"]["catalog_build_id"] == build_id and result["data"]["synthetic"] is True

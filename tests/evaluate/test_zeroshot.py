@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 from click.testing import CliRunner
 
-from evaluate_fakes import OracleModel, RandomModel, wave_key
+from teminal.models.testing import OracleModel, RandomModel, wave_key
 from teminal.evaluate import zeroshot as ZS
 from teminal.evaluate.embed import windows
 from teminal.evaluate.report import load_result, validate_result

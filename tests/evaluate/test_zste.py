@@ -6,7 +6,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from evaluate_fakes import VOCAB, FakeModel, OrderBlindModel, RandomModel, make_testset
+from teminal.models.testing import VOCAB, FakeModel, OrderBlindModel, RandomModel, make_testset
 from teminal.evaluate.testset import PairGroup, TrainingData
 from teminal.evaluate.zste import (
     compositional_candidates, evaluate_zste, heldout_templates, paper_template,

@@ -16,7 +16,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import torch  # noqa: E402
 
-from toy_clap import reference_info_nce, toy_factory  # noqa: E402
+from toy_clap import reference_info_nce  # noqa: E402
+from teminal.models.testing import toy_factory  # noqa: E402
 
 made = []
 

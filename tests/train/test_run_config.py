@@ -48,6 +48,24 @@ def test_default_file_follows_the_model_family(tmp_path):
     assert cfg.groups_per_batch == 32  # laion_stage_b.yaml
 
 
+def test_family_comes_from_the_recorded_family_not_from_words_in_the_config(tmp_path):
+    """Regression: the family was once found by searching config.json for '"laion', which a
+    Hugging Face id such as "laion/clap-htsat-unfused" in any field would fool."""
+    small = tmp_path / "small_ckpt"
+    small.mkdir()
+    (small / "config.json").write_text(json.dumps({
+        "family": "small", "name": "small-cnn6",
+        "extra": {"note": "compare with laion/clap-htsat-unfused"}}))
+    assert model_family(str(small)) == "small"
+    assert default_config_path("stage_b", str(small)).name == "small_stage_b.yaml"
+    hf = tmp_path / "hf_ckpt"
+    hf.mkdir()
+    (hf / "config.json").write_text(json.dumps({"family": "hf", "source": "hf:/x"}))
+    assert model_family(str(hf)) == "hf" and model_family("hf:/anything") == "hf"
+    assert default_config_path("stage_a", str(hf)).name == "laion_stage_a.yaml"
+    assert model_family("msclap:/w.pth?version=2022") == "msclap"
+
+
 def test_unknown_settings_and_bad_values_are_explained(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("learning_rate: 1\n")

@@ -10,7 +10,8 @@ import torch
 from teminal.train.run_config import TrainConfig
 from teminal.train.streaming import canonical_caption
 from teminal.train.trainer import NonFiniteLoss, Stage, complete_checkpoints, run
-from toy_clap import reference_info_nce, toy_factory, weights
+from teminal.models.testing import toy_factory
+from toy_clap import reference_info_nce, weights
 
 RELATIONS = ("forward", "reversed", "overlay")
 

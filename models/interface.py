@@ -1,0 +1,90 @@
+"""What trainers and evaluators may use of a model: the `AudioTextModel` protocol.
+
+Every family in `teminal.models.registry` returns an `nn.Module` that satisfies it (the
+conformance suite, tests/models/test_conformance.py, checks each one):
+
+    model.embed_audio(wave[B, T], sample_rate[, lengths]) -> [B, D]   L2-normalised
+    model.embed_text(list_of_str)                          -> [B, D]   L2-normalised
+    model(audio=[B, T], text_tokens=model.tokenize(texts), sample_rate=...) -> (audio | None, text | None)
+    model.logit_scale()                                    -> exp'ed inverse temperature (<= 100)
+    model.set_trainable(patterns | None) -> (n_trainable, n_total); model.trainable_names()
+    model.save(dir, extra) -> dir          a project checkpoint folder that load_model reloads
+    model.family, model.weights_sha256     what result files record
+
+`forward` is what DDP must call (through `accelerator.prepare`) so gradients synchronise. The
+embedding helpers do not switch off autograd: evaluators wrap them in `torch.no_grad()`.
+"""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import torch
+
+RANDOM_INIT = "random-init"  # weights_sha256 of a model that was not loaded from a file
+
+
+@runtime_checkable
+class AudioTextModel(Protocol):
+    config: dict
+
+    @property
+    def family(self) -> str: ...            # a name in teminal.models.registry.FAMILIES
+
+    @property
+    def weights_sha256(self) -> str: ...    # of the file the weights came from, or RANDOM_INIT
+
+    @property
+    def sample_rate(self) -> int: ...       # the rate the audio tower expects
+
+    @property
+    def clip_samples(self) -> int: ...      # input length at that rate (longer: centre crop)
+
+    @property
+    def embed_dim(self) -> int: ...
+
+    def tokenize(self, texts: list[str]): ...
+
+    def prepare_audio(self, wave: torch.Tensor, sample_rate: int | None = None,
+                      lengths: torch.Tensor | None = None) -> torch.Tensor: ...
+
+    def forward(self, audio: torch.Tensor | None = None, text_tokens=None,
+                sample_rate: int | None = None): ...
+
+    def embed_audio(self, wave: torch.Tensor, sample_rate: int,
+                    lengths: torch.Tensor | None = None) -> torch.Tensor: ...
+
+    def embed_text(self, texts: list[str]) -> torch.Tensor: ...
+
+    def logit_scale(self) -> torch.Tensor: ...
+
+    def set_trainable(self, patterns: list[str] | str | None = None) -> tuple[int, int]: ...
+
+    def trainable_names(self) -> list[str]: ...
+
+    def save(self, directory: str | Path, extra: dict | None = None) -> Path: ...
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+_SHA_CACHE: dict[tuple[str, int, int], str] = {}
+
+
+def weights_sha256_of(path: str | Path | None) -> str:
+    """sha256 of a weights file (cached by path, size and mtime: real checkpoints are GBs),
+    RANDOM_INIT for None."""
+    if not path:
+        return RANDOM_INIT
+    p = Path(path)
+    st = p.stat()
+    key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _SHA_CACHE:
+        _SHA_CACHE[key] = file_sha256(p)
+    return _SHA_CACHE[key]

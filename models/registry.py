@@ -1,0 +1,204 @@
+"""Model families and the one parser of model specs.
+
+    small | NAME | /path/config.json          family "small": laion-clap's CLAP from a bundled or
+                                               user config, random init from its seed
+    laion:PATH.pt[?text=DIR]                   family "laion": a released LAION-CLAP checkpoint
+    hf:DIR[?text=DIR]                          family "hf": a transformers ClapModel save_pretrained
+                                               folder (+ its tokenizer / feature extractor files)
+    msclap:PATH.pth?version=2022|2023[&text=DIR]
+                                               family "msclap": Microsoft CLAP weights (msclap's
+                                               {"model": state_dict} file)
+    /path/to/checkpoint_dir                    a project checkpoint folder (written by `save`): its
+                                               config.json records the family it reloads as; a run
+                                               folder stands for its final/; a plain
+                                               save_pretrained ClapModel folder reads as hf:DIR
+
+Nothing outside `teminal.models` parses specs: `parse_spec` tells the family, the file behind
+the weights (for result files' sha256) and a short label, without loading anything heavy.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+from urllib.parse import parse_qs
+
+import torch
+
+from teminal.models.errors import ModelSpecError
+
+CONFIG_FILE = "config.json"
+FINAL_DIR = "final"
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    prefix: str | None           # "laion:" ...; None: not written as a prefix spec
+    options: tuple[str, ...]     # query options the prefix spec accepts
+    syntax: str                  # for error messages
+    module: str                  # where its loaders live (imported on first use)
+
+
+FAMILIES: dict[str, Family] = {f.name: f for f in (
+    Family("small", None, (), "small | NAME | /path/config.json", "teminal.models.specs"),
+    Family("laion", "laion:", ("text",), "laion:PATH.pt[?text=DIR]", "teminal.models.specs"),
+    Family("hf", "hf:", ("text",), "hf:DIR[?text=DIR]", "teminal.models.hf_clap"),
+    Family("msclap", "msclap:", ("version", "text"),
+           "msclap:PATH.pth?version=2022|2023[&text=DIR]", "teminal.models.msclap_family"),
+)}
+
+
+@dataclass(frozen=True)
+class ParsedSpec:
+    spec: str                    # as given
+    family: str
+    path: Path | None = None     # the file or folder the spec names (None: bundled config)
+    options: dict = field(default_factory=dict)
+    checkpoint: dict | None = None   # a project checkpoint folder's config.json
+
+    @property
+    def is_checkpoint(self) -> bool:
+        return self.checkpoint is not None
+
+
+def _syntax() -> str:
+    return ", ".join(f.syntax for f in FAMILIES.values()) + ", or a checkpoint folder"
+
+
+def parse_spec(spec: str) -> ParsedSpec:
+    """The family, path and options of a spec (see the module docstring); reads at most a
+    checkpoint folder's config.json. Bad syntax raises ModelSpecError saying how to fix it."""
+    spec = str(spec)
+    for fam in FAMILIES.values():
+        if fam.prefix and spec.startswith(fam.prefix):
+            return _parse_prefixed(spec, fam)
+    from teminal.models.specs import ALIASES, bundled_configs
+
+    if spec in ALIASES or spec in bundled_configs():
+        return ParsedSpec(spec, "small")
+    path = Path(spec).expanduser()
+    if spec.endswith(".json") and path.is_file():
+        return ParsedSpec(spec, "small", path)
+    if path.is_dir():
+        return _parse_folder(spec, path)
+    hint = ""
+    if spec.endswith((".pt", ".ckpt")):
+        hint = f" (a LAION checkpoint file? pass laion:{spec})"
+    elif spec.endswith(".pth"):
+        hint = f" (Microsoft CLAP weights? pass msclap:{spec}?version=2022 or 2023)"
+    raise ModelSpecError(f"unknown model spec {spec!r}{hint}: use {_syntax()} "
+                         f"(bundled configs: {bundled_configs()})")
+
+
+def _parse_prefixed(spec: str, fam: Family) -> ParsedSpec:
+    body = spec[len(fam.prefix):]
+    path, _, query = body.partition("?")
+    if not path:
+        raise ModelSpecError(f"{spec!r} names no checkpoint file or folder: use {fam.syntax}")
+    raw = parse_qs(query, keep_blank_values=True) if query else {}
+    unknown = sorted(set(raw) - set(fam.options))
+    if unknown:
+        raise ModelSpecError(f"{spec!r}: unknown option(s) {unknown}; {fam.prefix} takes "
+                             f"{list(fam.options)} ({fam.syntax})")
+    options = {k: v[-1] for k, v in raw.items() if v and v[-1]}
+    return ParsedSpec(spec, fam.name, Path(path).expanduser(), options)
+
+
+def _read_config(path: Path) -> dict:
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ModelSpecError(f"{path} is not valid JSON: {e}") from None
+    if not isinstance(config, dict):
+        raise ModelSpecError(f"{path}: a model config is a JSON object")
+    return config
+
+
+def _parse_folder(spec: str, folder: Path) -> ParsedSpec:
+    if not (folder / CONFIG_FILE).is_file() and (folder / FINAL_DIR / CONFIG_FILE).is_file():
+        folder = folder / FINAL_DIR  # a training run folder stands for its final export
+    cfg_path = folder / CONFIG_FILE
+    if not cfg_path.is_file():
+        raise ModelSpecError(f"{folder} has no {CONFIG_FILE}: pass a checkpoint folder written "
+                             f"by a training run (RUN_DIR or RUN_DIR/final), or use {_syntax()}")
+    config = _read_config(cfg_path)
+    if config.get("model_type") == "clap":  # transformers' own save_pretrained folder
+        return ParsedSpec(spec, "hf", folder)
+    family = config.get("family") or legacy_family(config)
+    if family not in FAMILIES:
+        raise ModelSpecError(f"{cfg_path} records family {family!r}; known: {sorted(FAMILIES)}")
+    return ParsedSpec(spec, family, folder, checkpoint=config)
+
+
+def legacy_family(config: dict) -> str:
+    """The family of a project checkpoint saved before config.json recorded one: "laion" when
+    it was loaded from a LAION checkpoint (the loader records `checkpoint`) or trained from one
+    (its recorded init is a laion: spec), else "small"."""
+    if config.get("checkpoint"):
+        return "laion"
+    extra = config.get("extra") if isinstance(config.get("extra"), dict) else config
+    init = extra.get("init")
+    return "laion" if isinstance(init, str) and init.startswith("laion:") else "small"
+
+
+def family_of(spec: str) -> str:
+    return parse_spec(spec).family
+
+
+def weights_file(spec: str) -> Path | None:
+    """The file the spec's weights come from (None: random init, or absent)."""
+    p = parse_spec(spec)
+    if p.path is None or p.family == "small" and not p.is_checkpoint:
+        return None
+    if p.path.is_file():
+        return p.path
+    for name in ("model.safetensors", "hf/model.safetensors", "pytorch_model.bin"):
+        if (p.path / name).is_file():
+            return p.path / name
+    return None
+
+
+def spec_label(spec: str) -> str:
+    """A short name for comparisons: the checkpoint file's stem, or the run folder's name."""
+    try:
+        p = parse_spec(spec)
+    except ModelSpecError:
+        return Path(str(spec)).name or str(spec)
+    if p.path is None:
+        return spec
+    if p.path.is_file() or p.path.suffix in (".pt", ".pth", ".ckpt", ".json"):
+        return p.path.stem
+    path = p.path
+    if path.name in (FINAL_DIR, "best", "hf") and path.parent.name:
+        path = path.parent
+    if path.name in (FINAL_DIR, "best") and path.parent.name:
+        path = path.parent
+    return path.name or spec
+
+
+def checkpoint_folder(spec) -> Path | None:
+    """The project checkpoint folder a spec names (a run folder: its final/), else None."""
+    try:
+        p = parse_spec(str(spec))
+    except ModelSpecError:
+        return None
+    return p.path if p.is_checkpoint else None
+
+
+def _loader(family: str) -> Callable:
+    import importlib
+
+    return importlib.import_module(FAMILIES[family].module)
+
+
+def load_model(spec: str, device: str | torch.device = "cpu"):
+    """Build the model a spec names (see the module docstring) on `device`, in eval mode."""
+    parsed = parse_spec(spec)
+    module = _loader(parsed.family)
+    if parsed.is_checkpoint:
+        model = module.load_checkpoint(parsed)
+    else:
+        model = module.load(parsed)
+    return model.to(device).eval()
