@@ -55,18 +55,23 @@ def _dataset_names() -> list[str]:
 @click.option("--seed", default=0, show_default=True, help="Seed of the procedural sounds.")
 @click.option("--clips-per-class-per-fold", default=4, show_default=True,
               help="Clips per class in each of the 5 folds (ESC-50 has 8).")
-def synth(name: str, out_dir: Path, seed: int, clips_per_class_per_fold: int) -> None:
+@click.option("--replace", is_flag=True,
+              help="Replace earlier `pipeline synth` output made with other settings (only "
+                   "files listed in its SYNTHETIC.files.json are removed).")
+def synth(name: str, out_dir: Path, seed: int, clips_per_class_per_fold: int,
+          replace: bool) -> None:
     """Write a SYNTHETIC dataset NAME (ESC-50's exact layout) to OUT_DIR.
 
     Procedural sounds of 10+ classes that differ in spectrum and temporal envelope, so every
     command runs on a fresh machine with no download. The folder carries a SYNTHETIC.md marker
-    and every build, catalog and evaluation made from it is flagged synthetic."""
+    and every build, catalog and evaluation made from it is flagged synthetic. OUT_DIR must be
+    new, empty or earlier synth output holding nothing else: user files are never removed."""
     from teminal.pipeline.sources.synth import write_synthetic
 
     try:
-        root = write_synthetic(name, out_dir, seed=seed,
+        root = write_synthetic(name, out_dir, seed=seed, replace=replace,
                                clips_per_class_per_fold=clips_per_class_per_fold, progress=True)
-    except (ValueError, FileExistsError) as e:
+    except (ValueError, OSError) as e:
         raise click.ClickException(str(e)) from None
     n = len(list((root / "audio").glob("*.wav")))
     click.echo(f"wrote {n} SYNTHETIC clips (not real {name}) to {root}")
