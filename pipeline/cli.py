@@ -225,12 +225,18 @@ def query(sql: str, data: Path | None, max_rows: int, max_width: int) -> None:
     import duckdb
 
     data = data or _default_data()
+    if not sql.strip().strip(";").strip():
+        raise click.UsageError('the query is empty: give SQL, for example '
+                               '"SELECT relation, count(*) FROM samples GROUP BY ALL"')
     try:
         con = connect(data)
     except FileNotFoundError as e:
         raise click.ClickException(str(e)) from None
     try:
         cur = con.execute(sql)
+        if cur is None:  # only comments
+            raise click.UsageError("the query holds no statement (only comments?): give SQL, "
+                                   'for example "SELECT count(*) FROM samples"')
         if cur.description is None:
             click.echo("(no result)")
             return
@@ -238,7 +244,9 @@ def query(sql: str, data: Path | None, max_rows: int, max_width: int) -> None:
         rows = cur.fetchmany(max_rows) if max_rows else cur.fetchall()
         more = bool(max_rows) and cur.fetchone() is not None
     except duckdb.Error as e:
-        raise click.ClickException(f"query failed: {' '.join(str(e).split())}") from None
+        hint = " (the catalog is read-only and offline: no files, network or extensions)" \
+            if isinstance(e, (duckdb.PermissionException, duckdb.InvalidInputException)) else ""
+        raise click.ClickException(f"query failed: {' '.join(str(e).split())}{hint}") from None
     finally:
         con.close()
     click.echo(format_table(names, rows, max_width))

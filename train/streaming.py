@@ -116,17 +116,18 @@ def select_group_keys(data_dir, stage: str, split: str = "train", where: str | N
     `where` is a predicate on `samples` rows; a group is kept when every one of its rows matches
     (see `teminal.manifests.catalog.select_group_keys`). `query` is a whole query whose
     `group_key` column (or first column) lists the groups; both given: the intersection."""
-    if not where and not query:
+    if not where and query is None:
         return None
     import duckdb
 
+    from teminal.manifests.catalog import connect
     from teminal.manifests.catalog import select_group_keys as _select
 
     path = Path(data_dir) / CATALOG
     if not path.exists():
         raise FileNotFoundError(f"--where/--query-file need the catalog {path}; it is written by "
                                 f"`pipeline build`")
-    con = duckdb.connect(str(path), read_only=True)
+    con = connect(data_dir)
     try:
         keys = _select(con, split, where, query, stage=stage)
     except duckdb.Error as e:
@@ -148,7 +149,9 @@ def catalog_builds(data_dir) -> list[dict]:
         return []
     import duckdb
 
-    con = duckdb.connect(str(path), read_only=True)
+    from teminal.manifests.catalog import connect
+
+    con = connect(data_dir)
     try:
         cols = {r[0] for r in con.execute("DESCRIBE builds").fetchall()}
         synth = "synthetic" if "synthetic" in cols else "NULL"
