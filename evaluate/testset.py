@@ -394,18 +394,22 @@ def resolve_training_data(model, train_data=None) -> TrainingData:
                                 reason=f"no catalog at {catalog} (recorded by the {stage or 'model'} "
                                        "checkpoint); pass --train-data pointing at the build the "
                                        "model was trained on")
-        query = None
-        if cfg.get("query_file") and Path(cfg["query_file"]).is_file():
-            query = Path(cfg["query_file"]).read_text(encoding="utf-8")
-        elif cfg.get("query_file"):
-            notes.append(f"{stage}: query file {cfg['query_file']} is gone; all its groups counted")
-        data = load_training_data(path, cfg.get("split") or "train",
-                                  PAIR_RELATIONS.get(stage, ALL_PAIR_RELATIONS),
-                                  cfg.get("where"), query, cfg.get("templates"),
-                                  all_templates=stage not in PAIR_RELATIONS,
-                                  caption_relations=CAPTION_RELATIONS.get(stage, ALL_RELATIONS))
-        merged.pairs |= data.pairs
-        merged.template_ids |= data.template_ids
+        # a run resumed with --resume-changed trained on the earlier settings' selection too
+        earlier = [h.get("train_config") or {} for h in extra.get("earlier_train_configs") or []]
+        for cfg in [cfg] + earlier:
+            query = None
+            if cfg.get("query_file") and Path(cfg["query_file"]).is_file():
+                query = Path(cfg["query_file"]).read_text(encoding="utf-8")
+            elif cfg.get("query_file"):
+                notes.append(f"{stage}: query file {cfg['query_file']} is gone; all its groups "
+                             f"counted")
+            data = load_training_data(path, cfg.get("split") or "train",
+                                      PAIR_RELATIONS.get(stage, ALL_PAIR_RELATIONS),
+                                      cfg.get("where"), query, cfg.get("templates"),
+                                      all_templates=stage not in PAIR_RELATIONS,
+                                      caption_relations=CAPTION_RELATIONS.get(stage, ALL_RELATIONS))
+            merged.pairs |= data.pairs
+            merged.template_ids |= data.template_ids
         paths.append(str(path))
         builds.append(data.build_id)
         recorded = _recorded_build(extra)

@@ -27,6 +27,7 @@ class TrainConfig:
     out: str | None = None               # run folder
     init: str | None = None              # checkpoint dir (or run dir) to start from
     resume: bool = False                 # continue from out/checkpoints/step-* (latest complete)
+    resume_changed: bool = False         # let --resume change data/optimiser settings (recorded)
     split: str = "train"
     where: str | None = None             # SQL predicate on catalog `samples` rows
     query_file: str | None = None        # file with a SQL query returning group_key

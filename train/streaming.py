@@ -84,6 +84,13 @@ class ShardIndex:
     def num_groups(self) -> int:
         return sum(len(g) for g in self.groups)
 
+    def digest(self) -> str:
+        """sha256 of the selected group keys (sorted): equal selections, equal digests."""
+        import hashlib
+
+        keys = sorted(k for g in self.groups for k in g)
+        return hashlib.sha256("\n".join(keys).encode()).hexdigest()
+
     @classmethod
     def build(cls, data_dir, stage: str, split: str = "train",
               keep: set[str] | None = None) -> "ShardIndex":

@@ -40,6 +40,13 @@ log = logging.getLogger("teminal.train")
 # Settings that fix the data order; a resume that changes one cannot replay the stream.
 DATA_ORDER_KEYS = ("data", "split", "where", "query_file", "templates", "seed",
                    "groups_per_batch", "grad_accum", "num_workers", "shuffle_buffer")
+# Settings that define what a run learns from and how: a resume refuses to change any of them
+# (unless --resume-changed, and then final/config.json records the earlier settings too).
+RESUME_KEYS = DATA_ORDER_KEYS + (
+    "model", "init", "lr", "lr_gamma", "weight_decay", "grad_clip", "trainable",
+    "global_negatives", "lambda_a", "alpha_same_time", "alpha_cross_time",
+    "alpha_same_overlap", "alpha_cross_overlap", "beta", "mixed_precision")
+SETTINGS_HISTORY = "settings_history.json"  # earlier settings of a run resumed with changes
 
 # (audio [R*N, D], text [R*N, D], logit scale, N groups, config) -> scalar loss
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, int, TrainConfig], torch.Tensor]
@@ -65,6 +72,7 @@ class TrainProgress:
     step: int = 0
     world_size: int = 1
     num_workers: int = 0
+    selection: str = ""  # sha256 of the trained group keys: catches a changed query file/catalog
 
     def state_dict(self) -> dict:
         return asdict(self)
@@ -268,6 +276,11 @@ class Trainer:
 
         self.model = model_factory(self.spec, accelerator.device)
         n_train, n_total = self.model.set_trainable(cfg.trainable)
+        if n_train == 0:  # else torch's "optimizer got an empty parameter list"
+            names = [n for n, _ in self.model.named_parameters()]
+            raise ValueError(f"--trainable {cfg.trainable} matches no trainable parameter of "
+                             f"{self.spec}; names look like {', '.join(names[:4])} (shell-style "
+                             f"globs, or re:REGEX)")
         log.info("model %s: %s of %s parameters train (%.1f%%)", self.spec, f"{n_train:,}",
                  f"{n_total:,}", 100 * n_train / max(1, n_total))
         self.params = [p for p in self.model.parameters() if p.requires_grad]
@@ -280,9 +293,10 @@ class Trainer:
         self.start = 0
         if cfg.resume:
             self.start = _resume(accelerator, cfg, self.run_dir, previous, self.progress,
-                                 self.metrics_path)
+                                 self.metrics_path, self.index.digest())
         elif self.main and self.metrics_path.exists():
             self.metrics_path.unlink()
+        self.progress.selection = self.index.digest()
         if self.main:
             dump(cfg, self.run_dir / "run_config.yaml")
             if cfg.tensorboard:
@@ -413,7 +427,8 @@ class Trainer:
         return result
 
 
-def _resume(accelerator, cfg, run_dir, previous, progress, metrics_path) -> int:
+def _resume(accelerator, cfg, run_dir, previous, progress, metrics_path,
+            selection: str = "") -> int:
     if not previous:
         log.warning("--resume: no complete checkpoint in %s/checkpoints; starting at step 0",
                     run_dir)
@@ -421,16 +436,22 @@ def _resume(accelerator, cfg, run_dir, previous, progress, metrics_path) -> int:
             _truncate_metrics(metrics_path, 0)
         return 0
     path = previous[-1]
-    accelerator.load_state(str(path))
-    old_cfg = run_dir / "run_config.yaml"
-    if old_cfg.exists():
-        import yaml
-
-        changed = differences(yaml.safe_load(old_cfg.read_text()), cfg.to_dict(),
-                              DATA_ORDER_KEYS)
-        if changed:
-            log.warning("resuming with changed data settings %s: the data order differs from "
-                        "the interrupted run", changed)
+    old, lines = _resume_changes(cfg, run_dir, path)
+    progress.selection = ""
+    try:
+        accelerator.load_state(str(path))
+    except (RuntimeError, ValueError, KeyError) as e:
+        if not lines:
+            raise
+        raise ValueError(f"--resume-changed: {path} cannot continue with the changed settings "
+                         f"({'; '.join(lines)}): {e}") from None
+    if progress.selection and selection and progress.selection != selection and not lines:
+        lines = ["the selected training groups differ (the query file, the catalog or the "
+                 "shards changed since the checkpoint)"]
+        if not cfg.resume_changed:
+            _refuse_resume(run_dir, path, lines)
+    if lines:
+        _record_resume_changes(accelerator, cfg, run_dir, progress.step, old, lines)
     if progress.world_size != accelerator.num_processes:
         log.warning("resuming on %d processes a run saved on %d: the data order differs",
                     accelerator.num_processes, progress.world_size)
@@ -440,9 +461,45 @@ def _resume(accelerator, cfg, run_dir, previous, progress, metrics_path) -> int:
     return progress.step
 
 
+def _resume_changes(cfg, run_dir: Path, path: Path) -> tuple[dict | None, list[str]]:
+    """(the checkpointed run's settings, the data/optimiser settings this resume changes); a
+    change is refused unless --resume-changed. Checked before loading: a changed parameter set
+    cannot even load the optimizer state."""
+    import yaml
+
+    old_path = run_dir / "run_config.yaml"
+    old = yaml.safe_load(old_path.read_text()) if old_path.exists() else None
+    changed = differences(old, cfg.to_dict(), RESUME_KEYS) if isinstance(old, dict) else {}
+    lines = [f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items()]
+    if lines and not cfg.resume_changed:
+        _refuse_resume(run_dir, path, lines)
+    return old, lines
+
+
+def _refuse_resume(run_dir: Path, path: Path, lines: list[str]):
+    raise ValueError(
+        f"--resume: {run_dir} was trained up to {path.name} with other settings:\n"
+        + "".join(f"  {ln}\n" for ln in lines)
+        + "rerun with the run's settings (see its run_config.yaml), choose another --out, or "
+          "pass --resume-changed to continue anyway (final/config.json then records the "
+          "earlier settings too)")
+
+
+def _record_resume_changes(accelerator, cfg, run_dir: Path, step: int, old, lines) -> None:
+    log.warning("--resume-changed: continuing %s from step %d with changed settings: %s",
+                run_dir, step, "; ".join(lines))
+    if accelerator.is_main_process:
+        history_path = run_dir / SETTINGS_HISTORY
+        history = json.loads(history_path.read_text()) if history_path.exists() else []
+        history.append({"until_step": step, "train_config": old, "changed": lines})
+        history_path.write_text(json.dumps(history, indent=1) + "\n")
+
+
 def _export(model, final_dir: Path, cfg: TrainConfig, stage: Stage, spec: str, steps: int,
             world: int) -> None:
     builds = catalog_builds(cfg.data)
+    history_path = Path(cfg.out) / SETTINGS_HISTORY
+    history = json.loads(history_path.read_text()) if history_path.exists() else []
     if final_dir.exists():
         shutil.rmtree(final_dir)
     model.save(str(final_dir), {
@@ -451,7 +508,9 @@ def _export(model, final_dir: Path, cfg: TrainConfig, stage: Stage, spec: str, s
         "build_id": builds[0]["build_id"] if len(builds) == 1 else
         [b["build_id"] for b in builds] or None,
         "synthetic": any(bool(b["synthetic"]) for b in builds) if builds else None,
-        "train_config": cfg.to_dict()})
+        "train_config": cfg.to_dict(),
+        # settings of the steps before a --resume-changed (evaluators union their selections)
+        **({"earlier_train_configs": history} if history else {})})
 
 
 def _summary_line(r: RunResult, start: int) -> str:
