@@ -250,18 +250,31 @@ def encode_member(x: np.ndarray, sample_rate: int, codec: str = "flac") -> tuple
     raise ValueError(f"unknown codec {codec!r}; choose one of {', '.join(CODECS)}")
 
 
-def decode_member(data: bytes, ext: str) -> tuple[np.ndarray, int | None]:
-    """Inverse of encode_member: (float32 mono, sample_rate or None for .npy)."""
+def decode_member(data: bytes, ext: str, where: str | None = None) -> tuple[np.ndarray, int | None]:
+    """Inverse of encode_member: (float32 mono, sample_rate or None for .npy).
+
+    Undecodable bytes raise ValueError naming `where` (member and shard) and the fix, instead
+    of libsndfile's or numpy's message that names nothing."""
     ext = ext.lower().lstrip(".").rsplit(".", 1)[-1]
-    if ext == "flac":
-        q, sr = sf.read(io.BytesIO(data), dtype="int16")
-        return _int16_to_float(q), int(sr)
-    if ext == "npy":
+    if ext not in ("flac", "npy"):
+        raise ValueError(f"unknown member extension {ext!r}; expected 'flac' or 'npy'")
+    try:
+        if ext == "flac":
+            q, sr = sf.read(io.BytesIO(data), dtype="int16")
+            return _int16_to_float(q), int(sr)
         a = np.load(io.BytesIO(data), allow_pickle=False)
         if a.dtype == np.int16:
             return _int16_to_float(a), None
         return a.astype(np.float32), None
-    raise ValueError(f"unknown member extension {ext!r}; expected 'flac' or 'npy'")
+    except Exception as e:  # libsndfile's errors can even fail to print
+        try:
+            reason = " ".join(str(e).split()) or type(e).__name__
+        except Exception:
+            reason = type(e).__name__
+        raise ValueError(f"{where or 'a shard member'}: cannot decode the {ext} member "
+                         f"({reason}); the shard is corrupt: `pipeline verify OUT` lists every "
+                         f"damaged shard, and rerunning the same `pipeline build` re-creates "
+                         f"them") from None
 
 
 def _int16_to_float(q: np.ndarray) -> np.ndarray:

@@ -32,6 +32,7 @@ class TrainConfig:
     where: str | None = None             # SQL predicate on catalog `samples` rows
     query_file: str | None = None        # file with a SQL query returning group_key
     templates: list[str] | None = None   # caption template-id prefixes; None: canonical caption
+    skip_missing_shards: bool = False    # train on the rest when catalog shards are gone (counted)
     # schedule
     seed: int = 0
     max_steps: int | None = None         # optimizer steps; None: epochs x steps per epoch

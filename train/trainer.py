@@ -267,7 +267,8 @@ class Trainer:
 
         keep = select_group_keys(cfg.data, stage.data_stage, cfg.split, cfg.where,
                                  Path(cfg.query_file).read_text() if cfg.query_file else None)
-        self.index = ShardIndex.build(cfg.data, stage.data_stage, cfg.split, keep)
+        self.index = ShardIndex.build(cfg.data, stage.data_stage, cfg.split, keep,
+                                      skip_missing=cfg.skip_missing_shards)
         self.global_groups = cfg.groups_per_batch * self.world * cfg.grad_accum
         self.samples_per_step = self.global_groups * len(stage.relations)
         self.steps_per_epoch = max(1, self.index.num_groups // self.global_groups)
@@ -402,12 +403,19 @@ class Trainer:
         samples_per_s = self.samples_per_step * steps / seconds
         row = {"step": step, "loss": loss, "lr": lr, "samples_per_s": samples_per_s,
                "epoch": step / self.steps_per_epoch, "data_wait": waited / seconds,
-               "time": clock.t_log - clock.t_run, **info}
+               "time": clock.t_log - clock.t_run, **info, **self._skipped()}
         if self.main:
             with open(self.metrics_path, "a") as f:
                 f.write(json.dumps(row) + "\n")
         self.acc.log(row, step=step)
         return loss
+
+    def _skipped(self) -> dict:
+        """Shards and groups --skip-missing-shards left out (nothing when none was)."""
+        if not self.index.skipped:
+            return {}
+        return {"skipped_shards": len(self.index.skipped),
+                "skipped_groups": self.index.skipped_groups}
 
     def _finish(self, first_loss, final_loss, clock: Clock) -> RunResult:
         seconds = time.perf_counter() - clock.t_run
@@ -422,8 +430,12 @@ class Trainer:
                            self.samples_per_step * done / max(seconds, 1e-9), clock.wait_run / max(seconds, 1e-9), seconds,
                            self.world, str(final_dir))
         if self.main:
-            (self.run_dir / "summary.json").write_text(json.dumps(asdict(result), indent=1) + "\n")
-            print(_summary_line(result, self.start), flush=True)
+            summary = {**asdict(result), **self._skipped()}
+            (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+            skipped = self._skipped()
+            print(_summary_line(result, self.start) + (
+                f"; SKIPPED {skipped['skipped_shards']} missing shard(s), "
+                f"{skipped['skipped_groups']} groups" if skipped else ""), flush=True)
         return result
 
 
