@@ -103,6 +103,8 @@ class CatalogTestSet:
                      "NULL ORDER BY source_id", [split])
             shard_rows = _rows(con, "SELECT path FROM shards WHERE stage = 'b' AND split = ? "
                                     "ORDER BY path", [split])
+            stage_b_splits = [r["split"] for r in _rows(
+                con, "SELECT DISTINCT split FROM shards WHERE stage = 'b' ORDER BY split")]
             render_rows = _rows(
                 con, "SELECT sample_rate, num_samples, pad FROM samples WHERE split = ? "
                      "ORDER BY stage DESC, key LIMIT 1", [split])
@@ -117,6 +119,12 @@ class CatalogTestSet:
         self.shards = [self.out / r["path"] for r in shard_rows]
         if not self.shards:
             self.shards = sorted((self.out / "shards" / "b").glob(f"{split}-*.tar"))
+        if not self.shards and stage_b_splits:  # stage b was built, just not this split
+            raise FileNotFoundError(
+                f"{self.out}: stage B was built for split(s) {', '.join(stage_b_splits)} but has "
+                f"no {split!r} split; rebuild with a {split} share (for example `pipeline build "
+                f"--groups train=N,val=N,{split}=N` or --splits with {split}=...), or pass "
+                f"--split {stage_b_splits[0]}")
         if not self.shards:
             raise FileNotFoundError(
                 f"{self.out}: no stage-B shards of split {split!r} (looked in the shards table and "

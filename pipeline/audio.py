@@ -20,7 +20,8 @@ import soundfile as sf
 from teminal.pipeline.sources.base import AudioError
 
 INT16_SCALE = 32768.0
-SILENCE_PEAK_DB = -60.0      # a source whose peak is below this is "silent"
+SILENCE_PEAK_DB = -60.0      # a source whose peak, DC offset removed, is below this is "silent"
+MIN_SOURCE_SECONDS = 0.1     # shorter sources are rejected: too short to hold a sound event
 ENERGY_FLOOR_DB = -120.0     # rms_db of digital silence; loudness is never pushed from below it
 MAX_GAIN_DB = 60.0           # normalisation never amplifies by more than this
 FIT_POLICIES = ("repeat", "repeatpad", "zero")
@@ -51,11 +52,14 @@ def _info(path: str):
     return info
 
 
-def load_source(path, sample_rate: int, silence_db: float = SILENCE_PEAK_DB) -> np.ndarray:
+def load_source(path, sample_rate: int, silence_db: float = SILENCE_PEAK_DB,
+                min_seconds: float = MIN_SOURCE_SECONDS) -> np.ndarray:
     """Decode a source file to float32 mono at `sample_rate`, full length, resampled once.
 
     Raises AudioError (its message is the reject reason) for a missing, undecodable, truncated,
-    empty or silent file (peak below `silence_db` dBFS)."""
+    empty, too short (under `min_seconds`; a one-sample clip is not "an impulse") or silent
+    file. Silence is judged on the signal with its DC offset removed: a constant offset has a
+    high peak but carries no sound (peak of the AC part below `silence_db` dBFS)."""
     path = os.fspath(path)
     info = _info(path)
     try:
@@ -77,11 +81,16 @@ def load_source(path, sample_rate: int, silence_db: float = SILENCE_PEAK_DB) -> 
     if not np.isfinite(x).all():
         raise AudioError("undecodable: non-finite samples")
 
+    seconds = x.shape[0] / float(info.samplerate)
+    if seconds < min_seconds:
+        raise AudioError(f"too short ({x.shape[0]} frames = {seconds:.3g} s < {min_seconds:g} s)")
     mono = x[:, 0].copy() if x.shape[1] == 1 else x.mean(axis=1, dtype=np.float32)
-    peak = float(np.max(np.abs(mono)))
+    dc = float(mono.mean(dtype=np.float64))
+    peak = float(np.max(np.abs(mono - np.float32(dc))))
     if peak <= 0.0 or 20.0 * np.log10(peak) < silence_db:
         peak_db = "-inf" if peak <= 0.0 else f"{20.0 * np.log10(peak):.1f}"
-        raise AudioError(f"silent (peak {peak_db} dBFS < {silence_db:g} dBFS)")
+        offset = f", DC offset {dc:+.3g} removed" if abs(dc) >= 10 ** (silence_db / 20) else ""
+        raise AudioError(f"silent (peak {peak_db} dBFS < {silence_db:g} dBFS{offset})")
     return resample(mono, int(info.samplerate), sample_rate)
 
 
@@ -294,5 +303,5 @@ def codec_extension(codec: str) -> str:
 __all__ = [
     "read_header", "load_source", "resample", "rms_db", "normalize_loudness", "apply_gain_db",
     "peak_limit", "highest_energy_window", "fit_to_length", "encode_member", "decode_member",
-    "to_int16", "codec_extension", "SILENCE_PEAK_DB", "FIT_POLICIES", "CODECS",
+    "to_int16", "codec_extension", "SILENCE_PEAK_DB", "MIN_SOURCE_SECONDS", "FIT_POLICIES", "CODECS",
 ]

@@ -101,7 +101,10 @@ def load_yaml(path: str | Path) -> dict:
     if not path.exists():
         raise FileNotFoundError(f"config file {path} does not exist (shipped configs: "
                                 f"{', '.join(p.name for p in sorted(CONFIG_DIR.glob('*.yaml')))})")
-    d = yaml.safe_load(path.read_text()) or {}
+    try:
+        d = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is not a readable YAML file: {' '.join(str(e).split())}") from None
     if not isinstance(d, dict):
         raise ValueError(f"{path}: a config is a mapping of setting: value, got {type(d).__name__}")
     return d

@@ -52,12 +52,6 @@ CaptionFn = Callable[[list, str, random.Random], str]
 
 # Shards and their groups
 
-def list_shards(data_dir: str | Path, stage: str, split: str = "train") -> list[Path]:
-    """The shards of (stage, split) that the catalog lists, in path order (files not in the
-    catalog are never read: a stale or foreign tar cannot slip into a run)."""
-    return [Path(data_dir) / r["path"] for r in catalog_shards(data_dir, stage, split)]
-
-
 def catalog_shards(data_dir, stage: str, split: str) -> list[dict]:
     """`shards` rows (path, num_groups, bytes, sha256) and each shard's catalog group keys."""
     import duckdb

@@ -205,6 +205,16 @@ def model_spec(spec: str, flag: str = "--model") -> str:
     return spec
 
 
+def _read_query_file(path: str | None) -> str | None:
+    if not path:
+        return None
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise FileNotFoundError(f"--query-file {path}: cannot read it ({e.__class__.__name__}: "
+                                f"{e}); give a UTF-8 text file holding one SQL query") from None
+
+
 def run(cfg: TrainConfig, stage: Stage,
         model_factory: Callable[[str, object], nn.Module] = _load_model) -> RunResult:
     """Train `stage` with `cfg` (see the module docstring); returns the run's summary."""
@@ -266,7 +276,7 @@ class Trainer:
         set_seed(cfg.seed)
 
         keep = select_group_keys(cfg.data, stage.data_stage, cfg.split, cfg.where,
-                                 Path(cfg.query_file).read_text() if cfg.query_file else None)
+                                 _read_query_file(cfg.query_file))
         self.index = ShardIndex.build(cfg.data, stage.data_stage, cfg.split, keep,
                                       skip_missing=cfg.skip_missing_shards)
         self.global_groups = cfg.groups_per_batch * self.world * cfg.grad_accum
@@ -558,10 +568,24 @@ def main_for(stage: Stage, argv: list[str] | None = None, description: str = "")
     from teminal.train.run_config import resolve
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    cfg = resolve(stage.name, argv, description)
     try:
+        cfg = resolve(stage.name, argv, description)
         run(cfg, stage)
     except NonFiniteLoss as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         return 3
+    except (ValueError, OSError, KeyError) as e:  # bad settings, data or checkpoints
+        # One message, not a traceback (under `accelerate launch -q` nothing else is printed).
+        print(f"error: {_one_message(e)}", file=sys.stderr, flush=True)
+        return 2
     return 0
+
+
+def _one_message(e: BaseException) -> str:
+    """The user-facing text of an error; a DataLoader worker's re-raise carries the worker's
+    traceback in its message, of which only the last line (the original error) is kept."""
+    text = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+    if "Original Traceback" in text:
+        last = text.strip().splitlines()[-1]
+        text = last.split(": ", 1)[1] if ": " in last else last
+    return text
