@@ -23,18 +23,26 @@ from teminal.evaluate.embed import (AudioStats, TextCache, decoded_sources, embe
                                     eval_mode)
 from teminal.evaluate.metrics import audio_to_text_metrics, text_to_audio_metrics
 
-DATASETS = ("audiocaps", "clotho")
 FILL = "repeatpad"
+
+
+def retrieval_datasets() -> tuple[str, ...]:
+    """The captioned datasets of the registry (their readers have retrieval_items)."""
+    from teminal.pipeline.sources import DATASETS as REGISTRY
+
+    return tuple(name for name, spec in REGISTRY.items() if spec.retrieval)
+
+
+DATASETS = retrieval_datasets()
 
 
 def scan_split(dataset: str, root, split: str = "test"):
     """(items [(source_id, path, captions)], rejects, synthetic) of one split."""
-    if dataset == "audiocaps":
-        from teminal.pipeline.sources import audiocaps as reader
-    elif dataset == "clotho":
-        from teminal.pipeline.sources import clotho as reader
-    else:
+    if dataset not in DATASETS:
         raise ValueError(f"unknown retrieval dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
+    from teminal.pipeline.sources import dataset_spec
+
+    reader = dataset_spec(dataset).reader()
     scan = reader.scan(root, [split])
     items = reader.retrieval_items(scan, split)
     return items, scan.rejects, bool(scan.synthetic)

@@ -18,6 +18,9 @@ place, so an interrupted extraction never looks finished; a marker `DEST/.downlo
 exist. Archives are deleted after extraction unless `keep_archives`.
 
 `.7z` extraction uses the `py7zr` package when installed, else a `7z`, `7za` or `7zr` program.
+
+This module is the generic fetch/verify/extract code only: which files a dataset has (URLs,
+checksums, layout) is declared by its reader module's `SPEC` (`teminal.pipeline.sources`).
 """
 from __future__ import annotations
 
@@ -35,19 +38,18 @@ import time
 import urllib.error
 import urllib.request
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping
 
 import click
 from tqdm import tqdm
 
+from teminal.pipeline.sources import DATASETS
+from teminal.pipeline.sources.spec import RemoteDataset, RemoteFile
+
 USER_AGENT = "teminal-download/0.1 (+python-urllib)"
 CHUNK = 1 << 20
 CACHE_DIR = ".downloads"
-CLOTHO_RECORD = "https://zenodo.org/records/4783391/files"
-AUDIOCAPS_CSVS = "https://raw.githubusercontent.com/cdjkim/audiocaps/master/dataset"
-ESC50_ZIP = "https://github.com/karolpiczak/ESC-50/archive/master.zip"
 
 
 class DownloadError(RuntimeError):
@@ -62,93 +64,17 @@ class NotDownloadable(ValueError):
     """A dataset whose files may not be fetched in bulk; the message explains how to get them."""
 
 
-@dataclass(frozen=True)
-class RemoteFile:
-    name: str                  # file name on the server and in DEST/.downloads
-    url: str
-    target: str                # "file": its path under DEST; "zip"/"7z": folder under DEST
-    kind: str = "file"         # "file" | "zip" | "7z"
-    md5: str | None = None
-    sha256: str | None = None
-    header: str | None = None  # a CSV's expected first line (catches an HTML error page)
+def remote_datasets() -> dict[str, RemoteDataset]:
+    """`pipeline download` names -> files, as the dataset specs declare them."""
+    return {spec.remote.name: spec.remote for spec in DATASETS.values() if spec.remote}
 
 
-@dataclass(frozen=True)
-class RemoteDataset:
-    name: str
-    files: tuple[RemoteFile, ...]
+def manual_downloads() -> dict[str, Callable[[object], str]]:
+    """Datasets that cannot be fetched in bulk -> how to obtain them (printed, not fetched)."""
+    return {spec.name: spec.manual_download for spec in DATASETS.values() if spec.manual_download}
 
 
-def _clotho() -> RemoteDataset:
-    # MD5s of Zenodo record 4783391 (Clotho v2.1), as the record lists them.
-    audio = {"development": "c8b05bc7acdb13895bb3c6a29608667e",
-             "validation": "7dba730be08bada48bd15dc4e668df59",
-             "evaluation": "4569624ccadf96223f19cb59fe4f849f"}
-    captions = {"development": "d4090b39ce9f2491908eebf4d5b09bae",
-                "validation": "5879e023032b22a2c930aaa0528bead4",
-                "evaluation": "1b16b9e57cf7bdb7f13a13802aeb57e2"}
-    metadata = {"development": "170d20935ecfdf161ce1bb154118cda5",
-                "validation": "2e010427c56b1ce6008b0f03f41048ce",
-                "evaluation": "13946f054d4e1bf48079813aac61bf77"}
-    files = []
-    for split in ("development", "validation", "evaluation"):
-        name = f"clotho_captions_{split}.csv"
-        files.append(RemoteFile(name, f"{CLOTHO_RECORD}/{name}?download=1",
-                                f"clotho_csv_files/{name}", md5=captions[split],
-                                header="file_name,caption_1,caption_2,caption_3,caption_4,caption_5"))
-        name = f"clotho_metadata_{split}.csv"
-        files.append(RemoteFile(name, f"{CLOTHO_RECORD}/{name}?download=1",
-                                f"clotho_csv_files/{name}", md5=metadata[split]))
-    for split in ("evaluation", "validation", "development"):  # smallest first
-        name = f"clotho_audio_{split}.7z"
-        files.append(RemoteFile(name, f"{CLOTHO_RECORD}/{name}?download=1",
-                                f"clotho_audio_files/{split}", kind="7z", md5=audio[split]))
-    return RemoteDataset("clotho", tuple(files))
-
-
-def _audiocaps_captions() -> RemoteDataset:
-    # No checksums are published; the computed SHA-256 is printed and recorded.
-    return RemoteDataset("audiocaps-captions", tuple(
-        RemoteFile(f"{split}.csv", f"{AUDIOCAPS_CSVS}/{split}.csv", f"{split}.csv",
-                   header="audiocap_id,youtube_id,start_time,caption")
-        for split in ("train", "val", "test")))
-
-
-def _esc50() -> RemoteDataset:
-    # GitHub builds the master zip on demand: its bytes change with every commit, so no
-    # checksum can be pinned here; pass --sha256 to pin the one printed by a first download.
-    return RemoteDataset("esc50", (RemoteFile("ESC-50-master.zip", ESC50_ZIP, ".", kind="zip"),))
-
-
-DATASETS: dict[str, Callable[[], RemoteDataset]] = {
-    "esc50": _esc50, "clotho": _clotho, "audiocaps-captions": _audiocaps_captions}
-NAMES = (*DATASETS, "audiocaps")
-
-AUDIOCAPS_HELP = """\
-AudioCaps audio cannot be downloaded in bulk: every clip is 10 s of a YouTube video, and the
-dataset's authors distribute only the captions. To use AudioCaps:
-
-  1. Fetch the captions:      pipeline download audiocaps-captions {dest}
-  2. Obtain the audio yourself, under YouTube's terms (for example by requesting the copy the
-     AudioCaps authors share on request, or with a YouTube downloader for the clips you may
-     use), and cut each clip to [start_time, start_time + 10 s].
-  3. Place the files in one of these layouts (the first existing folder per split is used):
-       {dest}/audio/<split>/   {dest}/<split>/   {dest}/audio/   (flat, all splits)
-     with <split> = train, val (or valid, validation), test, named in one of these forms:
-       {{youtube_id}}_{{start_time}}.{{ext}}   e.g. -0Gj8-vB1q4_30.flac
-       {{audiocap_id}}.{{ext}}                 e.g. 91139.wav
-       Y{{youtube_id}}.{{ext}}                 e.g. Y-0Gj8-vB1q4.wav
-       {{youtube_id}}.{{ext}}                  e.g. -0Gj8-vB1q4.ogg
-     where ext is flac, wav or ogg, at any sample rate; any other form can be given to the reader
-     as a template (fields youtube_id, start_time, end_time, audiocap_id, ext).
-  4. Build from what you have: pipeline build --dataset audiocaps --root {dest} --out OUT ...
-     Clips without audio are recorded as rejects with reason "missing audio" (5-10% of clips are
-     usually missing); nothing else is needed.
-"""
-
-
-def audiocaps_help(dest: Path | str | None = None) -> str:
-    return AUDIOCAPS_HELP.format(dest=dest if dest is not None else "DEST")
+NAMES = (*remote_datasets(), *manual_downloads())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -165,11 +91,13 @@ def download(name: str, dest, url: str | None = None,
     sha256: expected SHA-256, as one hex string for a one-file dataset or {file name: hex}.
     Raises NotDownloadable for "audiocaps", DownloadError (ChecksumError) on failure."""
     echo = echo or _stderr
-    if name == "audiocaps":
-        raise NotDownloadable(audiocaps_help(dest))
-    if name not in DATASETS:
+    manual = manual_downloads()
+    if name in manual:
+        raise NotDownloadable(manual[name](dest))
+    remotes = remote_datasets()
+    if name not in remotes:
         raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(NAMES)}")
-    dataset = DATASETS[name]()
+    dataset = remotes[name]
     pinned = _pinned_checksums(dataset, sha256)
     dest = Path(dest).expanduser().absolute()
     cache = dest / CACHE_DIR
@@ -509,8 +437,9 @@ def download_command(name: str, dest: Path | None, url: str | None, sha256: tupl
     pipeline download clotho data/clotho
     pipeline build --dataset clotho --root data/clotho --out data/build-clotho
     pipeline download audiocaps                # how to get AudioCaps audio"""
-    if name == "audiocaps":
-        click.echo(audiocaps_help(dest))
+    manual = manual_downloads()
+    if name in manual:
+        click.echo(manual[name](dest))
         return
     if dest is None:
         raise click.UsageError("missing argument DEST (the folder to download into)")
@@ -520,8 +449,9 @@ def download_command(name: str, dest: Path | None, url: str | None, sha256: tupl
     except (DownloadError, ValueError) as e:
         raise click.ClickException(str(e)) from None
     click.echo(f"{name} is ready in {root} (the dataset root to give `pipeline build`)")
-    if name == "audiocaps-captions":
-        click.echo(f"AudioCaps audio is not included; see `pipeline download audiocaps {root}`.")
+    for spec in DATASETS.values():
+        if spec.remote and spec.remote.name == name and spec.manual_download and name != spec.name:
+            click.echo(f"{spec.name} audio is not included; see `pipeline download {spec.name} {root}`.")
 
 
 def _parse_sha256(values: tuple[str, ...]) -> str | dict[str, str] | None:

@@ -1,23 +1,32 @@
-"""Dataset readers. Each reader module exposes `scan(root, splits) -> SourceScan`.
+"""Dataset readers and the one registry of the datasets the project knows (`DATASETS`).
 
-Readers are imported lazily: `teminal.pipeline.audio` imports `sources.base`, and the readers
-import `audio`, so an eager import here would be circular.
+Each reader module (`esc50`, `audiocaps`, `clotho`) exposes `scan(root, splits) -> SourceScan`
+and declares its `SPEC` (`teminal.pipeline.sources.spec.DatasetSpec`): layout check, split
+values, pairing rule, how to obtain it and its remote files. The builder, `pipeline download`
+and `evaluate retrieval` read this registry only. Adding a dataset = one module + one line here.
 """
 from __future__ import annotations
 
-import importlib
-
+from teminal.pipeline.sources import audiocaps, clotho, esc50
 from teminal.pipeline.sources.base import AudioError, Reject, SourceClip, SourceScan, sanitize_id
+from teminal.pipeline.sources.spec import DatasetSpec, RemoteDataset, RemoteFile
 
-# dataset name -> module under teminal.pipeline.sources
-READERS = {"esc50": "esc50", "esc50-synthetic": "esc50", "audiocaps": "audiocaps", "clotho": "clotho"}
+DATASETS: dict[str, DatasetSpec] = {m.SPEC.name: m.SPEC for m in (esc50, audiocaps, clotho)}
+
+
+def dataset_spec(name: str) -> DatasetSpec:
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; known: {', '.join(sorted(DATASETS))}")
+    return DATASETS[name]
 
 
 def reader(dataset: str):
-    """The reader module of `dataset` (has `scan(root, splits)`)."""
-    if dataset not in READERS:
-        raise ValueError(f"no reader for dataset {dataset!r}; available: {', '.join(READERS)}")
-    return importlib.import_module(f"teminal.pipeline.sources.{READERS[dataset]}")
+    """The reader module of `dataset`, also by a name its rows carry (esc50-synthetic)."""
+    for spec in DATASETS.values():
+        if dataset == spec.name or dataset in spec.aliases:
+            return spec.reader()
+    known = sorted([*DATASETS, *(a for s in DATASETS.values() for a in s.aliases)])
+    raise ValueError(f"no reader for dataset {dataset!r}; available: {', '.join(known)}")
 
 
 def scan(dataset: str, root, splits: dict | None = None) -> SourceScan:
@@ -26,5 +35,5 @@ def scan(dataset: str, root, splits: dict | None = None) -> SourceScan:
     return reader(dataset).scan(root, splits)
 
 
-__all__ = ["AudioError", "Reject", "SourceClip", "SourceScan", "sanitize_id", "READERS", "reader",
-           "scan"]
+__all__ = ["AudioError", "Reject", "SourceClip", "SourceScan", "sanitize_id", "DATASETS",
+           "DatasetSpec", "RemoteDataset", "RemoteFile", "dataset_spec", "reader", "scan"]

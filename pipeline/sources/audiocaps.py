@@ -37,9 +37,10 @@ from tqdm import tqdm
 
 from teminal.pipeline.sources.base import Reject, SourceClip, SourceScan, sanitize_id
 from teminal.pipeline.sources.captioned import (
-    AUDIO_EXTENSIONS, AudioIndex, first_dir, iter_templates, probed_clip, read_csv,
-    retrieval_items, row_reject, split_plan,
+    AUDIO_EXTENSIONS, AudioIndex, distinct_captions, first_dir, iter_templates, probed_clip,
+    read_csv, retrieval_items, row_reject, split_plan,
 )
+from teminal.pipeline.sources.spec import DatasetSpec, RemoteDataset, RemoteFile
 
 DATASET = "audiocaps"
 HEADER = ("audiocap_id", "youtube_id", "start_time", "caption")
@@ -54,8 +55,13 @@ DEFAULT_NAME_TEMPLATES = (
 )
 CLIP_SECONDS = 10
 MISSING_AUDIO = "missing audio"
+CSV_URL = "https://raw.githubusercontent.com/cdjkim/audiocaps/master/dataset"
+HOW_TO_GET = ("AudioCaps distributes captions only: `pipeline download audiocaps-captions "
+              "data/audiocaps` fetches them, and `pipeline download audiocaps` explains how to "
+              "obtain the audio and where to put it (clips without audio are rejected as "
+              "\"missing audio\" and the build uses the rest).")
 
-__all__ = ["scan", "retrieval_items", "csv_path", "audio_dir", "DEFAULT_NAME_TEMPLATES",
+__all__ = ["SPEC", "scan", "retrieval_items", "csv_path", "audio_dir", "DEFAULT_NAME_TEMPLATES",
            "HEADER", "SPLITS", "MISSING_AUDIO"]
 
 
@@ -76,6 +82,13 @@ def audio_dir(root: Path | str, split: str) -> Path | None:
     flat = root / "audio"
     split_dirs = [flat / n for names_ in AUDIO_DIR_NAMES.values() for n in names_]
     return flat if flat.is_dir() and not any(p.is_dir() for p in split_dirs) else None
+
+
+def layout_problem(root) -> str | None:
+    """Why `root` is not an AudioCaps folder (None when it holds a captions CSV)."""
+    if any(csv_path(root, s) for s in SPLITS):
+        return None
+    return f"no AudioCaps captions CSV (train.csv, val.csv, test.csv) under {root}"
 
 
 def scan(root, splits=None, name_template: str | None = None, *,
@@ -204,3 +217,48 @@ def _source_id(youtube_id: str, start_time: str, split: str, seen: set[str]) -> 
         sid = f"{sid}-{digest}"
     seen.add(sid)
     return sid
+
+
+AUDIOCAPS_HELP = """\
+AudioCaps audio cannot be downloaded in bulk: every clip is 10 s of a YouTube video, and the
+dataset's authors distribute only the captions. To use AudioCaps:
+
+  1. Fetch the captions:      pipeline download audiocaps-captions {dest}
+  2. Obtain the audio yourself, under YouTube's terms (for example by requesting the copy the
+     AudioCaps authors share on request, or with a YouTube downloader for the clips you may
+     use), and cut each clip to [start_time, start_time + 10 s].
+  3. Place the files in one of these layouts (the first existing folder per split is used):
+       {dest}/audio/<split>/   {dest}/<split>/   {dest}/audio/   (flat, all splits)
+     with <split> = train, val (or valid, validation), test, named in one of these forms:
+       {{youtube_id}}_{{start_time}}.{{ext}}   e.g. -0Gj8-vB1q4_30.flac
+       {{audiocap_id}}.{{ext}}                 e.g. 91139.wav
+       Y{{youtube_id}}.{{ext}}                 e.g. Y-0Gj8-vB1q4.wav
+       {{youtube_id}}.{{ext}}                  e.g. -0Gj8-vB1q4.ogg
+     where ext is flac, wav or ogg, at any sample rate; any other form can be given to the reader
+     as a template (fields youtube_id, start_time, end_time, audiocap_id, ext).
+  4. Build from what you have: pipeline build --dataset audiocaps --root {dest} --out OUT ...
+     Clips without audio are recorded as rejects with reason "missing audio" (5-10% of clips are
+     usually missing); nothing else is needed.
+"""
+
+
+def how_to_get_audio(dest=None) -> str:
+    """`pipeline download audiocaps [DEST]`: how to obtain the audio and where to put it."""
+    return AUDIOCAPS_HELP.format(dest=dest if dest is not None else "DEST")
+
+
+# Captions only, from the AudioCaps repository. No checksums are published: the computed
+# SHA-256 is printed and recorded by `pipeline download`.
+CAPTIONS = RemoteDataset(
+    "audiocaps-captions", tuple(
+        RemoteFile(f"{split}.csv", f"{CSV_URL}/{split}.csv", f"{split}.csv",
+                   header="audiocap_id,youtube_id,start_time,caption")
+        for split in ("train", "val", "test")))
+
+# Captioned: clips carry captions and no label; a pair joins two clips whose captions do not
+# already describe each other (captioned.near_duplicate).
+SPEC = DatasetSpec(
+    name=DATASET, module=__name__, env_subdir="audiocaps", fallback_root="data/audiocaps",
+    how_to_get=HOW_TO_GET, layout_problem=layout_problem, compatible=distinct_captions,
+    scan_options=("name_template",), remote=CAPTIONS, manual_download=how_to_get_audio,
+    retrieval=True)

@@ -35,9 +35,10 @@ from tqdm import tqdm
 
 from teminal.pipeline.sources.base import Reject, SourceClip, SourceScan, sanitize_id
 from teminal.pipeline.sources.captioned import (
-    AUDIO_EXTENSIONS, AudioIndex, first_dir, iter_templates, nfc, probed_clip, read_csv,
-    retrieval_items, row_reject, split_plan, unescaped_variants,
+    AUDIO_EXTENSIONS, AudioIndex, distinct_captions, first_dir, iter_templates, nfc, probed_clip,
+    read_csv, retrieval_items, row_reject, split_plan, unescaped_variants,
 )
+from teminal.pipeline.sources.spec import DatasetSpec, RemoteDataset, RemoteFile
 
 DATASET = "clotho"
 HEADER = ("file_name", "caption_1", "caption_2", "caption_3", "caption_4", "caption_5")
@@ -51,8 +52,12 @@ SPLIT_ALIASES = {
 DEFAULT_NAME_TEMPLATES = ("{file_name}", "{stem}.{ext}")
 MISSING_AUDIO = "missing audio"
 STEM_CHARS = 48
+RECORD_URL = "https://zenodo.org/records/4783391/files"     # Clotho v2.1 on Zenodo
+HOW_TO_GET = ("Get Clotho v2.1 (captions and audio) with `pipeline download clotho data/clotho`, "
+              "or point --root at a copy holding clotho_csv_files/ and "
+              "clotho_audio_files/<split>/.")
 
-__all__ = ["scan", "retrieval_items", "captions_csv", "audio_dir", "source_id", "HEADER",
+__all__ = ["SPEC", "scan", "retrieval_items", "captions_csv", "audio_dir", "source_id", "HEADER",
            "SPLITS", "CLOTHO_SPLITS", "MISSING_AUDIO"]
 
 
@@ -71,6 +76,13 @@ def source_id(file_name: str) -> str:
     stem = _stem(name)
     digest = hashlib.sha1(name.encode("utf-8")).hexdigest()[:8]
     return f"clotho-{sanitize_id(stem)[:STEM_CHARS].strip('_')}-{digest}"
+
+
+def layout_problem(root) -> str | None:
+    """Why `root` is not a Clotho folder (None when it holds a captions CSV)."""
+    if any(captions_csv(root, s) for s in SPLITS):
+        return None
+    return f"no Clotho captions CSV (clotho_captions_<split>.csv) under {root} or {root}/clotho_csv_files"
 
 
 def scan(root, splits=None, name_template: str | None = None, *,
@@ -180,3 +192,38 @@ def _check_template(template: str) -> None:
     except (KeyError, IndexError, ValueError) as e:
         raise ValueError(f"Clotho file-name template {template!r} is invalid ({e}); use the "
                          f"fields {{file_name}}, {{stem}}, {{ext}}") from None
+
+
+def _remote() -> RemoteDataset:
+    # MD5s of Zenodo record 4783391 (Clotho v2.1), as the record lists them.
+    audio = {"development": "c8b05bc7acdb13895bb3c6a29608667e",
+             "validation": "7dba730be08bada48bd15dc4e668df59",
+             "evaluation": "4569624ccadf96223f19cb59fe4f849f"}
+    captions = {"development": "d4090b39ce9f2491908eebf4d5b09bae",
+                "validation": "5879e023032b22a2c930aaa0528bead4",
+                "evaluation": "1b16b9e57cf7bdb7f13a13802aeb57e2"}
+    metadata = {"development": "170d20935ecfdf161ce1bb154118cda5",
+                "validation": "2e010427c56b1ce6008b0f03f41048ce",
+                "evaluation": "13946f054d4e1bf48079813aac61bf77"}
+    files = []
+    for split in ("development", "validation", "evaluation"):
+        name = f"clotho_captions_{split}.csv"
+        files.append(RemoteFile(name, f"{RECORD_URL}/{name}?download=1",
+                                f"clotho_csv_files/{name}", md5=captions[split],
+                                header=",".join(HEADER)))
+        name = f"clotho_metadata_{split}.csv"
+        files.append(RemoteFile(name, f"{RECORD_URL}/{name}?download=1",
+                                f"clotho_csv_files/{name}", md5=metadata[split]))
+    for split in ("evaluation", "validation", "development"):  # smallest first
+        name = f"clotho_audio_{split}.7z"
+        files.append(RemoteFile(name, f"{RECORD_URL}/{name}?download=1",
+                                f"clotho_audio_files/{split}", kind="7z", md5=audio[split]))
+    return RemoteDataset(DATASET, tuple(files))
+
+
+# Captioned (see audiocaps.SPEC). Splits are Clotho's development/validation/evaluation as
+# train/val/test; --splits maps them otherwise, e.g. train=train,val;test=test.
+SPEC = DatasetSpec(
+    name=DATASET, module=__name__, env_subdir="clotho", fallback_root="data/clotho",
+    how_to_get=HOW_TO_GET, layout_problem=layout_problem, compatible=distinct_captions,
+    scan_options=("name_template",), remote=_remote(), retrieval=True)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from teminal.pipeline.audio import read_header
 from teminal.pipeline.sources.base import AudioError, Reject, SourceClip, SourceScan, sanitize_id
+from teminal.pipeline.sources.spec import DatasetSpec, RemoteDataset, RemoteFile
 
 DATASET = "esc50"
 SYNTHETIC_DATASET = "esc50-synthetic"
@@ -22,11 +23,12 @@ REQUIRED_COLUMNS = ("filename", "fold", "target", "category")
 OFFICIAL_FOLDS = (1, 2, 3, 4, 5)
 DEFAULT_SPLITS: dict[str, list[int]] = {"test": [5], "val": [4], "train": [1, 2, 3]}
 
-HOW_TO_GET = (
-    "Get ESC-50 from https://github.com/karolpiczak/ESC-50 (`pipeline download esc50`), "
-    "or write the clearly-labelled synthetic stand-in with `pipeline synth esc50 DIR` and pass "
-    "that DIR instead."
-)
+ZIP_URL = "https://github.com/karolpiczak/ESC-50/archive/master.zip"
+HOW_TO_GET = ("Get ESC-50 from https://github.com/karolpiczak/ESC-50 (`pipeline download esc50 "
+              "data/ESC-50-master`, clone or unzip it into data/ESC-50-master, or set "
+              "TEMINAL_DATA=DIR holding DIR/esc50), or write the clearly-labelled synthetic "
+              "stand-in and build from it: `pipeline synth esc50 data/esc50-synthetic` then "
+              "`pipeline build --root data/esc50-synthetic ...`.")
 
 
 def resolve_root(root) -> Path:
@@ -37,9 +39,16 @@ def resolve_root(root) -> Path:
     for candidate in (root, root / "ESC-50-master"):
         if (candidate / CSV_PATH).is_file():
             return candidate
-    raise FileNotFoundError(
-        f"{str(root)!r} is not an ESC-50 folder: no {CSV_PATH.as_posix()} in it or in its "
-        f"ESC-50-master child. {HOW_TO_GET}")
+    raise FileNotFoundError(f"{layout_problem(root)}. {HOW_TO_GET}")
+
+
+def layout_problem(root) -> str | None:
+    """Why `root` is not an ESC-50 folder (None when it or its ESC-50-master child is one)."""
+    root = Path(root)
+    if any((c / CSV_PATH).is_file() for c in (root, root / "ESC-50-master")):
+        return None
+    return (f"{str(root)!r} is not an ESC-50 folder: no {CSV_PATH.as_posix()} in it or in its "
+            "ESC-50-master child")
 
 
 def is_synthetic(root) -> bool:
@@ -170,3 +179,12 @@ def _row_problem(row: dict, name: str) -> str | None:
     if not row["category"].strip():
         return "empty category"
     return None
+
+
+# GitHub builds the master zip on demand: its bytes change with every commit, so no checksum
+# can be pinned here; `pipeline download esc50 --sha256 HEX` pins the one a first download prints.
+SPEC = DatasetSpec(
+    name=DATASET, module=__name__, env_subdir="esc50", fallback_root="data/ESC-50-master",
+    how_to_get=HOW_TO_GET, layout_problem=layout_problem, split_values=int,
+    aliases=(SYNTHETIC_DATASET,),
+    remote=RemoteDataset(DATASET, (RemoteFile("ESC-50-master.zip", ZIP_URL, ".", kind="zip"),)))
