@@ -45,16 +45,64 @@ def read_header(path) -> tuple[int, int, int]:
     return int(info.samplerate), int(info.channels), int(info.frames)
 
 
+# Sane limits checked on the header BEFORE decoding: a header implying an absurd decode (a
+# rate far outside real audio, thousands of channels, hours of samples) is a reject, not a
+# build killed by the kernel for memory.
+MIN_SOURCE_RATE, MAX_SOURCE_RATE = 1000, 768_000
+MAX_SOURCE_CHANNELS = 64
+MAX_SOURCE_SECONDS = 3 * 3600
+MAX_DECODE_BYTES = 2 << 30   # float32 samples of all channels
+
+
 def _info(path: str):
-    if not os.path.isfile(path):
+    if os.path.isdir(path):
+        raise AudioError("a folder, not an audio file")
+    if not os.path.exists(path):
         raise AudioError("missing file")
+    if not os.path.isfile(path):
+        raise AudioError("not a regular file")
+    if not os.access(path, os.R_OK):
+        raise AudioError("unreadable file: permission denied")
     try:
         info = sf.info(path)
     except Exception as e:  # libsndfile raises several types for garbage headers
         raise AudioError(f"unreadable header: {_one_line(e)}") from None
     if info.frames <= 0:
         raise AudioError("empty (0 frames)")
+    problem = header_problem(int(info.samplerate), int(info.channels), int(info.frames))
+    if problem:
+        raise AudioError(f"implausible header: {problem}")
     return info
+
+
+def header_problem(sample_rate: int, channels: int, frames: int) -> str | None:
+    """Why a header's numbers cannot be real audio worth decoding, or None."""
+    if not MIN_SOURCE_RATE <= sample_rate <= MAX_SOURCE_RATE:
+        return (f"sample rate {sample_rate} Hz is outside {MIN_SOURCE_RATE}-{MAX_SOURCE_RATE} Hz")
+    if not 1 <= channels <= MAX_SOURCE_CHANNELS:
+        return f"{channels} channels (at most {MAX_SOURCE_CHANNELS})"
+    if frames / sample_rate > MAX_SOURCE_SECONDS:
+        return (f"{frames / sample_rate:.0f} s of audio (at most {MAX_SOURCE_SECONDS} s per "
+                f"source)")
+    if frames * channels * 4 > MAX_DECODE_BYTES:
+        return (f"{frames} frames x {channels} channels would decode to "
+                f"{frames * channels * 4 / 2**30:.1f} GiB (at most {MAX_DECODE_BYTES / 2**30:g})")
+    return None
+
+
+def check_codec_rate(codec: str, sample_rate: int) -> None:
+    """ValueError when `codec` cannot store audio at `sample_rate`: found before any decoding
+    by encoding 10 ms of silence, not after the whole source pool was decoded."""
+    if not isinstance(sample_rate, int) or sample_rate <= 0:
+        raise ValueError(f"--sample-rate {sample_rate!r}: give a positive whole number of Hz "
+                         f"(for example 48000 or 16000)")
+    try:
+        encode_member(np.zeros(max(1, sample_rate // 100), np.float32), sample_rate, codec)
+    except ValueError:
+        raise
+    except Exception as e:
+        raise ValueError(f"--sample-rate {sample_rate}: codec {codec} cannot store that rate "
+                         f"({_one_line(e)}); FLAC takes 1-655350 Hz, or use --codec pcm") from None
 
 
 def load_source(path, sample_rate: int, silence_db: float = SILENCE_PEAK_DB,

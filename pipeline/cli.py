@@ -8,6 +8,7 @@
     pipeline info data/build
     pipeline query "SELECT relation, count(*) FROM samples GROUP BY ALL" --data data/build
     pipeline render esc50-b-test-000000.forward --data data/build --out forward.wav
+    pipeline verify data/build --rerender 20           # re-hash every shard and member
 """
 from __future__ import annotations
 
@@ -147,7 +148,7 @@ def build(dataset, root, out, stages, splits, groups, groups_per_clip, seed, wor
 
     try:
         spec = dataset_spec(dataset)
-        lo, hi = (float(v) for v in snr_range.split(","))
+        lo, hi = parse_snr_range(snr_range)
         config = BuildConfig(
             out=str(out), dataset=dataset, root=str(root) if root else None,
             stages=tuple(s.strip().lower() for s in stages.split(",") if s.strip()),
@@ -159,7 +160,7 @@ def build(dataset, root, out, stages, splits, groups, groups_per_clip, seed, wor
             workers=workers, part=parse_part(part), overwrite=overwrite, keep_cache=keep_cache,
             name_template=name_template)
         summary = run_build(config, progress=not no_progress, log=lambda m: click.echo(m, err=True))
-    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as e:
+    except (ValueError, OSError, RuntimeError) as e:
         raise click.ClickException(str(e)) from None
     click.echo(summary.format())
 
@@ -301,6 +302,27 @@ def info(out: Path) -> None:
 
 
 @main.command(context_settings=CONTEXT)
+@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--rerender", default=0, show_default=True, type=click.IntRange(min=0),
+              help="Also re-render N recipes (a fixed sample) from the sources and compare "
+                   "their sha256 with the stored members.")
+@click.option("--root", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="With --rerender: where the sources are now, if the dataset moved.")
+def verify(out: Path, rerender: int, root: Path | None) -> None:
+    """Re-hash every shard and member of the build in OUT against its catalog: every row has
+    its member and every member its row; lists every problem, exit status 1 on any."""
+    from teminal.pipeline.verify import verify_build
+
+    try:
+        report = verify_build(out, rerender=rerender, root=root)
+    except (FileNotFoundError, ValueError) as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(report.format())
+    if not report.ok:
+        sys.exit(1)
+
+
+@main.command(context_settings=CONTEXT)
 @click.argument("key")
 @click.option("--data", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Build folder (default: $TEMINAL_OUT or .).")
@@ -376,10 +398,26 @@ def parse_groups(text: str | None) -> int | dict[str, int] | None:
         out = {}
         for item in text.split(","):
             name, _, n = item.partition("=")
+            if name.strip() in out or not name.strip():
+                raise ValueError
             out[name.strip()] = int(n)
         return out
     except ValueError:
-        raise ValueError(f"--groups {text!r}: expected N or split=N,split=N (e.g. train=2000,val=200)") from None
+        raise ValueError(f"--groups {text!r}: expected N or split=N,split=N with each split "
+                         f"once (e.g. train=2000,val=200)") from None
+
+
+def parse_snr_range(text: str) -> tuple[float, float]:
+    """"-5,5" -> (-5.0, 5.0); anything else names the option and the expected form."""
+    parts = [p.strip() for p in str(text).split(",")]
+    try:
+        if len(parts) != 2:
+            raise ValueError
+        lo, hi = float(parts[0]), float(parts[1])
+    except ValueError:
+        raise ValueError(f"--snr-range {text!r}: expected two numbers LOW,HIGH in dB, for "
+                         f"example -5,5 (finite, -60..60, LOW <= HIGH)") from None
+    return lo, hi
 
 
 def parse_part(text: str | None) -> tuple[int, int]:

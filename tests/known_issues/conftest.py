@@ -26,3 +26,13 @@ def fresh_accelerate_state():
 
     AcceleratorState._reset_state(True)
     GradientState._reset_state()
+
+
+@pytest.fixture(scope="session")
+def small_source(tmp_path_factory) -> Path:
+    """A small synthetic ESC-50 folder (3 classes x 5 folds x 1 clip); read-only: copy it."""
+    from teminal.pipeline.sources.synth import CLASS_NAMES, write_synthetic_esc50
+
+    return write_synthetic_esc50(tmp_path_factory.mktemp("small") / "src",
+                                 clips_per_class_per_fold=1, classes=CLASS_NAMES[:3])
+
