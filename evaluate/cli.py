@@ -27,7 +27,7 @@ def _load_model(spec: str, device: str, seed: int):
         raise click.ClickException(f"cannot import teminal.models.load_model ({e})") from None
     try:
         model = load_model(spec, device=device)
-    except FileNotFoundError as e:
+    except (FileNotFoundError, ValueError) as e:  # ModelSpecError is a ValueError
         raise click.ClickException(f"model {spec!r}: {e}") from None
     except ModelSpecError as e:
         raise click.ClickException(str(e)) from None

@@ -103,6 +103,8 @@ class CatalogTestSet:
                      "NULL ORDER BY source_id", [split])
             shard_rows = _rows(con, "SELECT path FROM shards WHERE stage = 'b' AND split = ? "
                                     "ORDER BY path", [split])
+            stage_b_splits = [r["split"] for r in _rows(
+                con, "SELECT DISTINCT split FROM shards WHERE stage = 'b' ORDER BY split")]
             render_rows = _rows(
                 con, "SELECT sample_rate, num_samples, pad FROM samples WHERE split = ? "
                      "ORDER BY stage DESC, key LIMIT 1", [split])
@@ -117,6 +119,12 @@ class CatalogTestSet:
         self.shards = [self.out / r["path"] for r in shard_rows]
         if not self.shards:
             self.shards = sorted((self.out / "shards" / "b").glob(f"{split}-*.tar"))
+        if not self.shards and stage_b_splits:  # stage b was built, just not this split
+            raise FileNotFoundError(
+                f"{self.out}: stage B was built for split(s) {', '.join(stage_b_splits)} but has "
+                f"no {split!r} split; rebuild with a {split} share (for example `pipeline build "
+                f"--groups train=N,val=N,{split}=N` or --splits with {split}=...), or pass "
+                f"--split {stage_b_splits[0]}")
         if not self.shards:
             raise FileNotFoundError(
                 f"{self.out}: no stage-B shards of split {split!r} (looked in the shards table and "
@@ -368,18 +376,22 @@ def resolve_training_data(model, train_data=None) -> TrainingData:
                                 reason=f"no catalog at {catalog} (recorded by the {stage or 'model'} "
                                        "checkpoint); pass --train-data pointing at the build the "
                                        "model was trained on")
-        query = None
-        if cfg.get("query_file") and Path(cfg["query_file"]).is_file():
-            query = Path(cfg["query_file"]).read_text(encoding="utf-8")
-        elif cfg.get("query_file"):
-            notes.append(f"{stage}: query file {cfg['query_file']} is gone; all its groups counted")
-        data = load_training_data(path, cfg.get("split") or "train",
-                                  PAIR_RELATIONS.get(stage, ALL_PAIR_RELATIONS),
-                                  cfg.get("where"), query, cfg.get("templates"),
-                                  all_templates=stage not in PAIR_RELATIONS,
-                                  caption_relations=CAPTION_RELATIONS.get(stage, ALL_RELATIONS))
-        merged.pairs |= data.pairs
-        merged.template_ids |= data.template_ids
+        # a run resumed with --resume-changed trained on the earlier settings' selection too
+        earlier = [h.get("train_config") or {} for h in prov.earlier_train_configs or []]
+        for cfg in [cfg] + earlier:
+            query = None
+            if cfg.get("query_file") and Path(cfg["query_file"]).is_file():
+                query = Path(cfg["query_file"]).read_text(encoding="utf-8")
+            elif cfg.get("query_file"):
+                notes.append(f"{stage}: query file {cfg['query_file']} is gone; all its groups "
+                             f"counted")
+            data = load_training_data(path, cfg.get("split") or "train",
+                                      PAIR_RELATIONS.get(stage, ALL_PAIR_RELATIONS),
+                                      cfg.get("where"), query, cfg.get("templates"),
+                                      all_templates=stage not in PAIR_RELATIONS,
+                                      caption_relations=CAPTION_RELATIONS.get(stage, ALL_RELATIONS))
+            merged.pairs |= data.pairs
+            merged.template_ids |= data.template_ids
         paths.append(str(path))
         builds.append(data.build_id)
         recorded = prov.build_ids

@@ -101,16 +101,34 @@ def write_catalog(out: str | os.PathLike, tables: Mapping[str, Iterable[Mapping]
     return final
 
 
+# DuckDB's read_only=True still lets a query write files (`COPY ... TO`), install and load
+# extensions and open URLs (`read_csv('https://...')`). These settings refuse all of that and
+# `lock_configuration` stops the query from switching them back (FIELD-NOTES: "DuckDB
+# read-only and offline"). File access is off altogether, which works because every catalog
+# table lives inside catalog.duckdb (no views over the Parquet files).
+READ_ONLY_OFFLINE = {"enable_external_access": False, "autoinstall_known_extensions": False,
+                     "autoload_known_extensions": False, "lock_configuration": True}
+
+
 def connect(out: str | os.PathLike, read_only: bool = True):
-    """A DuckDB connection on OUT/manifests/catalog.duckdb (read-only by default)."""
+    """A read-only, offline DuckDB connection on OUT/manifests/catalog.duckdb: the one way the
+    project reads a catalog (`pipeline query/info`, trainers' --where/--query-file, evaluators).
+    Queries on it cannot write a file, reach the network, or load an extension."""
     import duckdb
 
+    if not read_only:
+        raise ValueError("the catalog is only ever opened read-only; builds write it with "
+                         "write_catalog")
     path = catalog_path(out)
     if not path.exists():
         raise FileNotFoundError(
             f"no catalog at {path}: build one with `pipeline build --out {out}` (or run "
             f"`pipeline catalog {out}` if the build's shards are complete)")
-    return duckdb.connect(str(path), read_only=read_only)
+    try:
+        return duckdb.connect(str(path), read_only=True, config=dict(READ_ONLY_OFFLINE))
+    except duckdb.Error as e:
+        raise FileNotFoundError(f"cannot open the catalog {path}: {' '.join(str(e).split())}; "
+                                f"rebuild it with `pipeline catalog {out}`") from None
 
 
 def _configure(con) -> None:
@@ -157,7 +175,7 @@ def select_group_keys(con, split: str, where: str | None = None, query: str | No
     `single` row names one class only. `query` is a whole query whose `group_key` column (or
     first column) lists groups; with both, the intersection. Trainers and evaluators share this
     so "what a run trained on" means the same thing to both."""
-    if not where and not query:
+    if not where and query is None:
         return None
     keys = None
     if where:
@@ -168,8 +186,11 @@ def select_group_keys(con, split: str, where: str | None = None, query: str | No
         sql = (f"SELECT group_key FROM samples WHERE {' AND '.join(filters)} GROUP BY group_key "
                f"HAVING bool_and(coalesce(({where}), false))")
         keys = {r[0] for r in con.execute(sql, params).fetchall()}
-    if query:
-        cur = con.execute(query)
+    if query is not None:
+        cur = con.execute(query) if query.strip() else None
+        if cur is None or cur.description is None:
+            raise ValueError(f"the query returns no rows to select groups from ({query!r}); "
+                             f"give a SELECT whose group_key column lists the groups")
         names = [d[0] for d in cur.description]
         col = names.index("group_key") if "group_key" in names else 0
         chosen = {r[col] for r in cur.fetchall()}

@@ -29,6 +29,8 @@ class TrainingProvenance:
     build_id: str | list | None = None
     synthetic: bool | None = None
     train_config: dict = field(default_factory=dict)
+    # settings of the steps before a `--resume-changed` (the evaluator unions their selections)
+    earlier_train_configs: list = field(default_factory=list)
     other: dict = field(default_factory=dict)   # keys this class does not know, kept as given
 
     def to_dict(self) -> dict:

@@ -83,6 +83,10 @@ def parse_spec(spec: str) -> ParsedSpec:
         return ParsedSpec(spec, "small", path)
     if path.is_dir():
         return _parse_folder(spec, path)
+    from teminal.models.specs import _looks_like_a_path, _missing_path
+
+    if _looks_like_a_path(spec) and not spec.endswith((".pt", ".ckpt", ".pth")):
+        raise _missing_path(spec)  # a path that is not a model: say what is there instead
     hint = ""
     if spec.endswith((".pt", ".ckpt")):
         hint = f" (a LAION checkpoint file? pass laion:{spec})"

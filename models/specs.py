@@ -49,6 +49,27 @@ def load(parsed: ParsedSpec) -> ClapModel:
     return _from_config(_read_json(parsed.path), parsed.spec)
 
 
+def _looks_like_a_path(spec: str) -> bool:
+    return "/" in spec or "\\" in spec or spec.startswith((".", "~")) or Path(spec).exists()
+
+
+def _missing_path(spec: str) -> Exception:
+    """A spec naming a file system path that is not a model: say what is there instead."""
+    path = Path(spec).expanduser()
+    if path.is_file():
+        kind = "a file" + (f" (a LAION checkpoint? pass laion:{spec})"
+                           if spec.endswith((".pt", ".ckpt")) else "")
+        return ModelSpecError(f"model {spec!r} is {kind}, not a checkpoint folder: give the "
+                              f"folder holding config.json + model.safetensors (RUN_DIR or "
+                              f"RUN_DIR/final), or a config .json")
+    parent = next((p for p in path.parents if p.exists()), None)
+    return ModelFilesNotFound(spec, [MissingFile(
+        "checkpoint folder", str(path),
+        f"no such folder ({'nearest existing parent: ' + str(parent) if parent else 'nothing of that path exists'}); "
+        f"give a training run folder (RUN_DIR or RUN_DIR/final), 'small', a bundled config "
+        f"{bundled_configs()} or laion:/path/630k-audioset-best.pt")])
+
+
 def _read_json(path: Path) -> dict:
     try:
         return json.loads(path.read_text())
@@ -115,6 +136,7 @@ def load_checkpoint(parsed: ParsedSpec) -> ClapModel:
     if missing:
         raise ModelFilesNotFound(str(folder), missing)
     config = _read_json(folder / CONFIG_FILE)
+    weights = _read_weights(folder / WEIGHTS_FILE)  # before building: a damaged file fails fast
     text_dir = config.get("text", {}).get("dir")
     if text_dir and not Path(text_dir).is_absolute():
         text_dir = folder / text_dir
@@ -126,11 +148,21 @@ def load_checkpoint(parsed: ParsedSpec) -> ClapModel:
     model = build(config, text_dir, str(folder))
     if hasattr(model.tokenizer, "folder"):
         model.config["text"]["dir"] = str(model.tokenizer.folder.resolve())
-    from safetensors.torch import load_file
-
-    model.load_weights(load_file(str(folder / WEIGHTS_FILE)), str(folder / WEIGHTS_FILE))
+    model.load_weights(weights, str(folder / WEIGHTS_FILE))
     log.info("loaded %s (%s) from %s", model.config.get("name"), _count(model), folder)
     return model
+
+
+def _read_weights(path: Path) -> dict:
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except Exception as e:  # truncated or overwritten: safetensors' own message names no file
+        raise ModelSpecError(f"{path} is not a readable safetensors file "
+                             f"({' '.join(str(e).split())[:200]}): the checkpoint is damaged; "
+                             f"export it again (rerun the training with --resume) or use "
+                             f"another checkpoint") from None
 
 
 def _count(model: torch.nn.Module) -> str:

@@ -19,7 +19,8 @@ import numpy as np
 import soundfile as sf
 
 INT16_SCALE = 32768.0
-SILENCE_PEAK_DB = -60.0      # a source whose peak is below this is "silent"
+SILENCE_PEAK_DB = -60.0      # a source whose peak, DC offset removed, is below this is "silent"
+MIN_SOURCE_SECONDS = 0.1     # shorter sources are rejected: too short to hold a sound event
 ENERGY_FLOOR_DB = -120.0     # rms_db of digital silence; loudness is never pushed from below it
 MAX_GAIN_DB = 60.0           # normalisation never amplifies by more than this
 FIT_POLICIES = ("repeat", "repeatpad", "zero")
@@ -44,23 +45,74 @@ def read_header(path) -> tuple[int, int, int]:
     return int(info.samplerate), int(info.channels), int(info.frames)
 
 
+# Sane limits checked on the header BEFORE decoding: a header implying an absurd decode (a
+# rate far outside real audio, thousands of channels, hours of samples) is a reject, not a
+# build killed by the kernel for memory.
+MIN_SOURCE_RATE, MAX_SOURCE_RATE = 1000, 768_000
+MAX_SOURCE_CHANNELS = 64
+MAX_SOURCE_SECONDS = 3 * 3600
+MAX_DECODE_BYTES = 2 << 30   # float32 samples of all channels
+
+
 def _info(path: str):
-    if not os.path.isfile(path):
+    if os.path.isdir(path):
+        raise AudioError("a folder, not an audio file")
+    if not os.path.exists(path):
         raise AudioError("missing file")
+    if not os.path.isfile(path):
+        raise AudioError("not a regular file")
+    if not os.access(path, os.R_OK):
+        raise AudioError("unreadable file: permission denied")
     try:
         info = sf.info(path)
     except Exception as e:  # libsndfile raises several types for garbage headers
         raise AudioError(f"unreadable header: {_one_line(e)}") from None
     if info.frames <= 0:
         raise AudioError("empty (0 frames)")
+    problem = header_problem(int(info.samplerate), int(info.channels), int(info.frames))
+    if problem:
+        raise AudioError(f"implausible header: {problem}")
     return info
 
 
-def load_source(path, sample_rate: int, silence_db: float = SILENCE_PEAK_DB) -> np.ndarray:
+def header_problem(sample_rate: int, channels: int, frames: int) -> str | None:
+    """Why a header's numbers cannot be real audio worth decoding, or None."""
+    if not MIN_SOURCE_RATE <= sample_rate <= MAX_SOURCE_RATE:
+        return (f"sample rate {sample_rate} Hz is outside {MIN_SOURCE_RATE}-{MAX_SOURCE_RATE} Hz")
+    if not 1 <= channels <= MAX_SOURCE_CHANNELS:
+        return f"{channels} channels (at most {MAX_SOURCE_CHANNELS})"
+    if frames / sample_rate > MAX_SOURCE_SECONDS:
+        return (f"{frames / sample_rate:.0f} s of audio (at most {MAX_SOURCE_SECONDS} s per "
+                f"source)")
+    if frames * channels * 4 > MAX_DECODE_BYTES:
+        return (f"{frames} frames x {channels} channels would decode to "
+                f"{frames * channels * 4 / 2**30:.1f} GiB (at most {MAX_DECODE_BYTES / 2**30:g})")
+    return None
+
+
+def check_codec_rate(codec: str, sample_rate: int) -> None:
+    """ValueError when `codec` cannot store audio at `sample_rate`: found before any decoding
+    by encoding 10 ms of silence, not after the whole source pool was decoded."""
+    if not isinstance(sample_rate, int) or sample_rate <= 0:
+        raise ValueError(f"--sample-rate {sample_rate!r}: give a positive whole number of Hz "
+                         f"(for example 48000 or 16000)")
+    try:
+        encode_member(np.zeros(max(1, sample_rate // 100), np.float32), sample_rate, codec)
+    except ValueError:
+        raise
+    except Exception as e:
+        raise ValueError(f"--sample-rate {sample_rate}: codec {codec} cannot store that rate "
+                         f"({_one_line(e)}); FLAC takes 1-655350 Hz, or use --codec pcm") from None
+
+
+def load_source(path, sample_rate: int, silence_db: float = SILENCE_PEAK_DB,
+                min_seconds: float = MIN_SOURCE_SECONDS) -> np.ndarray:
     """Decode a source file to float32 mono at `sample_rate`, full length, resampled once.
 
     Raises AudioError (its message is the reject reason) for a missing, undecodable, truncated,
-    empty or silent file (peak below `silence_db` dBFS)."""
+    empty, too short (under `min_seconds`; a one-sample clip is not "an impulse") or silent
+    file. Silence is judged on the signal with its DC offset removed: a constant offset has a
+    high peak but carries no sound (peak of the AC part below `silence_db` dBFS)."""
     path = os.fspath(path)
     info = _info(path)
     try:
@@ -82,11 +134,16 @@ def load_source(path, sample_rate: int, silence_db: float = SILENCE_PEAK_DB) -> 
     if not np.isfinite(x).all():
         raise AudioError("undecodable: non-finite samples")
 
+    seconds = x.shape[0] / float(info.samplerate)
+    if seconds < min_seconds:
+        raise AudioError(f"too short ({x.shape[0]} frames = {seconds:.3g} s < {min_seconds:g} s)")
     mono = x[:, 0].copy() if x.shape[1] == 1 else x.mean(axis=1, dtype=np.float32)
-    peak = float(np.max(np.abs(mono)))
+    dc = float(mono.mean(dtype=np.float64))
+    peak = float(np.max(np.abs(mono - np.float32(dc))))
     if peak <= 0.0 or 20.0 * np.log10(peak) < silence_db:
         peak_db = "-inf" if peak <= 0.0 else f"{20.0 * np.log10(peak):.1f}"
-        raise AudioError(f"silent (peak {peak_db} dBFS < {silence_db:g} dBFS)")
+        offset = f", DC offset {dc:+.3g} removed" if abs(dc) >= 10 ** (silence_db / 20) else ""
+        raise AudioError(f"silent (peak {peak_db} dBFS < {silence_db:g} dBFS{offset})")
     return resample(mono, int(info.samplerate), sample_rate)
 
 
@@ -272,18 +329,31 @@ def encode_member(x: np.ndarray, sample_rate: int, codec: str = "flac") -> tuple
     raise ValueError(f"unknown codec {codec!r}; choose one of {', '.join(CODECS)}")
 
 
-def decode_member(data: bytes, ext: str) -> tuple[np.ndarray, int | None]:
-    """Inverse of encode_member: (float32 mono, sample_rate or None for .npy)."""
+def decode_member(data: bytes, ext: str, where: str | None = None) -> tuple[np.ndarray, int | None]:
+    """Inverse of encode_member: (float32 mono, sample_rate or None for .npy).
+
+    Undecodable bytes raise ValueError naming `where` (member and shard) and the fix, instead
+    of libsndfile's or numpy's message that names nothing."""
     ext = ext.lower().lstrip(".").rsplit(".", 1)[-1]
-    if ext == "flac":
-        q, sr = sf.read(io.BytesIO(data), dtype="int16")
-        return _int16_to_float(q), int(sr)
-    if ext == "npy":
+    if ext not in ("flac", "npy"):
+        raise ValueError(f"unknown member extension {ext!r}; expected 'flac' or 'npy'")
+    try:
+        if ext == "flac":
+            q, sr = sf.read(io.BytesIO(data), dtype="int16")
+            return _int16_to_float(q), int(sr)
         a = np.load(io.BytesIO(data), allow_pickle=False)
         if a.dtype == np.int16:
             return _int16_to_float(a), None
         return a.astype(np.float32), None
-    raise ValueError(f"unknown member extension {ext!r}; expected 'flac' or 'npy'")
+    except Exception as e:  # libsndfile's errors can even fail to print
+        try:
+            reason = " ".join(str(e).split()) or type(e).__name__
+        except Exception:
+            reason = type(e).__name__
+        raise ValueError(f"{where or 'a shard member'}: cannot decode the {ext} member "
+                         f"({reason}); the shard is corrupt: `pipeline verify OUT` lists every "
+                         f"damaged shard, and rerunning the same `pipeline build` re-creates "
+                         f"them") from None
 
 
 def _int16_to_float(q: np.ndarray) -> np.ndarray:
@@ -303,5 +373,5 @@ def codec_extension(codec: str) -> str:
 __all__ = [
     "read_header", "load_source", "resample", "rms_db", "normalize_loudness", "apply_gain_db",
     "peak_limit", "highest_energy_window", "fit_to_length", "encode_member", "decode_member",
-    "to_int16", "codec_extension", "SILENCE_PEAK_DB", "FIT_POLICIES", "CODECS",
+    "to_int16", "codec_extension", "SILENCE_PEAK_DB", "MIN_SOURCE_SECONDS", "FIT_POLICIES", "CODECS",
 ]

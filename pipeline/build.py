@@ -41,9 +41,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
+from teminal.pipeline.audio import check_codec_rate
 from teminal.pipeline.catalog import write_build_catalog
 from teminal.pipeline.config import BuildConfig, compute_build_id
 from teminal.pipeline.layout import BUILD_FILE, CACHE_DIR, PARTS_DIR, write_json_atomic
+from teminal.pipeline.lock import build_lock, claim_lock
 from teminal.pipeline.plan import pairable_clips, plan_shards, scan_sources
 from teminal.pipeline.pool import decode_pool
 from teminal.pipeline.progress import progress_bar
@@ -104,6 +106,14 @@ def run_build(config: BuildConfig, progress: bool = True,
               log: Callable[[str], None] = print) -> BuildSummary:
     t0 = time.perf_counter()
     out = Path(config.out)
+    check_codec_rate(config.codec, config.compose.sample_rate)
+    _prepare_out(out)
+    with build_lock(out, config.part):
+        return _run_build(config, out, t0, progress, log)
+
+
+def _run_build(config: BuildConfig, out: Path, t0: float, progress: bool,
+               log: Callable[[str], None]) -> BuildSummary:
     scan, root = scan_sources(config)
     if scan.synthetic:
         log(f"NOTE: {root} is SYNTHETIC data (procedural sounds, not {config.dataset}); every "
@@ -113,7 +123,6 @@ def run_build(config: BuildConfig, progress: bool = True,
     if not scan.clips:
         raise ValueError(f"{config.dataset}: no usable clip under {root} ({len(scan.rejects)} "
                          f"rejected at scan{_reject_counts(scan.rejects)}). {spec_how_to(config)}")
-    out.mkdir(parents=True, exist_ok=True)
     if config.part[1] == 1:
         # leftovers of a killed run; with --part another part may be writing right now
         remove_temporaries(out)
@@ -134,15 +143,16 @@ def run_build(config: BuildConfig, progress: bool = True,
                 f"{config.dataset}: no split has 2 clips that can be paired ({len(decoded)} "
                 f"decoded, {len(rejects)} rejected{_reject_counts(rejects)}). {spec_how_to(config)}")
         build_id = compute_build_id(config, accepted, sources.digests)
-        _claim_out(out, build_id, config.overwrite)
         tasks = plan_shards(config, accepted)
-        write_json_atomic(out / PARTS_DIR / BUILD_FILE, {
-            "build_id": build_id,
-            "config": config.identity() | {"root": str(Path(root).resolve())},
-            "version": _version(), "synthetic": bool(scan.synthetic),
-            "sources": [c.to_dict() for c in accepted],
-            "rejects": [r.to_dict() for r in rejects],
-            "shards": [t.relpath for t in tasks]})
+        with claim_lock(out):  # check and write build.json as one step: parts may race here
+            _claim_out(out, build_id, config.overwrite)
+            write_json_atomic(out / PARTS_DIR / BUILD_FILE, {
+                "build_id": build_id,
+                "config": config.identity() | {"root": str(Path(root).resolve())},
+                "version": _version(), "synthetic": bool(scan.synthetic),
+                "sources": [c.to_dict() for c in accepted],
+                "rejects": [r.to_dict() for r in rejects],
+                "shards": [t.relpath for t in tasks]})
         i, n = config.part
         mine = [t for t in tasks if t.order % n == i]
         done = {t.relpath: shard_done(out, t, build_id) for t in mine}
@@ -193,12 +203,54 @@ def _reject_counts(rejects: Sequence[Reject]) -> str:
 
 
 
+def _prepare_out(out: Path) -> None:
+    """Create OUT, or say in one line why it cannot be a build folder."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except FileExistsError:
+        raise FileExistsError(f"--out {out} is a file, not a folder; choose a folder") from None
+    except NotADirectoryError:
+        above = next((p for p in out.parents if p.exists() and not p.is_dir()), None)
+        raise FileExistsError(f"--out {out}: {above or 'a parent'} is a file, not a folder; "
+                              f"choose a folder path") from None
+    except PermissionError:
+        raise PermissionError(f"--out {out} is not writable (permission denied or read-only "
+                              f"file system); choose a folder you can write, or fix its "
+                              f"permissions") from None
+    except OSError as e:
+        raise PermissionError(f"--out {out} cannot be written ({e.strerror or e}); choose "
+                              f"another folder") from None
+
+
+# What may sit in OUT before its build.json exists: the decode cache and the lock files.
+_UNCLAIMED_OK = re.compile(r"^(\.cache|\.build-lock.*|\.write-test-\d+)$")
+
+
 def _claim_out(out: Path, build_id: str, overwrite: bool) -> None:
-    """OUT holds one build. Another build's results are kept unless overwrite says otherwise."""
+    """OUT holds one build. Another build's results are kept unless overwrite says otherwise;
+    an OUT holding anything but a decode cache and no build.json (leftovers of an unknown
+    build, a merged catalog, other files) is refused the same way."""
     build_file = out / PARTS_DIR / BUILD_FILE
     if not build_file.exists():
+        foreign = sorted(p.name for p in out.iterdir() if not _UNCLAIMED_OK.match(p.name))
+        if not foreign:
+            return
+        if not overwrite:
+            raise FileExistsError(
+                f"{out} is not empty ({', '.join(foreign[:5])}) but holds no build record "
+                f"({PARTS_DIR}/{BUILD_FILE}): leftovers of another build, a merged catalog or "
+                f"other files. Use an empty or new --out, or --overwrite to replace its "
+                f"shards/ and manifests/.")
+        for sub in ("shards", "manifests"):
+            shutil.rmtree(out / sub, ignore_errors=True)
         return
-    previous = json.loads(build_file.read_text()).get("build_id")
+    try:
+        previous = json.loads(build_file.read_text()).get("build_id")
+    except (OSError, ValueError):
+        previous = "(unreadable build.json)"
     if previous == build_id:
         return
     if not overwrite:

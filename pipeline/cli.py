@@ -8,6 +8,7 @@
     pipeline info data/build
     pipeline query "SELECT relation, count(*) FROM samples GROUP BY ALL" --data data/build
     pipeline render esc50-b-test-000000.forward --data data/build --out forward.wav
+    pipeline verify data/build --rerender 20           # re-hash every shard and member
 """
 from __future__ import annotations
 
@@ -57,18 +58,23 @@ def _dataset_names() -> list[str]:
 @click.option("--seed", default=0, show_default=True, help="Seed of the procedural sounds.")
 @click.option("--clips-per-class-per-fold", default=4, show_default=True,
               help="Clips per class in each of the 5 folds (ESC-50 has 8).")
-def synth(name: str, out_dir: Path, seed: int, clips_per_class_per_fold: int) -> None:
+@click.option("--replace", is_flag=True,
+              help="Replace earlier `pipeline synth` output made with other settings (only "
+                   "files listed in its SYNTHETIC.files.json are removed).")
+def synth(name: str, out_dir: Path, seed: int, clips_per_class_per_fold: int,
+          replace: bool) -> None:
     """Write a SYNTHETIC dataset NAME (ESC-50's exact layout) to OUT_DIR.
 
     Procedural sounds of 10+ classes that differ in spectrum and temporal envelope, so every
     command runs on a fresh machine with no download. The folder carries a SYNTHETIC.md marker
-    and every build, catalog and evaluation made from it is flagged synthetic."""
+    and every build, catalog and evaluation made from it is flagged synthetic. OUT_DIR must be
+    new, empty or earlier synth output holding nothing else: user files are never removed."""
     from teminal.pipeline.sources.synth import write_synthetic
 
     try:
-        root = write_synthetic(name, out_dir, seed=seed,
+        root = write_synthetic(name, out_dir, seed=seed, replace=replace,
                                clips_per_class_per_fold=clips_per_class_per_fold, progress=True)
-    except (ValueError, FileExistsError) as e:
+    except (ValueError, OSError) as e:
         raise click.ClickException(str(e)) from None
     n = len(list((root / "audio").glob("*.wav")))
     click.echo(f"wrote {n} SYNTHETIC clips (not real {name}) to {root}")
@@ -146,7 +152,7 @@ def build(dataset, root, out, stages, splits, groups, groups_per_clip, seed, wor
 
     try:
         spec = dataset_spec(dataset)
-        lo, hi = (float(v) for v in snr_range.split(","))
+        lo, hi = parse_snr_range(snr_range)
         config = BuildConfig(
             out=str(out), dataset=dataset, root=str(root) if root else None,
             stages=tuple(s.strip().lower() for s in stages.split(",") if s.strip()),
@@ -159,7 +165,7 @@ def build(dataset, root, out, stages, splits, groups, groups_per_clip, seed, wor
             workers=workers, part=parse_part(part), overwrite=overwrite, keep_cache=keep_cache,
             name_template=name_template)
         summary = run_build(config, progress=not no_progress, log=lambda m: click.echo(m, err=True))
-    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as e:
+    except (ValueError, OSError, RuntimeError) as e:
         raise click.ClickException(str(e)) from None
     click.echo(summary.format())
 
@@ -228,12 +234,18 @@ def query(sql: str, data: Path | None, max_rows: int, max_width: int) -> None:
     import duckdb
 
     data = data or _default_data()
+    if not sql.strip().strip(";").strip():
+        raise click.UsageError('the query is empty: give SQL, for example '
+                               '"SELECT relation, count(*) FROM samples GROUP BY ALL"')
     try:
         con = connect(data)
     except FileNotFoundError as e:
         raise click.ClickException(str(e)) from None
     try:
         cur = con.execute(sql)
+        if cur is None:  # only comments
+            raise click.UsageError("the query holds no statement (only comments?): give SQL, "
+                                   'for example "SELECT count(*) FROM samples"')
         if cur.description is None:
             click.echo("(no result)")
             return
@@ -241,7 +253,9 @@ def query(sql: str, data: Path | None, max_rows: int, max_width: int) -> None:
         rows = cur.fetchmany(max_rows) if max_rows else cur.fetchall()
         more = bool(max_rows) and cur.fetchone() is not None
     except duckdb.Error as e:
-        raise click.ClickException(f"query failed: {' '.join(str(e).split())}") from None
+        hint = " (the catalog is read-only and offline: no files, network or extensions)" \
+            if isinstance(e, (duckdb.PermissionException, duckdb.InvalidInputException)) else ""
+        raise click.ClickException(f"query failed: {' '.join(str(e).split())}{hint}") from None
     finally:
         con.close()
     click.echo(format_table(names, rows, max_width))
@@ -290,6 +304,27 @@ def info(out: Path) -> None:
                              "count(*) AS n FROM rejects GROUP BY ALL ORDER BY n DESC, reason")
     finally:
         con.close()
+
+
+@main.command(context_settings=CONTEXT)
+@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--rerender", default=0, show_default=True, type=click.IntRange(min=0),
+              help="Also re-render N recipes (a fixed sample) from the sources and compare "
+                   "their sha256 with the stored members.")
+@click.option("--root", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="With --rerender: where the sources are now, if the dataset moved.")
+def verify(out: Path, rerender: int, root: Path | None) -> None:
+    """Re-hash every shard and member of the build in OUT against its catalog: every row has
+    its member and every member its row; lists every problem, exit status 1 on any."""
+    from teminal.pipeline.verify import verify_build
+
+    try:
+        report = verify_build(out, rerender=rerender, root=root)
+    except (FileNotFoundError, ValueError) as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(report.format())
+    if not report.ok:
+        sys.exit(1)
 
 
 @main.command(context_settings=CONTEXT)
@@ -368,10 +403,26 @@ def parse_groups(text: str | None) -> int | dict[str, int] | None:
         out = {}
         for item in text.split(","):
             name, _, n = item.partition("=")
+            if name.strip() in out or not name.strip():
+                raise ValueError
             out[name.strip()] = int(n)
         return out
     except ValueError:
-        raise ValueError(f"--groups {text!r}: expected N or split=N,split=N (e.g. train=2000,val=200)") from None
+        raise ValueError(f"--groups {text!r}: expected N or split=N,split=N with each split "
+                         f"once (e.g. train=2000,val=200)") from None
+
+
+def parse_snr_range(text: str) -> tuple[float, float]:
+    """"-5,5" -> (-5.0, 5.0); anything else names the option and the expected form."""
+    parts = [p.strip() for p in str(text).split(",")]
+    try:
+        if len(parts) != 2:
+            raise ValueError
+        lo, hi = float(parts[0]), float(parts[1])
+    except ValueError:
+        raise ValueError(f"--snr-range {text!r}: expected two numbers LOW,HIGH in dB, for "
+                         f"example -5,5 (finite, -60..60, LOW <= HIGH)") from None
+    return lo, hi
 
 
 def parse_part(text: str | None) -> tuple[int, int]:

@@ -63,11 +63,26 @@ class ComposeConfig:
     def __post_init__(self):
         if self.pad not in PAD_POLICIES:
             raise ValueError(f"pad policy {self.pad!r} is not one of {PAD_POLICIES}")
+        import math
+
+        if len(self.snr_range) != 2:
+            raise ValueError(f"--snr-range {self.snr_range}: give two numbers LOW,HIGH in dB, "
+                             f"for example -5,5")
         lo, hi = self.snr_range
+        if not all(isinstance(v, (int, float)) and math.isfinite(v) and -60 <= v <= 60
+                   for v in (lo, hi)):
+            raise ValueError(f"--snr-range {lo},{hi}: both ends must be finite dB values in "
+                             f"-60..60, for example -5,5")
         if lo > hi:
-            raise ValueError(f"snr_range {self.snr_range}: low end above high end")
-        if self.sample_rate <= 0 or self.clip_seconds <= 0:
-            raise ValueError("sample_rate and clip_seconds must be positive")
+            raise ValueError(f"--snr-range {lo},{hi}: the low end is above the high end")
+        if isinstance(self.sample_rate, bool) or not isinstance(self.sample_rate, int) or \
+                not 1000 <= self.sample_rate <= 384_000:
+            raise ValueError(f"--sample-rate {self.sample_rate!r}: give whole Hz in "
+                             f"1000..384000 (48000 for LAION-CLAP, 16000 for the small model)")
+        if not (isinstance(self.clip_seconds, (int, float)) and math.isfinite(self.clip_seconds)
+                and 0.1 <= self.clip_seconds <= 600):
+            raise ValueError(f"--clip-seconds {self.clip_seconds!r}: give a finite number of "
+                             f"seconds in 0.1..600")
         if not 0.0 < self.ceiling <= 1.0:
             raise ValueError(f"ceiling {self.ceiling}: the peak limit must be in (0, 1] (full scale)")
         if not -100.0 <= self.target_db < 0.0:

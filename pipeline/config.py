@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
@@ -39,16 +40,22 @@ class BuildConfig:
             raise ValueError(f"stages {list(self.stages)}: choose from {sorted(STAGE_RELATIONS)}")
         if self.codec not in CODECS:
             raise ValueError(f"codec {self.codec!r}: choose one of {', '.join(CODECS)}")
-        if self.shard_size < 1:
-            raise ValueError("shard_size (groups per shard) must be at least 1")
+        if not _whole(self.shard_size, 1, 1_000_000):
+            raise ValueError(f"--shard-size {self.shard_size!r}: give whole groups per shard in "
+                             f"1..1000000")
         i, n = self.part
-        if not (n >= 1 and 0 <= i < n):
-            raise ValueError(f"part {i}/{n}: need 0 <= i < n")
-        if self.workers < 1:
-            raise ValueError("workers must be at least 1")
-        if self.groups_per_clip <= 0:
-            raise ValueError("groups_per_clip must be positive")
+        if not (_whole(n, 1, 1_000_000) and _whole(i, 0, n - 1)):
+            raise ValueError(f"--part {i}/{n}: need whole numbers with 0 <= i < n, e.g. 0/4")
+        if not _whole(self.workers, 1, 1024):
+            raise ValueError(f"--workers {self.workers!r}: give 1..1024 processes")
+        if not _whole(self.seed, 0, 2**63 - 1):
+            raise ValueError(f"--seed {self.seed!r}: give a whole number >= 0")
+        if not (isinstance(self.groups_per_clip, (int, float)) and
+                math.isfinite(self.groups_per_clip) and 0 < self.groups_per_clip <= 1000):
+            raise ValueError(f"--groups-per-clip {self.groups_per_clip!r}: give a finite number "
+                             f"in (0, 1000]")
         spec = DATASETS.get(self.dataset)
+        self._check_groups(spec)
         if self.name_template and spec is not None and "name_template" not in spec.scan_options:
             takes = sorted(n for n, d in DATASETS.items() if "name_template" in d.scan_options)
             raise ValueError(f"--name-template applies to {', '.join(takes)}, not {self.dataset} "
@@ -56,6 +63,27 @@ class BuildConfig:
         if self.compose.key_prefix != self.dataset:   # group keys name their dataset
             object.__setattr__(self, "compose",
                                dataclasses.replace(self.compose, key_prefix=self.dataset))
+
+    def _check_groups(self, spec) -> None:
+        """--groups: N >= 1 (train), or split=N with known split names, N >= 0, not all 0."""
+        groups = self.groups
+        if groups is None:
+            return
+        if not isinstance(groups, Mapping):
+            if not _whole(groups, 1, 100_000_000):
+                raise ValueError(f"--groups {groups!r}: give a whole number of groups >= 1, or "
+                                 f"split=N,... (e.g. train=2000,val=200,test=200)")
+            return
+        known = list(self.splits) if self.splits else list(
+            getattr(spec, "default_splits", None) or ())
+        unknown = [k for k in groups if known and k not in known]
+        if unknown:
+            raise ValueError(f"--groups: unknown split name(s) {', '.join(map(repr, unknown))}; "
+                             f"this build's splits are {', '.join(known)}")
+        bad = [f"{k}={v!r}" for k, v in groups.items() if not _whole(v, 0, 100_000_000)]
+        if bad or not groups or not any(groups.values()):
+            raise ValueError(f"--groups {', '.join(bad) or groups}: each count must be a whole "
+                             f"number >= 0 and at least one split must get groups")
 
     def identity(self) -> dict:
         """The settings that shape the output bytes (hashed into the build id)."""
@@ -69,6 +97,10 @@ class BuildConfig:
         if self.name_template:  # only when set, so that earlier build ids stay valid
             out["name_template"] = self.name_template
         return out
+
+
+def _whole(v, lo: int, hi: int) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
 
 
 def resolve_group_counts(groups: int | Mapping[str, int] | None, clip_counts: Mapping[str, int],

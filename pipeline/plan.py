@@ -30,7 +30,31 @@ def scan_sources(config: BuildConfig) -> tuple[SourceScan, Path]:
     options = {name: getattr(config, name) for name in spec.scan_options
                if getattr(config, name) is not None}
     scan = spec.reader().scan(root, config.splits, **options)
+    scan.clips, clashes = _without_id_clashes(scan.clips)
+    scan.rejects.extend(clashes)
     return scan, root
+
+
+def _without_id_clashes(clips: Sequence[SourceClip]) -> tuple[list[SourceClip], list[Reject]]:
+    """Two files whose names sanitise to one source id (`a b.wav`, `a_b.wav`) cannot both be
+    sources: the first by path is kept, each other one is a scan reject naming both files."""
+    first: dict[str, SourceClip] = {}
+    kept, rejects = [], []
+    for clip in sorted(clips, key=lambda c: (c.source_id, c.path)):
+        other = first.get(clip.source_id)
+        if other is None:
+            first[clip.source_id] = clip
+            kept.append(clip)
+        elif other.path == clip.path:
+            rejects.append(Reject(path=clip.path, reason="duplicate entry: listed twice",
+                                  dataset=clip.dataset, phase="scan"))
+        else:
+            rejects.append(Reject(
+                path=clip.path, reason=f"source id clash: {clip.path} and {other.path} both map "
+                                       f"to id {clip.source_id!r}; rename one of them",
+                dataset=clip.dataset, phase="scan"))
+    order = {id(c): i for i, c in enumerate(clips)}
+    return sorted(kept, key=lambda c: order[id(c)]), rejects
 
 
 def pairable_clips(clips: Sequence[SourceClip], compatible: Callable[[SourceClip, SourceClip], bool]

@@ -77,8 +77,14 @@ def _decode_job(job: tuple[str, int]) -> tuple[np.ndarray | None, str, str]:
         return np.ascontiguousarray(wave, dtype=np.float32), "", digest
     except AudioError as e:
         return None, str(e), ""
-    except (OSError, RuntimeError, ValueError) as e:  # a reader bug must not stop the build
-        return None, f"undecodable: {type(e).__name__}: {' '.join(str(e).split())}", ""
+    except MemoryError:
+        return None, "undecodable: too large to decode in memory", ""
+    except Exception as e:  # one file never stops the build: every failure is a reject row
+        try:
+            text = " ".join(str(e).split())
+        except Exception:  # libsndfile's errors can fail to print
+            text = ""
+        return None, f"undecodable: {type(e).__name__}{': ' + text if text else ''}", ""
 
 
 _OPEN_POOLS: dict[str, np.ndarray] = {}

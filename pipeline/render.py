@@ -15,13 +15,13 @@ from typing import Mapping
 
 import numpy as np
 
-from teminal.pipeline.audio import encode_member, load_source, one_thread
+from teminal.pipeline.audio import AudioError, encode_member, load_source, one_thread
 from teminal.pipeline.compose import (ComposeConfig, SampleRecipe, make_group_recipes,
                                       render_detailed)
 from teminal.pipeline.layout import write_json_atomic
 from teminal.pipeline.plan import ShardTask
 from teminal.pipeline.pool import pool_waves
-from teminal.pipeline.shards import write_shard
+from teminal.pipeline.shards import file_sha256, write_shard
 from teminal.pipeline.sources.base import SourceClip
 
 
@@ -87,6 +87,10 @@ def shard_done(out: Path, task: ShardTask, build_id: str) -> dict | None:
     row = saved.get("shard") or {}
     if saved.get("build_id") != build_id or row.get("bytes") != tar.stat().st_size:
         return None
+    # Same size is not same bytes: a finished shard is trusted only when its hash still matches
+    # (reading it costs far less than re-rendering it).
+    if row.get("sha256") != file_sha256(tar):
+        return None
     return row
 
 
@@ -141,9 +145,23 @@ def rerender(out: str | os.PathLike, key: str, root: str | os.PathLike | None = 
     for sid in recipe.source_ids:
         path = Path(paths[sid])
         if root is not None and config.get("root"):
-            path = Path(root) / path.relative_to(config["root"])
+            try:
+                path = Path(root) / path.relative_to(config["root"])
+            except ValueError:
+                raise ValueError(f"source {path} is not under the build's root "
+                                 f"{config['root']}, so --root cannot map it") from None
+        if not path.exists():
+            hint = (f"pass --root with the dataset's new folder (the build read it from "
+                    f"{config.get('root')})" if root is None else
+                    f"--root {root} does not hold it either")
+            raise FileNotFoundError(f"{key}: source {sid} is not at {path} (the dataset moved or "
+                                    f"was deleted since the build); {hint}")
         with one_thread():
-            waves[sid] = load_source(path, recipe.sample_rate)
+            try:
+                waves[sid] = load_source(path, recipe.sample_rate)
+            except AudioError as e:
+                raise ValueError(f"{key}: source {path} cannot be used ({e}); it changed since "
+                                 f"the build") from None
     audio = render_detailed(recipe, waves).audio
     data, ext = encode_member(audio, recipe.sample_rate, config.get("codec", "flac"))
     member = f"{recipe.key}.{ext}"

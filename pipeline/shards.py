@@ -119,20 +119,47 @@ def iter_members(paths: Iterable[str | os.PathLike]) -> Iterator[tuple[str, dict
                 yield key, members
 
 
+class CorruptShard(ValueError):
+    """A shard or member whose bytes are not what the build wrote."""
+
+
+def check_member(data: bytes, row: dict, name: str, shard) -> None:
+    """Raise CorruptShard when a member's bytes do not hash to its row's sha256 (rows written
+    before members carried one pass). Costs about a millisecond per 10 s member."""
+    expected = row.get("sha256")
+    if expected and hashlib.sha256(data).hexdigest() != expected:
+        raise CorruptShard(
+            f"{shard}: member {name} does not match its sha256 in the group's rows (the shard "
+            f"is corrupt): `pipeline verify OUT` lists every damaged shard; rerunning the same "
+            f"`pipeline build` re-creates them")
+
+
 def iter_groups(paths: Iterable[str | os.PathLike]) -> Iterator[tuple[dict, dict[str, np.ndarray]]]:
     """(meta, {relation: float32 waveform}) for every group of the shards, in stored order.
 
-    `meta` is the group's JSON: {"group_key", "stage", "split", "samples": [samples rows]}."""
+    `meta` is the group's JSON: {"group_key", "stage", "split", "samples": [samples rows]}.
+    Every member is checked against its row's sha256; a truncated or damaged shard raises
+    CorruptShard naming it."""
     from teminal.pipeline.audio import decode_member
 
-    for key, members in iter_members(paths):
-        meta = json.loads(members.pop("json"))
-        waves = {}
-        for suffix, data in members.items():
-            relation, _, ext = suffix.partition(".")
-            x, _sr = decode_member(data, ext)
-            waves[relation] = np.asarray(x, dtype=np.float32)
-        yield meta, waves
+    for path in paths:
+        try:
+            for key, members in iter_members([path]):
+                if "json" not in members:
+                    raise tarfile.ReadError(f"group {key} has no {key}.json")
+                meta = json.loads(members.pop("json"))
+                rows = {r.get("relation"): r for r in meta.get("samples", [])}
+                waves = {}
+                for suffix, data in members.items():
+                    relation, _, ext = suffix.partition(".")
+                    check_member(data, rows.get(relation, {}), f"{key}.{suffix}", path)
+                    x, _sr = decode_member(data, ext, f"{key}.{suffix} in {path}")
+                    waves[relation] = np.asarray(x, dtype=np.float32)
+                yield meta, waves
+        except (tarfile.TarError, EOFError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise CorruptShard(f"{path}: unreadable shard ({e}); `pipeline verify OUT` lists "
+                               f"every damaged shard; rerunning the same `pipeline build` "
+                               f"re-creates them") from None
 
 
 def _tarinfo(name: str, size: int) -> tarfile.TarInfo:

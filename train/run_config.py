@@ -28,10 +28,12 @@ class TrainConfig:
     out: str | None = None               # run folder
     init: str | None = None              # checkpoint dir (or run dir) to start from
     resume: bool = False                 # continue from out/checkpoints/step-* (latest complete)
+    resume_changed: bool = False         # let --resume change data/optimiser settings (recorded)
     split: str = "train"
     where: str | None = None             # SQL predicate on catalog `samples` rows
     query_file: str | None = None        # file with a SQL query returning group_key
     templates: list[str] | None = None   # caption template-id prefixes; None: canonical caption
+    skip_missing_shards: bool = False    # train on the rest when catalog shards are gone (counted)
     # schedule
     seed: int = 0
     max_steps: int | None = None         # optimizer steps; None: epochs x steps per epoch
@@ -121,7 +123,10 @@ def load_yaml(path: str | Path) -> dict:
     if not path.exists():
         raise FileNotFoundError(f"config file {path} does not exist (shipped configs: "
                                 f"{', '.join(p.name for p in sorted(CONFIG_DIR.glob('*.yaml')))})")
-    d = yaml.safe_load(path.read_text()) or {}
+    try:
+        d = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is not a readable YAML file: {' '.join(str(e).split())}") from None
     if not isinstance(d, dict):
         raise ValueError(f"{path}: a config is a mapping of setting: value, got {type(d).__name__}")
     return d

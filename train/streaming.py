@@ -57,14 +57,35 @@ CLASS_PROMPT = "This is a sound of {label}."
 
 # Shards and their groups
 
-def list_shards(data_dir: str | Path, stage: str, split: str = "train") -> list[Path]:
-    folder = Path(data_dir) / "shards" / stage
-    shards = sorted(folder.glob(f"{split}-*.tar"))
-    if not shards:
+def catalog_shards(data_dir, stage: str, split: str) -> list[dict]:
+    """`shards` rows (path, num_groups, bytes, sha256) and each shard's catalog group keys."""
+    import duckdb
+
+    from teminal.manifests.catalog import connect, fetch_dicts
+
+    try:
+        con = connect(data_dir)
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"{e}. Training reads its shard list from the catalog") from None
+    try:
+        rows = fetch_dicts(con, "SELECT path, num_groups, bytes, sha256 FROM shards "
+                                "WHERE stage = ? AND split = ? ORDER BY path", [stage, split])
+        groups: dict[str, set[str]] = {}
+        for shard, key in con.execute("SELECT DISTINCT shard, group_key FROM samples "
+                                      "WHERE stage = ? AND split = ?", [stage, split]).fetchall():
+            groups.setdefault(shard, set()).add(key)
+    except duckdb.Error as e:
+        raise ValueError(f"the catalog of {data_dir} is unreadable ({' '.join(str(e).split())}); "
+                         f"rewrite it with `pipeline catalog {data_dir}`") from None
+    finally:
+        con.close()
+    if not rows:
         raise FileNotFoundError(
-            f"no shards match {folder}/{split}-*.tar; build them first, for example "
-            f"`pipeline build --stages {stage} --out {data_dir}`")
-    return shards
+            f"the catalog of {data_dir} lists no {stage}/{split} shards; build them first, for "
+            f"example `pipeline build --stages {stage} --out {data_dir}`")
+    for r in rows:
+        r["groups"] = groups.get(r["path"], set())
+    return rows
 
 
 def scan_shard(path: str | Path) -> list[str]:
@@ -79,36 +100,78 @@ def scan_shard(path: str | Path) -> list[str]:
     return keys
 
 
+def _shard_problem(path: Path, row: dict) -> tuple[str | None, list[str]]:
+    """(what is wrong with a catalog shard or None, its group keys in stored order)."""
+    if not path.is_file():
+        return "missing", []
+    size = path.stat().st_size
+    if row.get("bytes") is not None and size != row["bytes"]:
+        return f"{size} bytes, the catalog says {row['bytes']} (truncated or replaced)", []
+    try:
+        keys = scan_shard(path)
+    except (tarfile.TarError, OSError) as e:
+        return f"unreadable tar ({e})", []
+    if set(keys) != row["groups"]:
+        return (f"holds {len(keys)} groups, the catalog {len(row['groups'])} (the shard and "
+                f"the catalog come from different builds)"), []
+    return None, keys
+
+
 @dataclass(frozen=True)
 class ShardIndex:
-    """The shards a run reads and, per shard, the selected group keys in stored order."""
+    """The shards a run reads and, per shard, the selected group keys in stored order;
+    `skipped` lists catalog shards left out with skip_missing, `skipped_groups` their groups."""
     shards: tuple[str, ...]
     groups: tuple[tuple[str, ...], ...]
+    skipped: tuple[str, ...] = ()
+    skipped_groups: int = 0
 
     @property
     def num_groups(self) -> int:
         return sum(len(g) for g in self.groups)
 
+    def digest(self) -> str:
+        """sha256 of the selected group keys (sorted): equal selections, equal digests."""
+        import hashlib
+
+        keys = sorted(k for g in self.groups for k in g)
+        return hashlib.sha256("\n".join(keys).encode()).hexdigest()
+
     @classmethod
-    def build(cls, data_dir, stage: str, split: str = "train",
-              keep: set[str] | None = None) -> "ShardIndex":
-        """Index the shards of (stage, split); `keep` restricts to those group keys."""
-        shards, groups, seen = [], [], 0
-        for path in list_shards(data_dir, stage, split):
-            keys = scan_shard(path)
+    def build(cls, data_dir, stage: str, split: str = "train", keep: set[str] | None = None,
+              skip_missing: bool = False) -> "ShardIndex":
+        """Index the catalog's shards of (stage, split); `keep` restricts to those group keys.
+
+        A catalog shard that is missing, of the wrong size, unreadable or holding other groups
+        stops the run with a message naming every such shard, unless `skip_missing`: then the
+        run trains on the rest and the index counts what it left out."""
+        shards, groups, seen, problems, lost = [], [], 0, [], 0
+        for row in catalog_shards(data_dir, stage, split):
+            path = Path(data_dir) / row["path"]
+            problem, keys = _shard_problem(path, row)
+            if problem:
+                problems.append(f"{path}: {problem}")
+                lost += len(row["groups"] if keep is None else row["groups"] & keep)
+                continue
             seen += len(keys)
             if keep is not None:
                 keys = [k for k in keys if k in keep]
             if keys:  # a shard with nothing selected is never opened
                 shards.append(str(path))
                 groups.append(tuple(keys))
-        index = cls(tuple(shards), tuple(groups))
-        if keep is not None and index.num_groups < len(keep):
-            log.warning("%d selected groups are not in the shards of %s/shards/%s (catalog and "
-                        "shards out of sync?)", len(keep) - index.num_groups, data_dir, stage)
+        if problems and not skip_missing:
+            raise FileNotFoundError(
+                f"{len(problems)} shard(s) of the catalog of {data_dir} cannot be read:\n  "
+                + "\n  ".join(problems) + "\nrerun the same `pipeline build` to re-create them "
+                "(`pipeline verify` lists every problem), or pass --skip-missing-shards to "
+                "train on the rest (the count goes to the metrics and the summary)")
+        if problems:
+            log.warning("--skip-missing-shards: leaving out %d shard(s) (%d groups): %s",
+                        len(problems), lost, "; ".join(problems))
+        index = cls(tuple(shards), tuple(groups), tuple(problems), lost)
         if index.num_groups == 0:
-            raise ValueError(f"no groups to train on in {data_dir}/shards/{stage}/{split}-*.tar "
-                             f"({seen} groups before selection)")
+            raise ValueError(f"no groups to train on in the {stage}/{split} shards of "
+                             f"{data_dir} ({seen} groups before selection)")
         return index
 
 
@@ -121,17 +184,18 @@ def select_group_keys(data_dir, stage: str, split: str = "train", where: str | N
     `where` is a predicate on `samples` rows; a group is kept when every one of its rows matches
     (see `teminal.manifests.catalog.select_group_keys`). `query` is a whole query whose
     `group_key` column (or first column) lists the groups; both given: the intersection."""
-    if not where and not query:
+    if not where and query is None:
         return None
     import duckdb
 
+    from teminal.manifests.catalog import connect
     from teminal.manifests.catalog import select_group_keys as _select
 
     path = Path(data_dir) / CATALOG
     if not path.exists():
         raise FileNotFoundError(f"--where/--query-file need the catalog {path}; it is written by "
                                 f"`pipeline build`")
-    con = duckdb.connect(str(path), read_only=True)
+    con = connect(data_dir)
     try:
         keys = _select(con, split, where, query, stage=stage)
     except duckdb.Error as e:
@@ -153,7 +217,9 @@ def catalog_builds(data_dir) -> list[dict]:
         return []
     import duckdb
 
-    con = duckdb.connect(str(path), read_only=True)
+    from teminal.manifests.catalog import connect
+
+    con = connect(data_dir)
     try:
         cols = {r[0] for r in con.execute("DESCRIBE builds").fetchall()}
         synth = "synthetic" if "synthetic" in cols else "NULL"
@@ -278,7 +344,8 @@ class GroupStream(IterableDataset):
         plan = self.plan.epoch_plan(worker, epoch)
         wanted = {k for _, keys in plan for k in keys}
         urls = iter([{"url": s} for s, _ in plan])
-        raw = (s for s in wds.tarfile_samples(urls) if s["__key__"] in wanted)
+        raw = (s for s in wds.tarfile_samples(urls, handler=_shard_error)
+               if s["__key__"] in wanted)
         shuffle = wds.detshuffle(bufsize=self.shuffle_buffer, initial=self.shuffle_buffer,
                                  seed=self.plan.slot_seed(worker), epoch=epoch - 1)
         for sample in shuffle.run(raw):
@@ -287,6 +354,7 @@ class GroupStream(IterableDataset):
 
     def _decode(self, raw: dict) -> dict:
         from teminal.pipeline.audio import decode_member
+        from teminal.pipeline.shards import check_member
 
         meta = json.loads(raw["json"])
         rows = meta["samples"] if isinstance(meta, dict) else meta
@@ -298,8 +366,10 @@ class GroupStream(IterableDataset):
             if ext is None:
                 raise KeyError(f"group {key} in {raw['__url__']} has no {relation!r} member "
                                f"(members: {sorted(k for k in raw if not k.startswith('__'))})")
-            wave, sr = decode_member(raw[f"{relation}.{ext}"], ext)
             row = next((r for r in rows if r.get("relation") == relation), {})
+            data = raw[f"{relation}.{ext}"]
+            check_member(data, row, f"{key}.{relation}.{ext}", raw["__url__"])
+            wave, sr = decode_member(data, ext, f"{key}.{relation}.{ext} in {raw['__url__']}")
             rate = sr or row.get("sample_rate") or rate
             waves.append(wave)
             texts.append(self.caption(rows, relation, rng))
@@ -337,6 +407,15 @@ class GroupStream(IterableDataset):
                 "positive_ids": positive_ids([g["keys"][r] for r in blocks for g in groups]),
                 "keys": [g["key"] for g in groups], "sample_rate": rate,
                 "epoch": groups[0]["epoch"]}
+
+
+def _shard_error(exn: Exception) -> bool:
+    """webdataset's handler: a tar that breaks mid-read is one message naming the shard."""
+    from teminal.pipeline.shards import CorruptShard
+
+    raise CorruptShard(f"reading a shard failed ({' '.join(str(a) for a in exn.args)}); the "
+                       f"shard is corrupt: `pipeline verify OUT` lists every damaged shard; "
+                       f"rerunning the same `pipeline build` re-creates them") from None
 
 
 def _worker_init(_worker_id: int) -> None:

@@ -44,6 +44,13 @@ log = logging.getLogger("teminal.train")
 # Settings that fix the data order; a resume that changes one cannot replay the stream.
 DATA_ORDER_KEYS = ("data", "split", "where", "query_file", "templates", "seed",
                    "groups_per_batch", "grad_accum", "num_workers", "shuffle_buffer")
+# Settings that define what a run learns from and how: a resume refuses to change any of them
+# (unless --resume-changed, and then final/config.json records the earlier settings too).
+RESUME_KEYS = DATA_ORDER_KEYS + (
+    "model", "init", "lr", "lr_gamma", "weight_decay", "grad_clip", "trainable",
+    "global_negatives", "lambda_a", "alpha_same_time", "alpha_cross_time",
+    "alpha_same_overlap", "alpha_cross_overlap", "beta", "mixed_precision")
+SETTINGS_HISTORY = "settings_history.json"  # earlier settings of a run resumed with changes
 
 # (audio [R*N, D], text [R*N, D], logit scale, N groups, config, positives=[R*N, R*N] bool)
 # -> scalar loss. With stage B's single-sound replay the batch holds one more block of N rows.
@@ -72,6 +79,7 @@ class TrainProgress:
     step: int = 0
     world_size: int = 1
     num_workers: int = 0
+    selection: str = ""  # sha256 of the trained group keys: catches a changed query file/catalog
 
     def state_dict(self) -> dict:
         return asdict(self)
@@ -211,6 +219,16 @@ def model_spec(spec: str, flag: str = "--model") -> str:
     return spec
 
 
+def _read_query_file(path: str | None) -> str | None:
+    if not path:
+        return None
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise FileNotFoundError(f"--query-file {path}: cannot read it ({e.__class__.__name__}: "
+                                f"{e}); give a UTF-8 text file holding one SQL query") from None
+
+
 def run(cfg: TrainConfig, stage: Stage,
         model_factory: Callable[[str, object], nn.Module] = _load_model) -> RunResult:
     """Train `stage` with `cfg` (see the module docstring); returns the run's summary."""
@@ -272,8 +290,9 @@ class Trainer:
         set_seed(cfg.seed)
 
         keep = select_group_keys(cfg.data, stage.data_stage, cfg.split, cfg.where,
-                                 Path(cfg.query_file).read_text() if cfg.query_file else None)
-        self.index = ShardIndex.build(cfg.data, stage.data_stage, cfg.split, keep)
+                                 _read_query_file(cfg.query_file))
+        self.index = ShardIndex.build(cfg.data, stage.data_stage, cfg.split, keep,
+                                      skip_missing=cfg.skip_missing_shards)
         self.global_groups = cfg.groups_per_batch * self.world * cfg.grad_accum
         self.replay = stage.replay if cfg.retain_singles > 0 else None
         self.n_blocks = len(stage.relations) + (1 if self.replay else 0)
@@ -291,6 +310,11 @@ class Trainer:
             log.info("added an order-aware audio head %s (zero-initialised: the model starts "
                      "as the base)", self.model.config["audio_head"])
         n_train, n_total = self.model.set_trainable(cfg.trainable)
+        if n_train == 0:  # else torch's "optimizer got an empty parameter list"
+            names = [n for n, _ in self.model.named_parameters()]
+            raise ValueError(f"--trainable {cfg.trainable} matches no trainable parameter of "
+                             f"{self.spec}; names look like {', '.join(names[:4])} (shell-style "
+                             f"globs, or re:REGEX)")
         log.info("model %s: %s of %s parameters train (%.1f%%)", self.spec, f"{n_train:,}",
                  f"{n_total:,}", 100 * n_train / max(1, n_total))
         self.params = [p for p in self.model.parameters() if p.requires_grad]
@@ -303,9 +327,10 @@ class Trainer:
         self.start = 0
         if cfg.resume:
             self.start = _resume(accelerator, cfg, self.run_dir, previous, self.progress,
-                                 self.metrics_path)
+                                 self.metrics_path, self.index.digest())
         elif self.main and self.metrics_path.exists():
             self.metrics_path.unlink()
+        self.progress.selection = self.index.digest()
         if self.main:
             dump(cfg, self.run_dir / "run_config.yaml")
             if cfg.tensorboard:
@@ -411,12 +436,19 @@ class Trainer:
         samples_per_s = self.samples_per_step * steps / seconds
         row = {"step": step, "loss": loss, "lr": lr, "samples_per_s": samples_per_s,
                "epoch": step / self.steps_per_epoch, "data_wait": waited / seconds,
-               "time": clock.t_log - clock.t_run, **info}
+               "time": clock.t_log - clock.t_run, **info, **self._skipped()}
         if self.main:
             with open(self.metrics_path, "a") as f:
                 f.write(json.dumps(row) + "\n")
         self.acc.log(row, step=step)
         return loss
+
+    def _skipped(self) -> dict:
+        """Shards and groups --skip-missing-shards left out (nothing when none was)."""
+        if not self.index.skipped:
+            return {}
+        return {"skipped_shards": len(self.index.skipped),
+                "skipped_groups": self.index.skipped_groups}
 
     def _finish(self, first_loss, final_loss, clock: Clock) -> RunResult:
         seconds = time.perf_counter() - clock.t_run
@@ -431,12 +463,17 @@ class Trainer:
                            self.samples_per_step * done / max(seconds, 1e-9), clock.wait_run / max(seconds, 1e-9), seconds,
                            self.world, str(final_dir))
         if self.main:
-            (self.run_dir / "summary.json").write_text(json.dumps(asdict(result), indent=1) + "\n")
-            print(_summary_line(result, self.start), flush=True)
+            summary = {**asdict(result), **self._skipped()}
+            (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+            skipped = self._skipped()
+            print(_summary_line(result, self.start) + (
+                f"; SKIPPED {skipped['skipped_shards']} missing shard(s), "
+                f"{skipped['skipped_groups']} groups" if skipped else ""), flush=True)
         return result
 
 
-def _resume(accelerator, cfg, run_dir, previous, progress, metrics_path) -> int:
+def _resume(accelerator, cfg, run_dir, previous, progress, metrics_path,
+            selection: str = "") -> int:
     if not previous:
         log.warning("--resume: no complete checkpoint in %s/checkpoints; starting at step 0",
                     run_dir)
@@ -444,16 +481,22 @@ def _resume(accelerator, cfg, run_dir, previous, progress, metrics_path) -> int:
             _truncate_metrics(metrics_path, 0)
         return 0
     path = previous[-1]
-    accelerator.load_state(str(path))
-    old_cfg = run_dir / "run_config.yaml"
-    if old_cfg.exists():
-        import yaml
-
-        changed = differences(yaml.safe_load(old_cfg.read_text()), cfg.to_dict(),
-                              DATA_ORDER_KEYS)
-        if changed:
-            log.warning("resuming with changed data settings %s: the data order differs from "
-                        "the interrupted run", changed)
+    old, lines = _resume_changes(cfg, run_dir, path)
+    progress.selection = ""
+    try:
+        accelerator.load_state(str(path))
+    except (RuntimeError, ValueError, KeyError) as e:
+        if not lines:
+            raise
+        raise ValueError(f"--resume-changed: {path} cannot continue with the changed settings "
+                         f"({'; '.join(lines)}): {e}") from None
+    if progress.selection and selection and progress.selection != selection and not lines:
+        lines = ["the selected training groups differ (the query file, the catalog or the "
+                 "shards changed since the checkpoint)"]
+        if not cfg.resume_changed:
+            _refuse_resume(run_dir, path, lines)
+    if lines:
+        _record_resume_changes(accelerator, cfg, run_dir, progress.step, old, lines)
     if progress.world_size != accelerator.num_processes:
         log.warning("resuming on %d processes a run saved on %d: the data order differs",
                     accelerator.num_processes, progress.world_size)
@@ -463,9 +506,45 @@ def _resume(accelerator, cfg, run_dir, previous, progress, metrics_path) -> int:
     return progress.step
 
 
+def _resume_changes(cfg, run_dir: Path, path: Path) -> tuple[dict | None, list[str]]:
+    """(the checkpointed run's settings, the data/optimiser settings this resume changes); a
+    change is refused unless --resume-changed. Checked before loading: a changed parameter set
+    cannot even load the optimizer state."""
+    import yaml
+
+    old_path = run_dir / "run_config.yaml"
+    old = yaml.safe_load(old_path.read_text()) if old_path.exists() else None
+    changed = differences(old, cfg.to_dict(), RESUME_KEYS) if isinstance(old, dict) else {}
+    lines = [f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items()]
+    if lines and not cfg.resume_changed:
+        _refuse_resume(run_dir, path, lines)
+    return old, lines
+
+
+def _refuse_resume(run_dir: Path, path: Path, lines: list[str]):
+    raise ValueError(
+        f"--resume: {run_dir} was trained up to {path.name} with other settings:\n"
+        + "".join(f"  {ln}\n" for ln in lines)
+        + "rerun with the run's settings (see its run_config.yaml), choose another --out, or "
+          "pass --resume-changed to continue anyway (final/config.json then records the "
+          "earlier settings too)")
+
+
+def _record_resume_changes(accelerator, cfg, run_dir: Path, step: int, old, lines) -> None:
+    log.warning("--resume-changed: continuing %s from step %d with changed settings: %s",
+                run_dir, step, "; ".join(lines))
+    if accelerator.is_main_process:
+        history_path = run_dir / SETTINGS_HISTORY
+        history = json.loads(history_path.read_text()) if history_path.exists() else []
+        history.append({"until_step": step, "train_config": old, "changed": lines})
+        history_path.write_text(json.dumps(history, indent=1) + "\n")
+
+
 def _export(model, final_dir: Path, cfg: TrainConfig, stage: Stage, spec: str, steps: int,
             world: int) -> None:
     builds = catalog_builds(cfg.data)
+    history_path = Path(cfg.out) / SETTINGS_HISTORY
+    history = json.loads(history_path.read_text()) if history_path.exists() else []
     if final_dir.exists():
         shutil.rmtree(final_dir)
     provenance = TrainingProvenance(
@@ -474,7 +553,9 @@ def _export(model, final_dir: Path, cfg: TrainConfig, stage: Stage, spec: str, s
         build_id=builds[0]["build_id"] if len(builds) == 1 else
         [b["build_id"] for b in builds] or None,
         synthetic=any(bool(b["synthetic"]) for b in builds) if builds else None,
-        train_config=cfg.to_dict())
+        train_config=cfg.to_dict(),
+        # settings of the steps before a --resume-changed (evaluators union their selections)
+        earlier_train_configs=history or [])
     model.save(str(final_dir), provenance.to_dict())
 
 
@@ -511,10 +592,24 @@ def main_for(stage: Stage, argv: list[str] | None = None, description: str = "")
     from teminal.train.run_config import resolve
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    cfg = resolve(stage.name, argv, description)
     try:
+        cfg = resolve(stage.name, argv, description)
         run(cfg, stage)
     except NonFiniteLoss as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         return 3
+    except (ValueError, OSError, KeyError) as e:  # bad settings, data or checkpoints
+        # One message, not a traceback (under `accelerate launch -q` nothing else is printed).
+        print(f"error: {_one_message(e)}", file=sys.stderr, flush=True)
+        return 2
     return 0
+
+
+def _one_message(e: BaseException) -> str:
+    """The user-facing text of an error; a DataLoader worker's re-raise carries the worker's
+    traceback in its message, of which only the last line (the original error) is kept."""
+    text = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+    if "Original Traceback" in text:
+        last = text.strip().splitlines()[-1]
+        text = last.split(": ", 1)[1] if ": " in last else last
+    return text

@@ -7,6 +7,7 @@ only a folder that is not ESC-50 at all (no root, no CSV, wrong CSV header) rais
 from __future__ import annotations
 
 import csv
+import io
 import hashlib
 from pathlib import Path
 
@@ -140,7 +141,15 @@ def source_stem(filename: str) -> str:
 
 def _read_rows(csv_file: Path):
     """(line number, row dict) for each data row; a wrong header raises up front."""
-    with open(csv_file, newline="", encoding="utf-8-sig") as f:
+    # the captioned readers' fallback (UTF-8, then Windows-1252, then ISO-8859-1), so a CSV
+    # saved in another encoding is read instead of failing with a decode error naming no file
+    from teminal.pipeline.sources.captioned import decode_text
+
+    try:
+        text, _encoding = decode_text(csv_file.read_bytes())
+    except OSError as e:
+        raise FileNotFoundError(f"{csv_file}: cannot read the CSV ({e.strerror or e})") from None
+    with io.StringIO(text, newline="") as f:
         reader = csv.DictReader(f)
         header = [h.strip() for h in (reader.fieldnames or [])]
         missing = [c for c in REQUIRED_COLUMNS if c not in header]

@@ -270,14 +270,23 @@ def clip_filename(fold: int, target: int, index: int) -> str:
     return f"{fold}-9{target:02d}{fold}{index:03d}-{TAKE}-{target}.wav"
 
 
+MANIFEST = "SYNTHETIC.files.json"  # what `pipeline synth` wrote here: the only files it may remove
+
+
 def write_synthetic_esc50(out_dir, seed: int = 0, clips_per_class_per_fold: int = 4,
-                          classes: Sequence[str] | None = None, progress: bool = False) -> Path:
+                          classes: Sequence[str] | None = None, progress: bool = False,
+                          replace: bool = False) -> Path:
     """Write the synthetic ESC-50 stand-in to `out_dir` and return that folder.
 
     Layout: `audio/{fold}-{src}-A-{target}.wav` (5 s, 44.1 kHz, mono, PCM_16), `meta/esc50.csv`
-    with the official header, and `SYNTHETIC.md`. `target` is the class's index in CLASS_NAMES,
-    so it is stable whatever subset `classes` picks. Refuses to write into a folder that holds a
-    real (unmarked) ESC-50 CSV."""
+    with the official header, `SYNTHETIC.md` and `SYNTHETIC.files.json` (every file written,
+    with its sha256, and the settings). `target` is the class's index in CLASS_NAMES, so it is
+    stable whatever subset `classes` picks.
+
+    The folder must be new, empty, or an earlier output of this function holding nothing else
+    (every file listed in its manifest, unchanged): anything else is refused, and only files
+    listed in the manifest are ever removed. Rewriting finished output with other settings needs
+    `replace=True`; the same settings rewrite the same bytes."""
     if not 1 <= clips_per_class_per_fold <= 999:
         raise ValueError(f"clips_per_class_per_fold must be 1-999, got {clips_per_class_per_fold}")
     chosen = list(CLASS_NAMES if classes is None else classes)
@@ -286,34 +295,108 @@ def write_synthetic_esc50(out_dir, seed: int = 0, clips_per_class_per_fold: int 
         raise ValueError(f"classes must be 2+ distinct names from {', '.join(CLASS_NAMES)}; "
                          f"got {chosen}")
     out = Path(out_dir)
-    if (out / CSV_PATH).exists() and not (out / SYNTHETIC_MARKER).exists():
-        raise FileExistsError(f"{out} already holds an ESC-50 CSV without a {SYNTHETIC_MARKER} "
-                              "marker (real data?); choose an empty folder")
+    settings = {"dataset": "esc50", "seed": int(seed),
+                "clips_per_class_per_fold": int(clips_per_class_per_fold), "classes": chosen}
+    jobs = [(c, fold, i) for c in chosen for fold in FOLDS for i in range(clips_per_class_per_fold)]
+    planned = [f"audio/{clip_filename(f, CLASS_NAMES.index(c), i)}" for c, f, i in jobs]
+    planned += [SYNTHETIC_MARKER, CSV_PATH.as_posix()]
+    previous = _claim(out, settings, replace)
+    # The manifest goes first and lists old and planned files, so a killed run's files stay
+    # claimed; the marker next, so even a half-written folder is flagged synthetic.
     (out / "audio").mkdir(parents=True, exist_ok=True)
     (out / CSV_PATH).parent.mkdir(parents=True, exist_ok=True)
-    # the marker goes first, so even a half-written folder is flagged synthetic
-    n_clips = len(chosen) * len(FOLDS) * clips_per_class_per_fold
+    _write_manifest(out, settings, {p: None for p in sorted(set(previous) | set(planned))},
+                    complete=False)
+    n_clips = len(jobs)
     (out / SYNTHETIC_MARKER).write_text(_marker_text(seed, chosen, clips_per_class_per_fold, n_clips))
 
     rows = []
-    jobs = [(c, fold, i) for c in chosen for fold in FOLDS for i in range(clips_per_class_per_fold)]
     for category, fold, index in _progress(jobs, progress):
         target = CLASS_NAMES.index(category)
         name = clip_filename(fold, target, index)
         audio = generate_clip(category, clip_rng(seed, target, fold, index))
         sf.write(out / "audio" / name, audio, SAMPLE_RATE, subtype="PCM_16")
         rows.append((name, fold, target, category, "False", name.split("-")[1], TAKE))
-    keep = {r[0] for r in rows}
-    for stale in (out / "audio").glob("*.wav"):
-        if stale.name not in keep:
-            stale.unlink()
     rows.sort()
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(OFFICIAL_HEADER)
     writer.writerows(rows)
     (out / CSV_PATH).write_text(buf.getvalue())
+    for stale in set(previous) - set(planned):  # only files an earlier run wrote
+        (out / stale).unlink(missing_ok=True)
+    _write_manifest(out, settings, {p: _sha256(out / p) for p in sorted(planned)}, complete=True)
     return out
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _write_manifest(out: Path, settings: dict, files: dict, complete: bool) -> None:
+    import json
+    import os
+
+    tmp = out / f"{MANIFEST}.tmp"
+    tmp.write_text(json.dumps({"settings": settings, "complete": complete, "files": files},
+                              indent=1, sort_keys=True) + "\n")
+    os.replace(tmp, out / MANIFEST)
+
+
+def _claim(out: Path, settings: dict, replace: bool) -> list[str]:
+    """The files an earlier `pipeline synth` wrote in `out` (may be removed or rewritten), or an
+    error when `out` holds anything else, was edited, or holds finished output made with other
+    settings (unless `replace`)."""
+    import json
+
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"{out} is a file, not a folder; choose a new or empty folder")
+    present = sorted(p.relative_to(out).as_posix() for p in out.rglob("*")
+                     if not p.is_dir()) if out.exists() else []
+    present = [p for p in present if p not in (MANIFEST, f"{MANIFEST}.tmp")]
+    if not (out / MANIFEST).is_file():
+        if present:
+            real = " (an ESC-50 CSV without a SYNTHETIC.md marker: real data?)" \
+                if CSV_PATH.as_posix() in present and SYNTHETIC_MARKER not in present else ""
+            raise FileExistsError(
+                f"{out} is not empty and was not written by `pipeline synth` (no {MANIFEST}): "
+                f"it holds {_some(present)}{real}. Nothing was changed; choose a new or empty "
+                f"folder")
+        return []
+    try:
+        manifest = json.loads((out / MANIFEST).read_text())
+        files = dict(manifest["files"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise FileExistsError(f"{out / MANIFEST} is unreadable ({e}); nothing was changed; "
+                              f"remove the folder yourself or choose another") from None
+    foreign = [p for p in present if p not in files]
+    if foreign:
+        raise FileExistsError(
+            f"{out} holds files `pipeline synth` did not write: {_some(foreign)}. Nothing was "
+            f"changed; move them away or choose a new or empty folder")
+    edited = [p for p, sha in files.items() if sha and (out / p).is_file()
+              and _sha256(out / p) != sha]
+    if edited:
+        raise FileExistsError(
+            f"{out}: {_some(edited)} changed since `pipeline synth` wrote them. Nothing was "
+            f"changed; move them away or choose a new or empty folder")
+    old = manifest.get("settings")
+    if manifest.get("complete") and old != settings and not replace:
+        diff = ", ".join(f"{k} {old.get(k) if isinstance(old, dict) else None!r} -> {v!r}"
+                         for k, v in settings.items()
+                         if not isinstance(old, dict) or old.get(k) != v)
+        raise FileExistsError(
+            f"{out} already holds synthetic data made with other settings ({diff}). Nothing "
+            f"was changed; pass --replace to replace it (only the {len(files)} files "
+            f"`pipeline synth` wrote there are removed) or choose another folder")
+    return sorted(files)
+
+
+def _some(paths: list[str], n: int = 3) -> str:
+    more = f" and {len(paths) - n} more" if len(paths) > n else ""
+    return ", ".join(paths[:n]) + more
 
 
 def _progress(items: list, enabled: bool) -> Iterable:

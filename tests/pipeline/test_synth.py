@@ -70,16 +70,17 @@ def test_a_clip_does_not_depend_on_the_other_classes(tmp_path, synthetic_esc50):
         assert (sub / "audio" / name).read_bytes() == (synthetic_esc50 / "audio" / name).read_bytes()
 
 
-def test_rewrite_replaces_stale_clips(tmp_path):
+def test_replace_swaps_stale_clips_for_the_new_set(tmp_path):
     out = synth.write_synthetic_esc50(tmp_path, clips_per_class_per_fold=2, classes=["siren", "low_hum"])
-    synth.write_synthetic_esc50(tmp_path, clips_per_class_per_fold=1, classes=["siren", "low_hum"])
+    synth.write_synthetic_esc50(tmp_path, clips_per_class_per_fold=1, classes=["siren", "low_hum"],
+                                replace=True)
     assert len(list((out / "audio").iterdir())) == len(read_rows(out)) == 10
 
 
 def test_refuses_to_overwrite_real_data(tmp_path):
     (tmp_path / "meta").mkdir()
     (tmp_path / "meta" / "esc50.csv").write_text(",".join(HEADER) + "\n")
-    with pytest.raises(FileExistsError, match="without a SYNTHETIC.md marker"):
+    with pytest.raises(FileExistsError, match="without a SYNTHETIC.md marker.*Nothing was changed"):
         synth.write_synthetic_esc50(tmp_path)
 
 

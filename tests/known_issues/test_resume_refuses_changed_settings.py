@@ -1,0 +1,111 @@
+"""Issue 9.3: `--resume` with another `--where` continued after a warning (and final/config.json
+then claimed the new `--where` for the whole run, so ZSTE's seen/unseen split was wrong); with
+another `--lr` not even a warning. A resume now refuses any change of a data-defining or
+optimiser setting, naming each, unless --resume-changed, which records both."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from teminal.train.run_config import TrainConfig
+from teminal.train.streaming import canonical_caption
+from teminal.train.trainer import Stage, complete_checkpoints, run
+from toy_clap import reference_info_nce, toy_factory
+
+
+def loss(audio, text, scale, n_groups, cfg):
+    return reference_info_nce(audio, text, scale)
+
+
+STAGE = Stage("toy_b", "b", ("forward", "reversed", "overlay"), loss, canonical_caption)
+
+
+def config(data, out, **kw) -> TrainConfig:
+    base = dict(data=str(data), out=str(out), max_steps=2, groups_per_batch=2, num_workers=0,
+                lr=3e-3, save_every=1, log_every=1, tensorboard=False, progress=False, seed=1)
+    return TrainConfig(**{**base, **kw})
+
+
+@pytest.fixture()
+def started(tiny_data, tmp_path):
+    out = tmp_path / "run"
+    run(config(tiny_data, out, where="NOT list_contains(labels, 'low hum')"), STAGE, toy_factory)
+    assert complete_checkpoints(out)
+    return out
+
+
+@pytest.mark.parametrize("change,named", [
+    (dict(where="list_contains(labels, 'rising chirp')"), "where"),
+    (dict(where=None), "where"),
+    (dict(lr=1e-2), "lr"),
+    (dict(weight_decay=0.1), "weight_decay"),
+    (dict(seed=2), "seed"),
+    (dict(groups_per_batch=3), "groups_per_batch"),
+    (dict(beta=0.5), "beta"),
+    (dict(trainable=["audio_proj.*"]), "trainable"),
+    (dict(split="val"), "split"),
+])
+def test_a_resume_with_changed_settings_is_refused_naming_the_setting(tiny_data, started, change,
+                                                                      named):
+    kw = {"where": "NOT list_contains(labels, 'low hum')", "resume": True, "max_steps": 4, **change}
+    with pytest.raises(ValueError, match=rf"(?s)other settings:\n  {named}: .* -> .*--resume-changed"):
+        run(config(tiny_data, started, **kw), STAGE, toy_factory)
+    assert not (started / "final" / "model.safetensors").stat().st_size == 0
+
+
+def test_several_changes_are_all_named(tiny_data, started):
+    with pytest.raises(ValueError) as e:
+        run(config(tiny_data, started, resume=True, max_steps=4, lr=1e-2, seed=7), STAGE,
+            toy_factory)
+    assert all(f"  {k}: " in str(e.value) for k in ("where", "lr", "seed"))
+
+
+def test_a_changed_query_file_content_is_caught(tiny_data, tmp_path):
+    query = tmp_path / "q.sql"
+    query.write_text("SELECT group_key FROM samples WHERE NOT list_contains(labels, 'low hum')")
+    out = tmp_path / "run"
+    run(config(tiny_data, out, query_file=str(query)), STAGE, toy_factory)
+    query.write_text("SELECT group_key FROM samples")
+    with pytest.raises(ValueError, match="selected training groups differ"):
+        run(config(tiny_data, out, query_file=str(query), resume=True, max_steps=4), STAGE,
+            toy_factory)
+
+
+def test_resume_changed_continues_and_records_both_settings(tiny_data, started):
+    new_where = "list_contains(labels, 'low hum')"
+    result = run(config(tiny_data, started, resume=True, resume_changed=True, max_steps=4,
+                        where=new_where, lr=1e-2), STAGE, toy_factory)
+    assert result.steps == 4
+    extra = json.loads((started / "final" / "config.json").read_text())["extra"]
+    assert extra["train_config"]["where"] == new_where
+    (earlier,) = extra["earlier_train_configs"]
+    assert earlier["until_step"] == 2
+    assert earlier["train_config"]["where"] == "NOT list_contains(labels, 'low hum')"
+    assert earlier["train_config"]["lr"] == 3e-3
+    assert any(line.startswith("where:") for line in earlier["changed"])
+
+
+def test_the_evaluator_unions_the_selections_of_a_changed_resume(tiny_data, started):
+    from teminal.evaluate.testset import resolve_training_data
+
+    run(config(tiny_data, started, resume=True, resume_changed=True, max_steps=4,
+               where="list_contains(labels, 'low hum')"), STAGE, toy_factory)
+
+    class Model:
+        config = json.loads((started / "final" / "config.json").read_text())
+
+    pairs = resolve_training_data(Model()).pairs
+    assert any("low hum" in p for p in pairs) and any("low hum" not in p for p in pairs)
+
+
+@pytest.mark.parametrize("patterns", [["proj"], ["nothing.*"], ["re:xyz"]])
+def test_trainable_patterns_matching_nothing_are_one_message(tiny_data, tmp_path, patterns):
+    with pytest.raises(ValueError, match="matches no trainable parameter.*names look like"):
+        run(config(tiny_data, tmp_path / "run", trainable=patterns), STAGE, toy_factory)
+
+
+def test_an_unchanged_resume_still_continues(tiny_data, started):
+    result = run(config(tiny_data, started, where="NOT list_contains(labels, 'low hum')",
+                        resume=True, max_steps=3, save_every=5, log_every=2), STAGE, toy_factory)
+    assert result.steps == 3
