@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Callable, Mapping
 
 import click
-from tqdm import tqdm
+from teminal.pipeline.progress import progress_bar
 
 from teminal.pipeline.sources import DATASETS
 from teminal.pipeline.sources.spec import RemoteDataset, RemoteFile
@@ -245,9 +245,9 @@ def _transfer(url: str, part: Path, *, timeout: float, progress: bool, label: st
             length = response.headers.get("Content-Length")
             total = int(length) if length and length.isdigit() else None
         written = offset
-        with open(part, mode) as f, tqdm(total=total, initial=offset, unit="B", unit_scale=True,
-                                         unit_divisor=1024, desc=label, disable=not progress,
-                                         leave=False) as bar:
+        with open(part, mode) as f, progress_bar(
+                total, label, "B", enabled=progress, initial=offset, unit_scale=True,
+                unit_divisor=1024, leave=False) as bar:
             while True:
                 chunk = response.read(CHUNK)
                 if not chunk:
@@ -281,8 +281,9 @@ def _range_total(content_range: str | None) -> int | None:
 def file_digests(path: Path, progress: bool = False) -> dict:
     md5, sha = hashlib.md5(), hashlib.sha256()
     size = path.stat().st_size
-    with open(path, "rb") as f, tqdm(total=size, unit="B", unit_scale=True, desc=f"hash {path.name}",
-                                     disable=not progress or size < (256 << 20), leave=False) as bar:
+    with open(path, "rb") as f, progress_bar(
+            size, f"hash {path.name}", "B", enabled=progress and size >= (256 << 20),
+            unit_scale=True, leave=False) as bar:
         while chunk := f.read(CHUNK):
             md5.update(chunk)
             sha.update(chunk)

@@ -33,7 +33,7 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-from tqdm import tqdm
+from teminal.pipeline.progress import progress_bar
 
 from teminal.pipeline.sources.base import Reject, SourceClip, SourceScan, sanitize_id
 from teminal.pipeline.sources.captioned import (
@@ -155,8 +155,8 @@ def _scan_split(root: Path, split: str, source: str, path: Path, templates: list
             source_id=_source_id(youtube_id, start_time, split, seen_ids), dataset=DATASET,
             path=audio, split=split, captions=tuple(clip["captions"])))
 
-    for clip in tqdm(found, desc=f"audiocaps {split} headers", unit="file", leave=False,
-                     disable=not progress or len(found) < 500):
+    for clip in progress_bar(len(found), f"audiocaps {split} headers", "file",
+                             enabled=progress and len(found) >= 500, iterable=found, leave=False):
         probed = probed_clip(clip, out.rejects)
         if probed is not None:
             out.clips.append(probed)

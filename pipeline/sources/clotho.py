@@ -31,7 +31,7 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-from tqdm import tqdm
+from teminal.pipeline.progress import progress_bar
 
 from teminal.pipeline.sources.base import Reject, SourceClip, SourceScan, sanitize_id
 from teminal.pipeline.sources.captioned import (
@@ -161,8 +161,8 @@ def _scan_split(root: Path, split: str, source: str, path: Path, templates: list
         found.append(SourceClip(source_id=sid, dataset=DATASET, path=audio,
                                 split=split, captions=captions))
 
-    for clip in tqdm(found, desc=f"clotho {split} headers", unit="file", leave=False,
-                     disable=not progress or len(found) < 500):
+    for clip in progress_bar(len(found), f"clotho {split} headers", "file",
+                             enabled=progress and len(found) >= 500, iterable=found, leave=False):
         probed = probed_clip(clip, out.rejects)
         if probed is not None:
             out.clips.append(probed)

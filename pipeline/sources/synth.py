@@ -402,9 +402,9 @@ def _some(paths: list[str], n: int = 3) -> str:
 def _progress(items: list, enabled: bool) -> Iterable:
     if not enabled:
         return items
-    from tqdm import tqdm
+    from teminal.pipeline.progress import progress_bar
 
-    return tqdm(items, desc="synth esc50", unit="clip")
+    return progress_bar(len(items), "synth esc50", "clip", iterable=items)
 
 
 def _marker_text(seed: int, classes: list[str], per_fold: int, n_clips: int) -> str:
