@@ -123,16 +123,21 @@ def iter_groups(paths: Iterable[str | os.PathLike]) -> Iterator[tuple[dict, dict
     """(meta, {relation: float32 waveform}) for every group of the shards, in stored order.
 
     `meta` is the group's JSON: {"group_key", "stage", "split", "samples": [samples rows]}."""
-    from teminal.pipeline.audio import decode_member
-
     for key, members in iter_members(paths):
         meta = json.loads(members.pop("json"))
-        waves = {}
-        for suffix, data in members.items():
-            relation, _, ext = suffix.partition(".")
-            x, _sr = decode_member(data, ext)
-            waves[relation] = np.asarray(x, dtype=np.float32)
-        yield meta, waves
+        yield meta, decode_members(members)
+
+
+def decode_members(members: dict[str, bytes]) -> dict[str, np.ndarray]:
+    """{relation: float32 waveform} of a group's {"<relation>.<ext>": bytes} (no "json")."""
+    from teminal.pipeline.audio import decode_member
+
+    waves = {}
+    for suffix, data in members.items():
+        relation, _, ext = suffix.partition(".")
+        x, _sr = decode_member(data, ext)
+        waves[relation] = np.asarray(x, dtype=np.float32)
+    return waves
 
 
 def _tarinfo(name: str, size: int) -> tarfile.TarInfo:
