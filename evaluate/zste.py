@@ -413,6 +413,7 @@ def evaluate_zste(model, testset, *, seed: int = 0, batch_size: int = 32, templa
     stats = AudioStats()
     with eval_mode(model), DecodePool(workers, ahead=decode_ahead(batch_size, workers)) as pool:
         emb = embed_testset(model, testset, batch_size, stats, progress, pool)
+        audio_pass = time.perf_counter() - start
         if not emb.singles and not emb.groups:
             raise ValueError("the test set yielded no items (see skipped counts: "
                              f"{testset.skipped or 'none'})")
@@ -426,7 +427,7 @@ def evaluate_zste(model, testset, *, seed: int = 0, batch_size: int = 32, templa
                   "classes": len(testset.vocabulary), "skipped": dict(testset.skipped)},
         "timing": {**stats.to_dict(), "texts_embedded": len(cache),
                    "text_embed_seconds": round(cache.seconds, 3), "wall_seconds": round(wall, 3),
-                   "decode": pool.timing()},
+                   "audio_pass_seconds": round(audio_pass, 3), "decode": pool.timing()},
     }
 
 
