@@ -85,7 +85,8 @@ def check_audio_head(spec: Path, device: str) -> str | None:
 def build_sets(out: Path, train_groups: int, test_groups: int, seconds: float, rate: int,
                workers: int) -> dict[str, Path]:
     """The same stage-B groups as FLAC and as PCM shards."""
-    from teminal.pipeline.build import BuildConfig, run_build
+    from teminal.pipeline.build import run_build
+    from teminal.pipeline.config import BuildConfig
     from teminal.pipeline.compose import ComposeConfig
     from teminal.pipeline.sources.synth import write_synthetic_esc50
 

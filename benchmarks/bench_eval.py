@@ -27,7 +27,8 @@ from pathlib import Path
 
 def build_data(out: Path, seconds: float, rate: int, groups: int, source: str | None = None) -> Path:
     """A stage-B build of `source` (an ESC-50 folder; default: a synthetic one written here)."""
-    from teminal.pipeline.build import BuildConfig, run_build
+    from teminal.pipeline.build import run_build
+    from teminal.pipeline.config import BuildConfig
     from teminal.pipeline.compose import ComposeConfig
     from teminal.pipeline.sources.synth import write_synthetic_esc50
 

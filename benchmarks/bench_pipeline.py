@@ -64,7 +64,8 @@ def phase_floor(data: Path, members: int, sample_rate: int, workdir: Path) -> di
 def phase_build(data: Path, groups_per_clip: float, sample_rate: int, workdir: Path,
                 shard_size: int) -> dict:
     from teminal.pipeline.audio import load_source
-    from teminal.pipeline.build import BuildConfig, run_build
+    from teminal.pipeline.build import run_build
+    from teminal.pipeline.config import BuildConfig
     from teminal.pipeline.compose import ComposeConfig
     from teminal.pipeline.sources.esc50 import scan
 

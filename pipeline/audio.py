@@ -9,6 +9,7 @@ float path and the stored members all agree.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import os
@@ -17,14 +18,18 @@ import struct
 import numpy as np
 import soundfile as sf
 
-from teminal.pipeline.sources.base import AudioError
-
 INT16_SCALE = 32768.0
 SILENCE_PEAK_DB = -60.0      # a source whose peak is below this is "silent"
 ENERGY_FLOOR_DB = -120.0     # rms_db of digital silence; loudness is never pushed from below it
 MAX_GAIN_DB = 60.0           # normalisation never amplifies by more than this
 FIT_POLICIES = ("repeat", "repeatpad", "zero")
 CODECS = {"flac": "flac", "pcm": "npy"}
+
+
+class AudioError(Exception):
+    """A source file that cannot be used; the message is the reject reason recorded in the catalog.
+
+    Defined here, not in `sources`, so that `audio` imports nothing of the readers that use it."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -102,6 +107,23 @@ def _resampler(sr_in: int, sr_out: int):
     import torchaudio
 
     return torchaudio.transforms.Resample(sr_in, sr_out)
+
+
+@contextlib.contextmanager
+def one_thread():
+    """Resample with one torch thread, in workers and in the main process alike, so that the
+    decoded sources do not depend on how many threads or processes a build uses."""
+    try:
+        import torch
+    except ImportError:  # pragma: no cover
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 _UNCOMPRESSED = {"PCM_S8", "PCM_U8", "PCM_16", "PCM_24", "PCM_32", "FLOAT", "DOUBLE", "ULAW", "ALAW"}

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from pathlib import Path
+from typing import Callable
 
 import click
 
@@ -31,7 +33,7 @@ def main() -> None:
 
 # ---------------------------------------------------------------------------------------------
 # Registered by other parts of the project: `pipeline download` (teminal.pipeline.download);
-# the datasets of `pipeline build --dataset` are teminal.pipeline.build.DATASETS.
+# the datasets of `pipeline build --dataset` are teminal.pipeline.sources.DATASETS.
 
 def _register_download() -> None:
     from teminal.pipeline.download import download_command
@@ -44,7 +46,7 @@ _register_download()
 
 
 def _dataset_names() -> list[str]:
-    from teminal.pipeline.build import DATASETS
+    from teminal.pipeline.sources import DATASETS
 
     return sorted(DATASETS)
 
@@ -134,8 +136,9 @@ def build(dataset, root, out, stages, splits, groups, groups_per_clip, seed, wor
           part, overwrite, keep_cache, no_progress) -> None:
     """Compose pairs of source clips into WebDataset shards, Parquet manifests and a DuckDB
     catalog. Rerunning a killed build finishes it; a finished build is not redone."""
-    from teminal.pipeline.build import (BuildConfig, dataset_spec, parse_groups, parse_part,
-                                        parse_splits, run_build)
+    from teminal.pipeline.build import run_build
+    from teminal.pipeline.config import BuildConfig
+    from teminal.pipeline.sources import dataset_spec
 
     try:
         spec = dataset_spec(dataset)
@@ -180,7 +183,7 @@ def catalog(builds: tuple[Path, ...], merge: bool, merged: Path | None, link: st
         their `dataset` and `build_id`, and MERGED/shards/<stage>/<split>-<dataset>-NNNNNN.tar
         link to the builds' shards, so SQL, `pipeline info` and trainers read MERGED as one
         build."""
-    from teminal.pipeline.build import write_build_catalog
+    from teminal.pipeline.catalog import write_build_catalog
     from teminal.pipeline.merge import merge_catalogs
 
     if not merge:
@@ -295,7 +298,7 @@ def info(out: Path) -> None:
 def render(key: str, data: Path | None, wav_out: Path | None, root: Path | None) -> None:
     """Re-render sample KEY (<group_key>.<relation>) from its catalog row and the source files,
     and check its sha256 against the stored shard member (exit status 1 on mismatch)."""
-    from teminal.pipeline.build import rerender
+    from teminal.pipeline.render import rerender
 
     try:
         result = rerender(data or _default_data(), key, root=root)
@@ -317,6 +320,62 @@ def render(key: str, data: Path | None, wav_out: Path | None, root: Path | None)
     else:
         click.echo("MISMATCH: the re-rendered member differs from the stored one", err=True)
         sys.exit(1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Option parsing of `pipeline build`
+
+def parse_splits(text: str | None, value: Callable[[str], object] = str) -> dict[str, list] | None:
+    """"test=5,val=4,train=1,2,3" -> {"test": [5], "val": [4], "train": [1, 2, 3]}.
+
+    A bare value after a comma extends the split named before it; ";" separates as well."""
+    if not text:
+        return None
+    out: dict[str, list] = {}
+    current = None
+    for token in re.split(r"[,;]", text):
+        token = token.strip()
+        if not token:
+            continue
+        if "=" in token:
+            current, _, token = (t.strip() for t in token.partition("="))
+            if not current or current in out:
+                raise ValueError(f"--splits {text!r}: split name {current!r} empty or repeated")
+            out[current] = []
+        if current is None:
+            raise ValueError(f"--splits {text!r}: expected name=value first, e.g. test=5,val=4,train=1,2,3")
+        if token:
+            try:
+                out[current].append(value(token))
+            except ValueError:
+                raise ValueError(f"--splits {text!r}: bad value {token!r} for split {current!r}") from None
+    return out
+
+
+def parse_groups(text: str | None) -> int | dict[str, int] | None:
+    """"2000" -> 2000; "train=2000,val=200,test=200" -> {...}; None/"" -> None."""
+    if not text:
+        return None
+    text = text.strip()
+    try:
+        if "=" not in text:
+            return int(text)
+        out = {}
+        for item in text.split(","):
+            name, _, n = item.partition("=")
+            out[name.strip()] = int(n)
+        return out
+    except ValueError:
+        raise ValueError(f"--groups {text!r}: expected N or split=N,split=N (e.g. train=2000,val=200)") from None
+
+
+def parse_part(text: str | None) -> tuple[int, int]:
+    if not text:
+        return (0, 1)
+    m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+    if not m:
+        raise ValueError(f"--part {text!r}: expected i/n, e.g. 0/4")
+    return int(m.group(1)), int(m.group(2))
 
 
 def format_table(names: list[str], rows: list[tuple], max_width: int = 60) -> str:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-from teminal.pipeline.build import BUILD_FILE, MERGE_FILE, PARTS_DIR, write_json_atomic
+from teminal.pipeline.layout import BUILD_FILE, MERGE_FILE, PARTS_DIR, write_json_atomic
 
 LINK_MODES = ("hard", "symlink", "copy")
 

@@ -15,7 +15,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from teminal.pipeline.sources.base import SourceClip
+from teminal.pipeline.sources.base import SourceClip, different_labels
 
 Compatible = Callable[[SourceClip, SourceClip], bool]
 
@@ -29,15 +29,6 @@ def derive_seed(seed: int, *parts: object) -> int:
     processes and Python versions (unlike hash())."""
     text = "/".join([str(int(seed))] + [str(p) for p in parts])
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") >> 1
-
-
-def different_labels(a: SourceClip, b: SourceClip) -> bool:
-    """Default rule for labelled datasets: a pair joins clips of two different classes."""
-    if a.label is None or b.label is None:
-        raise ValueError(
-            f"clip {a.source_id if a.label is None else b.source_id} has no label; captioned "
-            "datasets must pass their own compatible(a, b) rule to draw_pairs")
-    return a.label != b.label
 
 
 def draw_pairs(clips: Sequence[SourceClip], num_pairs: int, seed: int, key: str = "",

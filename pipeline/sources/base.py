@@ -5,9 +5,8 @@ import dataclasses
 import re
 from dataclasses import dataclass, field
 
-
-class AudioError(Exception):
-    """A source file that cannot be used; the message is the reject reason recorded in the catalog."""
+# Decoding raises it, so it lives with decoding; readers import it from here or from audio alike.
+from teminal.pipeline.audio import AudioError  # noqa: F401
 
 
 @dataclass(frozen=True)
@@ -50,6 +49,16 @@ class SourceScan:
     clips: list[SourceClip] = field(default_factory=list)
     rejects: list[Reject] = field(default_factory=list)
     synthetic: bool = False        # True when the folder carries the SYNTHETIC marker
+
+
+def different_labels(a: SourceClip, b: SourceClip) -> bool:
+    """The pairing rule of labelled datasets (the default `compatible(a, b)` of
+    `pairing.draw_pairs`): a pair joins clips of two different classes."""
+    if a.label is None or b.label is None:
+        raise ValueError(
+            f"clip {a.source_id if a.label is None else b.source_id} has no label; captioned "
+            "datasets must pass their own compatible(a, b) rule to draw_pairs")
+    return a.label != b.label
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")

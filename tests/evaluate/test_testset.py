@@ -18,7 +18,8 @@ from teminal.evaluate.zste import evaluate_zste
 @pytest.fixture(scope="module")
 def build(synthetic_esc50, tmp_path_factory):
     """A stage A+B build of the synthetic set: 4 kHz, 1 s composites, 24 test groups."""
-    from teminal.pipeline.build import BuildConfig, run_build
+    from teminal.pipeline.build import run_build
+    from teminal.pipeline.config import BuildConfig
     from teminal.pipeline.compose import ComposeConfig
 
     out = tmp_path_factory.mktemp("zste-build") / "out"

@@ -16,8 +16,11 @@ import pytest
 import soundfile as sf
 
 from teminal.manifests.catalog import connect, fetch_dicts
-from teminal.pipeline.build import (BuildConfig, parse_groups, parse_part, parse_splits,
-                                    rerender, resolve_group_counts, run_build, write_build_catalog)
+from teminal.pipeline.build import run_build
+from teminal.pipeline.catalog import write_build_catalog
+from teminal.pipeline.cli import parse_groups, parse_part, parse_splits
+from teminal.pipeline.config import BuildConfig, resolve_group_counts
+from teminal.pipeline.render import rerender
 from teminal.pipeline.compose import ComposeConfig
 from teminal.pipeline.shards import iter_groups
 
@@ -273,7 +276,7 @@ def test_missing_root_says_how_to_get_the_data(tmp_path):
 
 
 def test_build_id_follows_the_output_settings_only(tmp_path, tiny_root):
-    from teminal.pipeline.build import compute_build_id
+    from teminal.pipeline.config import compute_build_id
 
     base = make_config(tmp_path, tiny_root)
     clips, digest = [], {}

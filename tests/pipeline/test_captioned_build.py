@@ -16,7 +16,10 @@ import soundfile as sf
 from click.testing import CliRunner
 
 from teminal.manifests.catalog import connect, fetch_dicts
-from teminal.pipeline.build import BuildConfig, pairable_clips, rerender, run_build
+from teminal.pipeline.build import run_build
+from teminal.pipeline.config import BuildConfig
+from teminal.pipeline.plan import pairable_clips
+from teminal.pipeline.render import rerender
 from teminal.pipeline.captions import clean_caption
 from teminal.pipeline.cli import main
 from teminal.pipeline.compose import ComposeConfig, make_group_recipes, render_detailed

@@ -9,7 +9,8 @@ REPO = Path(__file__).resolve().parents[2]
 def build_tiny_data(out: Path, classes: int = 4, per_fold: int = 2, shard_size: int = 4,
                     seconds: float = 2.0, codec: str = "flac") -> Path:
     """Synthetic ESC-50 -> shards at 16 kHz: 24 train groups per stage in 6 shards (defaults)."""
-    from teminal.pipeline.build import BuildConfig, run_build
+    from teminal.pipeline.build import run_build
+    from teminal.pipeline.config import BuildConfig
     from teminal.pipeline.compose import ComposeConfig
     from teminal.pipeline.sources.synth import CLASS_NAMES, write_synthetic_esc50
 

@@ -1,0 +1,50 @@
+"""A build's catalog: its manifest fragments (one per shard, from every --part) merged into the
+Parquet manifests and catalog.duckdb once every planned shard is done."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from teminal.pipeline.layout import BUILD_FILE, MERGE_FILE, PARTS_DIR
+
+
+def write_build_catalog(out: str | os.PathLike) -> Path:
+    """Merge the build's fragments into the Parquet manifests and catalog.duckdb.
+
+    Refuses when a planned shard is missing or belongs to another build."""
+    from teminal.manifests.catalog import write_catalog
+
+    out = Path(out)
+    build_file = out / PARTS_DIR / BUILD_FILE
+    if not build_file.exists():
+        if (out / "manifests" / MERGE_FILE).exists():
+            raise FileNotFoundError(f"{out} holds a merged catalog, not a build: rerun "
+                                    f"`pipeline catalog --merge OUT1 OUT2 ... --out {out}`")
+        raise FileNotFoundError(f"{build_file} is missing: {out} holds no pipeline build "
+                                "(run `pipeline build --out ...` first)")
+    build = json.loads(build_file.read_text())
+    samples, shards, missing = [], [], []
+    for relpath in build["shards"]:
+        stage, name = Path(relpath).parent.name, Path(relpath).stem
+        frag = out / PARTS_DIR / stage / f"{name}.json"
+        tar = out / relpath
+        saved = json.loads(frag.read_text()) if frag.exists() else None
+        if (saved is None or saved.get("build_id") != build["build_id"] or not tar.exists()
+                or tar.stat().st_size != saved["shard"]["bytes"]):
+            missing.append(relpath)
+            continue
+        shards.append(saved["shard"])
+        samples.extend(saved["samples"])
+    if missing:
+        raise RuntimeError(
+            f"build {build['build_id']} in {out} is incomplete: {len(missing)} of "
+            f"{len(build['shards'])} shards missing or stale (first: {missing[0]}). Rerun "
+            "`pipeline build` with the same arguments (and every --part) to finish it.")
+    sources = [{k: v for k, v in s.items()} for s in build["sources"]]
+    for s in sources:
+        s["captions"] = list(s.get("captions") or [])
+    builds = [{"build_id": build["build_id"], "config": json.dumps(build["config"], sort_keys=True),
+               "version": build["version"], "synthetic": build["synthetic"]}]
+    return write_catalog(out, {"sources": sources, "samples": samples, "shards": shards,
+                               "rejects": build["rejects"], "builds": builds})

@@ -1,0 +1,31 @@
+"""Where a build keeps its files in OUT, and how they are written (atomically).
+
+    OUT/shards/<stage>/<split>-NNNNNN.tar         the WebDataset shards (teminal.pipeline.shards)
+    OUT/manifests/parts/build.json                the build's plan: id, config, sources, shards
+    OUT/manifests/parts/<stage>/<split>-NNNNNN.json  one fragment per finished shard
+    OUT/manifests/{sources,...}.parquet, catalog.duckdb   the catalog (teminal.manifests.catalog)
+    OUT/manifests/merge.json                      instead of build.json: a merged catalog
+    OUT/.cache/pool-<key>.{f32,json}              the decoded source pool (teminal.pipeline.pool)
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+PARTS_DIR = "manifests/parts"
+BUILD_FILE = "build.json"
+MERGE_FILE = "merge.json"     # marks an OUT that holds a merged catalog (teminal.pipeline.merge)
+CACHE_DIR = ".cache"
+
+
+def fragment_relpath(stage: str, split: str, index: int) -> str:
+    """OUT-relative path of the manifest fragment of shard `index` of (stage, split)."""
+    return f"{PARTS_DIR}/{stage}/{split}-{index:06d}.json"
+
+
+def write_json_atomic(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False))
+    os.replace(tmp, path)

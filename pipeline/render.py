@@ -1,0 +1,161 @@
+"""Rendering: one shard from its plan and the source pool (in any process), and one sample
+again from its catalog row and the source files (`rerender`, to check a stored member).
+
+A shard writes its tar atomically, then its manifest fragment; `shard_done` recognises a
+finished shard of a build, so that a killed build resumes where it stopped.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+
+from teminal.pipeline.audio import encode_member, load_source, one_thread
+from teminal.pipeline.compose import (ComposeConfig, SampleRecipe, augment_json,
+                                      make_group_recipes, render_detailed)
+from teminal.pipeline.layout import write_json_atomic
+from teminal.pipeline.plan import ShardTask
+from teminal.pipeline.pool import pool_waves
+from teminal.pipeline.shards import write_shard
+from teminal.pipeline.sources.base import SourceClip
+
+
+@dataclass(frozen=True)
+class ShardContext:
+    out: str
+    build_id: str
+    seed: int
+    codec: str
+    compose: dict
+    pool_path: str
+
+
+def build_shard(task: ShardTask, ctx: ShardContext, pool_index: Mapping[str, tuple[int, int]]) -> dict:
+    """Render, encode and write one shard and its fragment; returns the `shards` row."""
+    compose = ComposeConfig.from_dict(ctx.compose)
+    out = Path(ctx.out)
+    groups, rows = [], []
+    for i, (a, b) in enumerate(task.pairs):
+        a, b = SourceClip.from_dict(a), SourceClip.from_dict(b)
+        recipes = make_group_recipes(task.stage, task.split, task.first_group + i, a, b,
+                                     compose, ctx.seed)
+        waves = pool_waves(ctx.pool_path, {s: pool_index[s] for s in (a.source_id, b.source_id)})
+        members, parts = [], {}
+        for recipe in recipes:
+            data, ext = encode_member(_render_into(recipe, waves, parts), recipe.sample_rate,
+                                      ctx.codec)
+            recipe.shard, recipe.build_id = task.relpath, ctx.build_id
+            recipe.sha256 = hashlib.sha256(data).hexdigest()
+            members.append((f"{recipe.key}.{ext}", data))
+        group_rows = [r.to_dict() for r in recipes]
+        meta = {"group_key": recipes[0].group_key, "stage": task.stage, "split": task.split,
+                "dataset": recipes[0].dataset, "build_id": ctx.build_id, "samples": group_rows}
+        groups.append((recipes[0].group_key, meta, members))
+        rows.extend(group_rows)
+    written = write_shard(out / task.relpath, groups)
+    shard_row = {"path": task.relpath, "stage": task.stage, "split": task.split,
+                 "num_groups": written.num_groups, "num_samples": written.num_members,
+                 "bytes": written.bytes, "sha256": written.sha256}
+    write_json_atomic(out / task.fragment,
+                       {"build_id": ctx.build_id, "shard": shard_row, "samples": rows})
+    return shard_row
+
+
+def _render_into(recipe: SampleRecipe, waves: Mapping[str, np.ndarray], parts: dict) -> np.ndarray:
+    """Render and record in the recipe what rendering measured (gains, cuts, augmentation)."""
+    r = render_detailed(recipe, waves, parts)
+    recipe.gains_db, recipe.source_offsets = r.gains_db, r.source_offsets
+    recipe.augment = augment_json(recipe, r.augment)
+    return r.audio
+
+
+def shard_job(job: tuple[ShardTask, ShardContext, dict]) -> dict:
+    """`build_shard` for a process pool: one job tuple, one torch thread."""
+    with one_thread():
+        return build_shard(*job)
+
+
+def shard_done(out: Path, task: ShardTask, build_id: str) -> dict | None:
+    """The shard's row when its tar and fragment exist for this build (and agree), else None."""
+    frag, tar = out / task.fragment, out / task.relpath
+    if not (frag.exists() and tar.exists()):
+        return None
+    try:
+        saved = json.loads(frag.read_text())
+    except (OSError, ValueError):
+        return None
+    row = saved.get("shard") or {}
+    if saved.get("build_id") != build_id or row.get("bytes") != tar.stat().st_size:
+        return None
+    return row
+
+
+
+@dataclass
+class Rerendered:
+    key: str
+    audio: np.ndarray
+    sample_rate: int
+    caption: str
+    source_ids: list[str]
+    expected: str        # sha256 in the samples row
+    stored: str          # sha256 of the member in the shard
+    actual: str          # sha256 of the re-rendered, re-encoded member
+
+    @property
+    def match(self) -> bool:
+        return self.expected == self.stored == self.actual
+
+
+def rerender(out: str | os.PathLike, key: str, root: str | os.PathLike | None = None) -> Rerendered:
+    """Re-render one sample from its catalog row and the source files, and hash it as stored.
+
+    `root`: the dataset folder's current location when it moved since the build (paths are
+    mapped from the build's root to it)."""
+    import tarfile
+
+    from teminal.manifests.catalog import connect
+
+    out = Path(out)
+    con = connect(out)
+    try:
+        cur = con.execute("SELECT * FROM samples WHERE key = ?", [key])
+        names = [d[0] for d in cur.description]
+        found = cur.fetchone()
+        if found is None:
+            near = [r[0] for r in con.execute(
+                "SELECT key FROM samples WHERE group_key = ? OR key LIKE ? ORDER BY key LIMIT 5",
+                [key, key + "%"]).fetchall()]
+            hint = f"; did you mean {', '.join(near)}?" if near else " (keys look like esc50-b-test-000000.forward)"
+            raise KeyError(f"no sample {key!r} in {out}{hint}")
+        row = dict(zip(names, found))
+        recipe = SampleRecipe.from_dict(row)
+        paths = dict(con.execute(
+            "SELECT source_id, path FROM sources WHERE list_contains(?, source_id)",
+            [recipe.source_ids]).fetchall())
+        config = json.loads(con.execute("SELECT config FROM builds WHERE build_id = ?",
+                                        [recipe.build_id]).fetchone()[0])
+    finally:
+        con.close()
+    waves = {}
+    for sid in recipe.source_ids:
+        path = Path(paths[sid])
+        if root is not None and config.get("root"):
+            path = Path(root) / path.relative_to(config["root"])
+        with one_thread():
+            waves[sid] = load_source(path, recipe.sample_rate)
+    audio = render_detailed(recipe, waves).audio
+    data, ext = encode_member(audio, recipe.sample_rate, config.get("codec", "flac"))
+    member = f"{recipe.key}.{ext}"
+    with tarfile.open(out / recipe.shard, "r:") as tar:
+        try:
+            stored = hashlib.sha256(tar.extractfile(member).read()).hexdigest()
+        except KeyError:
+            raise KeyError(f"shard {recipe.shard} has no member {member}") from None
+    return Rerendered(recipe.key, audio, recipe.sample_rate, recipe.caption, recipe.source_ids,
+                      recipe.sha256, stored, hashlib.sha256(data).hexdigest())
