@@ -139,7 +139,7 @@ def evaluation_figures(spec: Path, data: Path, device: str, batch_size: int, wor
             "end_to_end_to_embedding": round(zste["audio_pass_clips_per_s"]
                                              / embed["clips_per_s"], 3),
             "workers_needed": (round(embed["clips_per_s"] / serial_data["clips_per_s_per_worker"],
-                                     1) if serial_data["clips_per_s_per_worker"] else None)}
+                                     2) if serial_data["clips_per_s_per_worker"] else None)}
 
 
 def main(argv=None) -> int:

@@ -198,7 +198,7 @@ class DecodedSource(NamedTuple):
 def decode_source(job: tuple[str, str, int]) -> DecodedSource:
     """One (source_id, path, sample_rate) job of `decoded_sources` (module-level for workers)."""
     from teminal.pipeline.audio import load_source
-    from teminal.pipeline.sources.base import AudioError
+    from teminal.pipeline.audio import AudioError
 
     source_id, path, sample_rate = job
     try:

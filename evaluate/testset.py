@@ -258,7 +258,7 @@ def render_single(job: SingleJob) -> Rendered:
     """A test source decoded and rendered as a stage-A `single` recipe without augmentation."""
     from teminal.pipeline.audio import load_source
     from teminal.pipeline.compose import SampleRecipe, render
-    from teminal.pipeline.sources.base import AudioError
+    from teminal.pipeline.audio import AudioError
 
     try:
         wave = load_source(job.path, job.sample_rate)

@@ -205,9 +205,16 @@ def render_detailed(recipe: SampleRecipe, waves: Mapping[str, np.ndarray],
     out = np.empty(n, dtype=np.float32) if concat else np.zeros(n, dtype=np.float32)
     covered = 0   # concatenations: samples written so far; the rest of each slot is zeroed
     gains, cuts, aug_params = [], [], []
+    # A concatenation holds each part's samples once, plus zeros: its extremes are the parts'
+    # (known from the cache, shared by the members of a group), so no pass over the composite.
+    hi = lo = np.float32(0)
+    known = concat
     for i, sid in enumerate(recipe.source_ids):
         length = ends[i] - starts[i]
-        x, gain, cut, params = _prepared_part(waves[sid], sid, length, sr, spec, recipe.seed, cache)
+        x, gain, cut, params, (x_hi, x_lo) = _prepared_part(waves[sid], sid, length, sr, spec,
+                                                           recipe.seed, cache)
+        hi, lo = max(hi, x_hi), min(lo, x_lo)
+        known &= len(x) <= length   # (an augmentation that lengthened a part spills over)
         if spec:
             aug_params.append(params)
         if recipe.relation == "overlay" and i == 1 and recipe.snr_db is not None:
@@ -225,7 +232,7 @@ def render_detailed(recipe: SampleRecipe, waves: Mapping[str, np.ndarray],
         cuts.append(cut / sr)
     if concat:
         out[covered:] = 0
-    out, limit_db = _peak_limit(out, CEILING)
+    out, limit_db = _peak_limit(out, CEILING, (hi, lo) if known else None)
     gains = [round(g + float(limit_db), 6) for g in gains]
     return Rendering(np.ascontiguousarray(out, dtype=np.float32), gains, cuts, aug_params)
 
@@ -247,22 +254,30 @@ def _add_padded(out: np.ndarray, start: int, length: int, x: np.ndarray, policy:
             break
 
 
-def _peak_limit(x: np.ndarray, ceiling: float) -> tuple[np.ndarray, float]:
+def _peak_limit(x: np.ndarray, ceiling: float,
+                extremes: tuple[np.float32, np.float32] | None = None) -> tuple[np.ndarray, float]:
     """audio.peak_limit (scale down so max |y| <= ceiling; same gain, same bits) with fewer passes
-    over the buffer: this runs once per rendered member."""
-    peak = max(float(x.max()), -float(x.min())) if x.size else 0.0
+    over the buffer, which it scales in place: this runs once per rendered member.
+
+    `extremes` (max, min) of `x` when the caller knows them. The limiter's check needs no pass
+    over the scaled buffer: float32 rounding is monotonic, so max(x * g) == float32(max(x) * g)
+    (and likewise for the min) for a gain g > 0."""
+    if not x.size:
+        return x, 0.0
+    hi, lo = extremes if extremes is not None else (x.max(), x.min())
+    hi, lo = np.float32(hi), np.float32(lo)
+    peak = max(float(hi), -float(lo))
     if peak <= ceiling:
         return x, 0.0
     gain = np.float32(ceiling / peak)
-    y = x * gain
-    while max(float(y.max()), -float(y.min())) > ceiling:  # float32 rounding: one ulp over
+    while max(float(hi * gain), -float(lo * gain)) > ceiling:  # float32 rounding: one ulp over
         gain = np.nextafter(gain, np.float32(0))
-        y = x * gain
-    return y, float(20.0 * np.log10(float(gain)))
+    np.multiply(x, gain, out=x)
+    return x, float(20.0 * np.log10(float(gain)))
 
 
 def _prepared_part(wave: np.ndarray, sid: str, length: int, sr: int, spec, seed: int,
-                   cache: dict) -> tuple[np.ndarray, float, int, dict]:
+                   cache: dict) -> tuple[np.ndarray, float, int, dict, tuple]:
     """The sound content of a part before padding: cut to its slot's highest-energy window when
     longer, loudness-normalised on that content (so padding never inflates the gain), then
     augmented (after normalisation, which would undo a gain step; seeded by group and source, so
@@ -279,9 +294,10 @@ def _prepared_part(wave: np.ndarray, sid: str, length: int, sr: int, spec, seed:
         if spec:
             x, params = _augment(x, sr, spec, derive_seed(seed, "augment", sid))
         x.setflags(write=False)  # shared between members of the group
-        cache[key] = (x, float(gain), params)
-    x, gain, params = cache[key]
-    return x, gain, cut, params
+        extremes = (x.max(), x.min()) if x.size else (np.float32(0), np.float32(0))
+        cache[key] = (x, float(gain), params, extremes)
+    x, gain, params, extremes = cache[key]
+    return x, gain, cut, params, extremes
 
 
 def _augment(x: np.ndarray, sr: int, spec: str, seed: int) -> tuple[np.ndarray, dict]:
