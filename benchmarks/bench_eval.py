@@ -10,9 +10,10 @@ temporary folder first. Then, in one process whose model runs on one thread (OMP
 3. the whole ZSTE evaluation of `--model` (every task, both template sets) with 0 workers (the
    serial path) and with `--workers`; the audio pass (decode + audio embedding) and the whole
    evaluation (plus texts and scoring) are timed.
-Ratios (issue 12, target >= 0.9): audio pass clips/s over embedding-alone clips/s, and end to
-end clips/s over the model's own rate (audio + text embedding time). Both evaluations must give
-the same metrics (checked). The last line is one JSON object with every figure.
+Ratios (issue 12, target >= 0.9), each within one evaluation so that a shared machine's load
+moves both sides: audio embedding time / audio pass time (decode + embed), and model time (audio
++ text embedding) / whole evaluation time; the embedding-alone phase (2) is a cross-check. Both
+evaluations must give the same metrics (checked). The last line is one JSON object.
 """
 from __future__ import annotations
 
@@ -138,13 +139,22 @@ def main(argv=None) -> int:
         pooled = evaluation(model, data, args.max_items, args.batch_size, args.workers)
     same = json.dumps(serial.pop("metrics"), sort_keys=True) == json.dumps(pooled.pop("metrics"),
                                                                            sort_keys=True)
-    model_seconds = embed["seconds"] * pooled["audio_clips"] / embed["clips"] + pooled["text_seconds"]
+    # Ratios within each evaluation: the model's own time (inside embed_audio / embed_text) is
+    # measured in the same seconds as the pass around it, so a load change on a shared machine
+    # moves both sides; the separate embedding-alone phase is reported as a cross-check.
+    def audio_ratio(ev):
+        return round(ev["audio_embed_seconds"] / ev["audio_pass_seconds"], 3)
+
+    def model_ratio(ev):
+        return round((ev["audio_embed_seconds"] + ev["text_seconds"]) / ev["wall_seconds"], 3)
+
     ratios = {
-        "audio_pass_to_embedding": round(pooled["audio_pass_clips_per_s"] / embed["clips_per_s"], 3),
-        "audio_pass_to_embedding_serial": round(serial["audio_pass_clips_per_s"]
-                                                / embed["clips_per_s"], 3),
-        "end_to_end_to_model": round(model_seconds / pooled["wall_seconds"], 3),
-        "end_to_end_to_model_serial": round(model_seconds / serial["wall_seconds"], 3),
+        "audio_pass_to_embedding": audio_ratio(pooled),
+        "audio_pass_to_embedding_serial": audio_ratio(serial),
+        "end_to_end_to_model": model_ratio(pooled),
+        "end_to_end_to_model_serial": model_ratio(serial),
+        "audio_pass_to_embedding_alone_phase": round(pooled["audio_pass_clips_per_s"]
+                                                     / embed["clips_per_s"], 3),
         "target": 0.9,
     }
     figures = {"benchmark": "zste evaluation throughput", "model": args.model,
