@@ -9,7 +9,8 @@ folder first. Then, in one process:
 2. training: `--steps` stage-B steps of the small model through the real trainer, with the same
    loader; data stall = time the step loop waited for the next batch / wall time, from the
    per-step metrics (the first step, which starts the workers, is left out).
-Targets (issue 3): stall < 5 %, loader >= 4x what training consumes.
+Targets (issue 3): stall < 5 %, loader >= 4x what training consumes. The last line is one JSON
+object with every figure.
 """
 from __future__ import annotations
 
@@ -23,13 +24,14 @@ from itertools import islice
 from pathlib import Path
 
 
-def build_data(out: Path, seconds: float, rate: int) -> Path:
+def build_data(out: Path, seconds: float, rate: int, source: str | None = None) -> Path:
+    """A stage-B build of `source` (an ESC-50 folder; default: a synthetic one written here)."""
     from teminal.pipeline.build import run_build
     from teminal.pipeline.config import BuildConfig
     from teminal.pipeline.compose import ComposeConfig
     from teminal.pipeline.sources.synth import write_synthetic_esc50
 
-    root = write_synthetic_esc50(out / "src", clips_per_class_per_fold=2)
+    root = source or write_synthetic_esc50(out / "src", clips_per_class_per_fold=2)
     run_build(BuildConfig(out=str(out / "data"), root=str(root), stages=("b",), shard_size=16,
                           compose=ComposeConfig(sample_rate=rate, clip_seconds=seconds)),
               progress=False, log=lambda *_: None)
@@ -50,14 +52,16 @@ def loader_throughput(data: Path, workers: int, groups: int, batches: int) -> fl
     return clips / (time.perf_counter() - t0)
 
 
-def train_throughput(data: Path, out: Path, workers: int, groups: int, steps: int) -> dict:
+def train_throughput(data: Path, out: Path, workers: int, groups: int, steps: int,
+                     model: str = "small", **settings) -> dict:
+    """Stage-B training figures; `settings` are further TrainConfig fields (mixed_precision)."""
     from teminal.train.run_config import TrainConfig
     from teminal.train.stage_b import STAGE
     from teminal.train.trainer import run
 
-    cfg = TrainConfig(model="small", data=str(data), out=str(out), max_steps=steps,
+    cfg = TrainConfig(model=model, data=str(data), out=str(out), max_steps=steps,
                       groups_per_batch=groups, num_workers=workers, save_every=0, log_every=1,
-                      tensorboard=False, progress=False)
+                      tensorboard=False, progress=False, **settings)
     result = run(cfg, STAGE)
     rows = [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines()]
     spans = [(b["time"] - a["time"], b["data_wait"]) for a, b in zip(rows, rows[1:])]
@@ -71,6 +75,7 @@ def train_throughput(data: Path, out: Path, workers: int, groups: int, steps: in
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data", help="a pipeline OUT with stage-B train shards (default: build one)")
+    p.add_argument("--source", help="ESC-50 folder to build from (default: write a synthetic one)")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--groups-per-batch", type=int, default=8)
@@ -83,7 +88,8 @@ def main(argv=None) -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        data = Path(args.data) if args.data else build_data(tmp, args.seconds, args.sample_rate)
+        data = Path(args.data) if args.data else build_data(tmp, args.seconds, args.sample_rate,
+                                                            args.source)
         loader = loader_throughput(data, args.workers, args.groups_per_batch, args.loader_batches)
         train = train_throughput(data, tmp / "run", args.workers, args.groups_per_batch,
                                  args.steps)
@@ -102,6 +108,7 @@ def main(argv=None) -> int:
           f"{'ok' if train['data_stall'] < 0.05 else 'ABOVE TARGET'}")
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=1) + "\n")
+    print(json.dumps(figures), flush=True)
     return 0
 
 

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import contextlib
 import time
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 import torch
-from tqdm import tqdm
+from teminal.pipeline.progress import progress_bar
 
 
 def _to_numpy(x) -> np.ndarray:
@@ -156,7 +156,7 @@ def embed_long_clips(model, clips: Iterable[tuple[object, np.ndarray]], length: 
                 yield (key, i), w
 
     sums: dict[object, np.ndarray] = {}
-    with tqdm(total=total, desc=desc, unit="clip", disable=not progress, leave=False) as bar:
+    with progress_bar(total, desc, "clip", enabled=progress, leave=False) as bar:
         for (key, i), e in embed_stream(model, window_items(), sample_rate, batch_size, stats):
             if i == 0:
                 bar.update(1)
@@ -171,15 +171,37 @@ def normalize(v: np.ndarray) -> np.ndarray:
 
 
 def decoded_sources(items: Iterable[tuple[str, str]], sample_rate: int,
-                    failures: dict[str, int]) -> Iterator[tuple[str, np.ndarray]]:
+                    failures: dict[str, int], pool=None) -> Iterator[tuple[str, np.ndarray]]:
     """(source_id, waveform at `sample_rate`) for each (source_id, path) that decodes; the
-    others are counted in `failures` by reason, so a report can say what was left out."""
-    from teminal.pipeline.audio import load_source
-    from teminal.pipeline.sources.base import AudioError
+    others are counted in `failures` by reason, so a report can say what was left out.
+    `pool` (a `DecodePool`) decodes in worker processes, in the same order (None: here)."""
+    from teminal.evaluate.workers import DecodePool
 
-    for source_id, path in items:
-        try:
-            yield source_id, load_source(path, sample_rate)
-        except AudioError as e:
-            reason = str(e).split(":")[0]
+    jobs = ((source_id, path, sample_rate) for source_id, path in items)
+    for source_id, wave, reason in (pool or DecodePool(0)).map(decode_source, jobs):
+        if reason is None:
+            yield source_id, wave
+        else:
             failures[reason] = failures.get(reason, 0) + 1
+
+
+class DecodedSource(NamedTuple):
+    source_id: str
+    wave: np.ndarray | None
+    reason: str | None            # the reject reason when it did not decode
+
+    @property
+    def clips(self) -> int:
+        return int(self.wave is not None)
+
+
+def decode_source(job: tuple[str, str, int]) -> DecodedSource:
+    """One (source_id, path, sample_rate) job of `decoded_sources` (module-level for workers)."""
+    from teminal.pipeline.audio import load_source
+    from teminal.pipeline.audio import AudioError
+
+    source_id, path, sample_rate = job
+    try:
+        return DecodedSource(source_id, load_source(path, sample_rate), None)
+    except AudioError as e:
+        return DecodedSource(source_id, None, str(e).split(":")[0])

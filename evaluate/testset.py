@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, NamedTuple
 
 import numpy as np
 
@@ -151,35 +151,27 @@ class CatalogTestSet:
         return min(n, self.max_items) if self.max_items else n
 
     # -- items ----------------------------------------------------------------------------------
-    def singles(self) -> Iterator[tuple[SingleItem, np.ndarray]]:
+    def singles(self, pool=None) -> Iterator[tuple[SingleItem, np.ndarray]]:
         """Each labelled test source once, rendered as a stage-A `single` (no augmentation).
         Undecodable or missing sources are counted in `skipped['single: <reason>']`; when none
         decodes (a build moved away from its sources), the stage-A `single` members of the test
-        shards stand in, one per source."""
-        from teminal.pipeline.audio import load_source
-        from teminal.pipeline.compose import SampleRecipe, plan_parts, render
-        from teminal.pipeline.sources.base import AudioError
+        shards stand in, one per source. `pool` (a `DecodePool`) decodes and renders in worker
+        processes; without it, here, one after another (same items, same bits)."""
+        from teminal.evaluate.workers import DecodePool
 
         vocab = set(self.vocabulary)
+        jobs = [SingleJob(row["source_id"], row["path"], row["label"], self.split,
+                          self.sample_rate, self.num_samples, self.pad)
+                for row in self._sources if row["label"] in vocab]
         taken = 0
-        for row in self._sources:
+        for job, (wave, reason) in zip(jobs, (pool or DecodePool(0)).map(render_single, jobs)):
+            if reason is not None:
+                self._skip(f"single: {reason}")
+                continue
+            taken += 1
+            yield SingleItem(job.source_id, job.label), wave
             if self.max_items and taken >= self.max_items:
                 return
-            if row["label"] not in vocab:
-                continue
-            try:
-                wave = load_source(row["path"], self.sample_rate)
-            except AudioError as e:
-                self._skip(f"single: {str(e).split(':')[0]}")
-                continue
-            sid = row["source_id"]
-            recipe = SampleRecipe(
-                key=f"{sid}.single", group_key=sid, stage="a", split=self.split,
-                relation="single", source_ids=[sid], labels=[row["label"]], offsets=[0.0],
-                sample_rate=self.sample_rate, num_samples=self.num_samples, pad=self.pad)
-            taken += 1  # recipes carry their cut (recipe_version 2): plan it, then render
-            yield SingleItem(sid, row["label"]), render(plan_parts(recipe, {sid: wave}),
-                                                        {sid: wave})
         if taken == 0:
             yield from self._stage_a_singles(vocab)
 
@@ -201,24 +193,35 @@ class CatalogTestSet:
             self._skip("single: taken from stage-A shards instead")
             yield SingleItem(sid, label), waves["single"]
 
-    def groups(self) -> Iterator[tuple[PairGroup, dict[str, np.ndarray]]]:
-        """Stage-B test groups with all three relations, in stored (group key) order."""
-        from teminal.pipeline.shards import iter_groups
+    def groups(self, pool=None) -> Iterator[tuple[PairGroup, dict[str, np.ndarray]]]:
+        """Stage-B test groups with all three relations, in stored (group key) order. The shards
+        are read here; `pool` (a `DecodePool`) decodes the members in worker processes."""
+        from teminal.evaluate.workers import DecodePool
+
+        pool = pool or DecodePool(0)
+        # a group is three members: fewer groups in flight hold as many clips as the singles
+        ahead = max(1, pool.ahead // len(RELATIONS))
+        yield from pool.map(decode_group, self._group_jobs(), ahead=ahead)
+
+    def _group_jobs(self) -> Iterator[tuple[PairGroup, dict[str, bytes]]]:
+        """(group, encoded members) of the groups to evaluate; the others are counted."""
+        from teminal.pipeline.shards import iter_members
 
         vocab = set(self.vocabulary)
         taken = 0
-        for meta, waves in iter_groups(self.shards):
+        for _key, members in iter_members(self.shards):
             if self.max_items and taken >= self.max_items:
                 return
-            group = group_of(meta)
-            if group is None or not set(RELATIONS) <= set(waves):
+            group = group_of(json.loads(members.pop("json")))
+            relations = {suffix.partition(".")[0]: suffix for suffix in members}
+            if group is None or not set(RELATIONS) <= set(relations):
                 self._skip("group: incomplete (needs forward, reversed and overlay)")
                 continue
             if group.a not in vocab or group.b not in vocab:
                 self._skip("group: labels outside the class vocabulary")
                 continue
             taken += 1
-            yield group, {r: waves[r] for r in RELATIONS}
+            yield group, {relations[r]: members[relations[r]] for r in RELATIONS}
 
     def _skip(self, reason: str) -> None:
         self.skipped[reason] = self.skipped.get(reason, 0) + 1
@@ -235,6 +238,63 @@ def group_of(meta: dict) -> PairGroup | None:
         return None
     key = meta.get("group_key") or forward.get("group_key")
     return PairGroup(str(key), str(labels[0]), str(labels[1]))
+
+
+# ---------------------------------------------------------------------------------------------
+# Decode jobs (module-level: `DecodePool` workers import them by name)
+
+class SingleJob(NamedTuple):
+    source_id: str
+    path: str
+    label: str
+    split: str
+    sample_rate: int
+    num_samples: int
+    pad: str
+
+
+class Rendered(NamedTuple):
+    wave: np.ndarray | None
+    reason: str | None            # why the source was left out (None when it decoded)
+
+    @property
+    def clips(self) -> int:
+        return int(self.wave is not None)
+
+
+def render_single(job: SingleJob) -> Rendered:
+    """A test source decoded and rendered as a stage-A `single` recipe without augmentation."""
+    from teminal.pipeline.audio import load_source
+    from teminal.pipeline.compose import SampleRecipe, plan_parts, render
+    from teminal.pipeline.audio import AudioError
+
+    try:
+        wave = load_source(job.path, job.sample_rate)
+    except AudioError as e:
+        return Rendered(None, str(e).split(":")[0])
+    recipe = SampleRecipe(
+        key=f"{job.source_id}.single", group_key=job.source_id, stage="a", split=job.split,
+        relation="single", source_ids=[job.source_id], labels=[job.label], offsets=[0.0],
+        sample_rate=job.sample_rate, num_samples=job.num_samples, pad=job.pad)
+    waves = {job.source_id: wave}  # recipes carry their cut (recipe_version 2): plan, render
+    return Rendered(render(plan_parts(recipe, waves), waves), None)
+
+
+class DecodedGroup(NamedTuple):
+    group: PairGroup
+    waves: dict[str, np.ndarray]
+
+    @property
+    def clips(self) -> int:
+        return len(self.waves)
+
+
+def decode_group(job: tuple[PairGroup, dict[str, bytes]]) -> DecodedGroup:
+    from teminal.pipeline.shards import decode_members
+
+    group, members = job
+    waves = decode_members(members)
+    return DecodedGroup(group, {r: waves[r] for r in RELATIONS})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -425,8 +485,8 @@ class ItemTestSet:
     def num_groups(self) -> int:
         return len(self._groups)
 
-    def singles(self):
-        yield from self._singles
+    def singles(self, pool=None):
+        yield from self._singles          # already in memory: nothing to decode
 
-    def groups(self):
+    def groups(self, pool=None):
         yield from self._groups

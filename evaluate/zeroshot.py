@@ -17,6 +17,7 @@ import numpy as np
 from teminal.evaluate.embed import (AudioStats, TextCache, decoded_sources, embed_long_clips,
                                     eval_mode)
 from teminal.evaluate.metrics import Score, argmax_first, rank_of
+from teminal.evaluate.workers import DecodePool, decode_ahead
 
 PROMPT = "This is a sound of {label}."
 ALL_FOLDS = (1, 2, 3, 4, 5)
@@ -51,18 +52,19 @@ def clip_score(hits: np.ndarray, top5: np.ndarray) -> dict:
     return {**Score.of(hits).to_dict(), "top5": Score.of(top5).to_dict()["accuracy"]}
 
 
-def evaluate_zeroshot(model, clips, vocabulary, batch_size: int = 32, progress: bool = True) -> dict:
+def evaluate_zeroshot(model, clips, vocabulary, batch_size: int = 32, progress: bool = True,
+                      workers: int | None = 0) -> dict:
     """Score labelled clips (objects with .source_id, .path, .label, .fold). Returns {"metrics",
-    "items", "timing"}."""
+    "items", "timing"}. `workers` decode processes (0: decode here) give the same numbers."""
     start = time.perf_counter()
     vocabulary = sorted(vocabulary)
     sr = int(model.sample_rate)
     length = int(getattr(model, "clip_samples", 0) or 10 * sr)
     skipped: dict[str, int] = {}
-    decoded = decoded_sources(((c.source_id, c.path) for c in clips), sr, skipped)
 
     stats = AudioStats()
-    with eval_mode(model):
+    with eval_mode(model), DecodePool(workers, ahead=decode_ahead(batch_size, workers)) as pool:
+        decoded = decoded_sources(((c.source_id, c.path) for c in clips), sr, skipped, pool)
         audio = embed_long_clips(model, decoded, length, sr, batch_size, FILL, stats, progress,
                                  total=len(clips), desc="esc50")
         kept = [c for c in clips if c.source_id in audio]
@@ -81,7 +83,7 @@ def evaluate_zeroshot(model, clips, vocabulary, batch_size: int = 32, progress: 
         "metrics": {"folds": per_fold, "all": {**clip_score(hits, top5), "chance": round(1 / len(vocabulary), 6)}},
         "items": {"clips": len(kept), "classes": len(vocabulary), "skipped": skipped},
         "timing": {**stats.to_dict(), "texts_embedded": len(cache),
-                   "wall_seconds": round(time.perf_counter() - start, 3)},
+                   "wall_seconds": round(time.perf_counter() - start, 3), "decode": pool.timing()},
     }
 
 
@@ -95,7 +97,8 @@ def protocol(folds) -> dict:
 
 
 def run(model, spec: str, root, folds=ALL_FOLDS, batch_size: int = 32, seed: int = 0,
-        label: str | None = None, argv=None, progress: bool = True) -> dict:
+        label: str | None = None, argv=None, progress: bool = True,
+        workers: int | None = 0) -> dict:
     from teminal.evaluate.report import new_result
 
     every, clips, rejects, synthetic = scan_esc50(root, folds)
@@ -104,7 +107,7 @@ def run(model, spec: str, root, folds=ALL_FOLDS, batch_size: int = 32, seed: int
         raise ValueError(f"no ESC-50 clips in fold(s) {list(folds)} under {root} (folds present: "
                          f"{present or 'none'}); choose --folds among those, e.g. --folds all")
     vocabulary = sorted({c.label for c in every})
-    out = evaluate_zeroshot(model, clips, vocabulary, batch_size, progress)
+    out = evaluate_zeroshot(model, clips, vocabulary, batch_size, progress, workers)
     out["items"]["rejected_at_scan"] = len(rejects)
     dataset = "esc50-synthetic" if synthetic else "esc50"
     return new_result("zeroshot", spec=spec, model=model, label=label, argv=argv, seed=seed,

@@ -32,11 +32,12 @@ from itertools import combinations
 from typing import Sequence
 
 import numpy as np
-from tqdm import tqdm
+from teminal.pipeline.progress import progress_bar
 
 from teminal.evaluate.embed import AudioStats, TextCache, embed_stream, eval_mode
 from teminal.evaluate.metrics import Score, argmax_first, top_k_sets
 from teminal.evaluate.testset import RELATIONS, PairGroup, SingleItem, TrainingData
+from teminal.evaluate.workers import DecodePool, decode_ahead
 
 CLASS_PROMPT = "This is a sound of {label}."
 POSITION_PROMPTS = ("In this concatenated sound, the first sound is {c}",
@@ -135,24 +136,26 @@ class ZsteEmbeddings:
 
 
 def embed_testset(model, testset, batch_size: int = 32, stats: AudioStats | None = None,
-                  progress: bool = True) -> ZsteEmbeddings:
+                  progress: bool = True, pool=None) -> ZsteEmbeddings:
+    """Embeddings of every single and group member; `pool` (a `DecodePool`) decodes the inputs
+    in worker processes while this process embeds (None: decode here, in turn)."""
     sr = testset.sample_rate
     singles, single_vecs = [], []
-    with tqdm(total=testset.num_singles, desc="zste singles", unit="clip",
-              disable=not progress, leave=False) as bar:
-        for item, vec in embed_stream(model, testset.singles(), sr, batch_size, stats):
+    with progress_bar(testset.num_singles, "zste singles", "clip", enabled=progress,
+                      leave=False) as bar:
+        for item, vec in embed_stream(model, testset.singles(pool), sr, batch_size, stats):
             singles.append(item)
             single_vecs.append(vec)
             bar.update(1)
 
     def members():
-        for group, waves in testset.groups():
+        for group, waves in testset.groups(pool):
             for relation in RELATIONS:
                 yield (group, relation), waves[relation]
 
     groups, vecs = [], {r: [] for r in RELATIONS}
-    with tqdm(total=testset.num_groups, desc="zste groups", unit="group",
-              disable=not progress, leave=False) as bar:
+    with progress_bar(testset.num_groups, "zste groups", "group", enabled=progress,
+                      leave=False) as bar:
         for (group, relation), vec in embed_stream(model, members(), sr, batch_size, stats):
             if relation == RELATIONS[0]:
                 groups.append(group)
@@ -401,13 +404,16 @@ def score_zste(emb: ZsteEmbeddings, vocab: list[str], cache: TextCache, *, seed:
 
 
 def evaluate_zste(model, testset, *, seed: int = 0, batch_size: int = 32, templates: str = "all",
-                  training: TrainingData | None = None, progress: bool = True) -> dict:
+                  training: TrainingData | None = None, progress: bool = True,
+                  workers: int | None = 0) -> dict:
     """Embed a test set with `model` and score every task. Returns {"metrics", "timing",
-    "items"}; `teminal.evaluate.report` wraps it with provenance."""
+    "items"}; `teminal.evaluate.report` wraps it with provenance. `workers` decode processes
+    (0: decode in this process; None: `default_workers()`) give the same numbers."""
     start = time.perf_counter()
     stats = AudioStats()
-    with eval_mode(model):
-        emb = embed_testset(model, testset, batch_size, stats, progress)
+    with eval_mode(model), DecodePool(workers, ahead=decode_ahead(batch_size, workers)) as pool:
+        emb = embed_testset(model, testset, batch_size, stats, progress, pool)
+        audio_pass = time.perf_counter() - start
         if not emb.singles and not emb.groups:
             raise ValueError("the test set yielded no items (see skipped counts: "
                              f"{testset.skipped or 'none'})")
@@ -420,7 +426,8 @@ def evaluate_zste(model, testset, *, seed: int = 0, batch_size: int = 32, templa
         "items": {"singles": len(emb.singles), "groups": len(emb.groups),
                   "classes": len(testset.vocabulary), "skipped": dict(testset.skipped)},
         "timing": {**stats.to_dict(), "texts_embedded": len(cache),
-                   "text_embed_seconds": round(cache.seconds, 3), "wall_seconds": round(wall, 3)},
+                   "text_embed_seconds": round(cache.seconds, 3), "wall_seconds": round(wall, 3),
+                   "audio_pass_seconds": round(audio_pass, 3), "decode": pool.timing()},
     }
 
 
@@ -446,7 +453,8 @@ def protocol(templates: str, seed: int, split: str) -> dict:
 
 def run(model, spec: str, data, *, seed: int = 0, batch_size: int = 32, templates: str = "all",
         train_data=None, max_items: int | None = None, split: str = "test",
-        label: str | None = None, argv=None, progress: bool = True) -> dict:
+        label: str | None = None, argv=None, progress: bool = True,
+        workers: int | None = 0) -> dict:
     """`evaluate zste` as a function: the full result object (see teminal.evaluate.report)."""
     from teminal.evaluate.report import new_result
     from teminal.evaluate.testset import CatalogTestSet, resolve_training_data
@@ -454,7 +462,7 @@ def run(model, spec: str, data, *, seed: int = 0, batch_size: int = 32, template
     testset = CatalogTestSet(data, split=split, max_items=max_items)
     training = resolve_training_data(model, train_data)
     out = evaluate_zste(model, testset, seed=seed, batch_size=batch_size, templates=templates,
-                        training=training, progress=progress)
+                        training=training, progress=progress, workers=workers)
     dataset = ",".join(testset.datasets) or testset.info.config.get("dataset")
     return new_result(
         "zste", spec=spec, model=model, label=label, argv=argv, seed=seed,

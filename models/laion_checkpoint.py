@@ -160,11 +160,32 @@ def laion_config_for(state: dict[str, torch.Tensor], source: str) -> dict:
     audio_name, base = audio_tower_config(state, source)
     roberta = roberta_config_for(state, source)
     projection = state.get("audio_projection.0.weight")
+    return laion_config(audio_name, base, roberta,
+                        int(projection.shape[0]) if projection is not None else 512)
+
+
+def random_laion_config(audio_name: str = "HTSAT-tiny", tokenizer_dir: str | None = None) -> dict:
+    """The spec of a LAION-CLAP architecture without a checkpoint (laion's bundled `audio_name`
+    config + roberta-base): the shape of 630k-audioset-best.pt, randomly initialised by
+    `load_model` (for benchmarks: speed and memory do not depend on the weights)."""
+    from teminal.models.laion_import import laion_model_config
+
+    config = laion_config(audio_name, laion_model_config(audio_name), dict(ROBERTA_BASE_CONFIG),
+                          512)
+    config["name"] = f"random-{config['name']}"
+    if tokenizer_dir:
+        config["text"]["dir"] = str(tokenizer_dir)
+    return config
+
+
+def laion_config(audio_name: str, base: dict, roberta: dict, joint_embed_shape: int) -> dict:
+    """The resolved spec of a non-fusion LAION-CLAP: laion's `base` config for `audio_name`,
+    a RoBERTa text tower of config `roberta`, and the joint embedding size."""
     clap = {
         "embed_dim": base["embed_dim"],
         "audio_cfg": base["audio_cfg"],
         "text_cfg": {**base["text_cfg"], "model_type": "roberta"},
-        "joint_embed_shape": int(projection.shape[0]) if projection is not None else 512,
+        "joint_embed_shape": int(joint_embed_shape),
         "enable_fusion": False,
         "fusion_type": "None",
     }

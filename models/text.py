@@ -134,3 +134,36 @@ class RobertaTokenizerFiles:
 
     def files(self) -> list[Path]:
         return [self.folder / name for name in ROBERTA_FILES]
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2 / RoBERTa byte-level alphabet: every byte maps to a printable character."""
+    bs = (list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
+          + list(range(ord("®"), ord("ÿ") + 1)))
+    cs = bs[:]
+    extra = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + extra)
+            extra += 1
+    return dict(zip(bs, map(chr, cs)))
+
+
+def write_byte_level_tokenizer(folder: str | Path, merges: tuple[str, ...] = ()) -> Path:
+    """RoBERTa tokenizer files (vocab.json + merges.txt) with the byte-level alphabet and the
+    given merges only: no hub download, for tests and random-weight benchmarks. Texts become
+    about one token per character; LAION pads to max_length anyway, so compute is the same."""
+    import json
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3}
+    for ch in sorted(set(_bytes_to_unicode().values())):
+        vocab.setdefault(ch, len(vocab))
+    vocab["<mask>"] = len(vocab)
+    for m in merges:
+        vocab.setdefault(m.replace(" ", ""), len(vocab))
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    (folder / "merges.txt").write_text("".join(f"{line}\n" for line in ("#version: 0.2", *merges)))
+    return folder

@@ -289,11 +289,17 @@ def render_detailed(recipe: SampleRecipe, waves: Mapping[str, np.ndarray],
     out = np.empty(n, dtype=np.float32) if concat else np.zeros(n, dtype=np.float32)
     covered = 0   # concatenations: samples written so far; the rest of each slot is zeroed
     gains = []
+    # A concatenation holds each part's samples once, plus zeros: its extremes are the parts'
+    # (known from the cache, shared by the members of a group), so no pass over the composite.
+    hi = lo = np.float32(0)
+    known = concat
     for i, sid in enumerate(recipe.source_ids):
         length = ends[i] - starts[i]
         cut = int(round(recipe.source_offsets[i] * sr))
-        x, gain = _prepared_part(waves[sid], sid, cut, length, sr, recipe.target_db,
-                                 spec, part_params[i] if spec else None, cache)
+        x, gain, (x_hi, x_lo) = _prepared_part(waves[sid], sid, cut, length, sr, recipe.target_db,
+                                               spec, part_params[i] if spec else None, cache)
+        hi, lo = max(hi, x_hi), min(lo, x_lo)
+        known &= len(x) <= length   # (an augmentation that lengthened a part spills over)
         if recipe.relation == "overlay" and i == 1 and recipe.snr_db is not None:
             # b sits snr_db below a (both parts are at target_db here)
             x = x * np.float32(10.0 ** (-recipe.snr_db / 20.0))
@@ -308,7 +314,7 @@ def render_detailed(recipe: SampleRecipe, waves: Mapping[str, np.ndarray],
         gains.append(float(gain))
     if concat:
         out[covered:] = 0
-    out, limit_db = _peak_limit(out, recipe.ceiling)
+    out, limit_db = _peak_limit(out, recipe.ceiling, (hi, lo) if known else None)
     gains = [round(g + float(limit_db), 6) for g in gains]
     return Rendering(np.ascontiguousarray(out, dtype=np.float32), gains)
 
@@ -330,26 +336,35 @@ def _add_padded(out: np.ndarray, start: int, length: int, x: np.ndarray, policy:
             break
 
 
-def _peak_limit(x: np.ndarray, ceiling: float) -> tuple[np.ndarray, float]:
+def _peak_limit(x: np.ndarray, ceiling: float,
+                extremes: tuple[np.float32, np.float32] | None = None) -> tuple[np.ndarray, float]:
     """audio.peak_limit (scale down so max |y| <= ceiling; same gain, same bits) with fewer passes
-    over the buffer: this runs once per rendered member."""
-    peak = max(float(x.max()), -float(x.min())) if x.size else 0.0
+    over the buffer, which it scales in place: this runs once per rendered member.
+
+    `extremes` (max, min) of `x` when the caller knows them. The limiter's check needs no pass
+    over the scaled buffer: float32 rounding is monotonic, so max(x * g) == float32(max(x) * g)
+    (and likewise for the min) for a gain g > 0."""
+    if not x.size:
+        return x, 0.0
+    hi, lo = extremes if extremes is not None else (x.max(), x.min())
+    hi, lo = np.float32(hi), np.float32(lo)
+    peak = max(float(hi), -float(lo))
     if peak <= ceiling:
         return x, 0.0
     gain = np.float32(ceiling / peak)
-    y = x * gain
-    while max(float(y.max()), -float(y.min())) > ceiling:  # float32 rounding: one ulp over
+    while max(float(hi * gain), -float(lo * gain)) > ceiling:  # float32 rounding: one ulp over
         gain = np.nextafter(gain, np.float32(0))
-        y = x * gain
-    return y, float(20.0 * np.log10(float(gain)))
+    np.multiply(x, gain, out=x)
+    return x, float(20.0 * np.log10(float(gain)))
 
 
 def _prepared_part(wave: np.ndarray, sid: str, cut: int, length: int, sr: int, target_db: float,
-                   spec, params: dict | None, cache: dict) -> tuple[np.ndarray, float]:
+                   spec, params: dict | None, cache: dict) -> tuple[np.ndarray, float, tuple]:
     """The sound content of a part before padding: the planned window of its slot's length,
     loudness-normalised on that content (so padding never inflates the gain), then augmented
     with the planned parameters (after normalisation, which would undo a gain step). Returns
-    (content, gain_db); cached per part, since every member of a group hears the same parts."""
+    (content, gain_db, (max, min)); cached per part, since every member of a group hears the
+    same parts."""
     from teminal.pipeline import audio as A
 
     key = (sid, cut, length, target_db, json.dumps(params, sort_keys=True) if params else None)
@@ -359,7 +374,8 @@ def _prepared_part(wave: np.ndarray, sid: str, cut: int, length: int, sr: int, t
         if spec and params:
             x = np.asarray(_augment_chain(spec).apply(x, sr, params), dtype=np.float32)
         x.setflags(write=False)  # shared between members of the group
-        cache[key] = (x, float(gain))
+        extremes = (x.max(), x.min()) if x.size else (np.float32(0), np.float32(0))
+        cache[key] = (x, float(gain), extremes)
     return cache[key]
 
 

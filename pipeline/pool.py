@@ -58,7 +58,7 @@ def decode_pool(clips: Sequence[SourceClip], sample_rate: int, out: Path, worker
                 rejects.append(Reject(path=clip.path, reason=reason, dataset=clip.dataset,
                                       phase="decode"))
                 continue
-            f.write(wave.tobytes())
+            f.write(memoryview(wave))   # the array's own buffer: no bytes copy
             index[clip.source_id] = (offset, len(wave))
             digests[clip.source_id] = digest
             offset += len(wave)

@@ -162,6 +162,18 @@ def iter_groups(paths: Iterable[str | os.PathLike]) -> Iterator[tuple[dict, dict
                                f"re-creates them") from None
 
 
+def decode_members(members: dict[str, bytes]) -> dict[str, np.ndarray]:
+    """{relation: float32 waveform} of a group's {"<relation>.<ext>": bytes} (no "json")."""
+    from teminal.pipeline.audio import decode_member
+
+    waves = {}
+    for suffix, data in members.items():
+        relation, _, ext = suffix.partition(".")
+        x, _sr = decode_member(data, ext)
+        waves[relation] = np.asarray(x, dtype=np.float32)
+    return waves
+
+
 def _tarinfo(name: str, size: int) -> tarfile.TarInfo:
     info = tarfile.TarInfo(name)
     info.size = size

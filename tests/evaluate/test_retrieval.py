@@ -1,6 +1,8 @@
 """Audio-text retrieval: hand-made items with variable captions, real Clotho/AudioCaps layouts."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -93,3 +95,17 @@ def test_real_audiocaps_without_audio_says_so(shared_data):
     with pytest.raises(ValueError, match="no clip with audio found"):
         R.run(RandomModel(sample_rate=SR), "small", "audiocaps", shared_data / "audiocaps",
               progress=False)
+
+
+def test_decode_workers_give_the_serial_numbers(tmp_path):
+    """A clip that fails to decode in a worker is counted as in the serial path."""
+    items = _items(tmp_path)
+    broken = tmp_path / "broken.wav"
+    broken.write_bytes(b"RIFF0000WAVEjunk")
+    items.insert(1, ("clip-broken", str(broken), ("a caption",)))
+    results = [R.evaluate_retrieval(RandomModel(sample_rate=SR, clip_samples=CLIP), items,
+                                    batch_size=2, progress=False, workers=w) for w in (0, 2)]
+    assert json.dumps(results[0]["metrics"]) == json.dumps(results[1]["metrics"])
+    assert results[0]["items"] == results[1]["items"]
+    assert results[1]["items"]["decode_failed"] == results[0]["items"]["decode_failed"] != {}
+    assert results[1]["timing"]["decode"]["clips"] == 4

@@ -232,3 +232,31 @@ def test_real_small_model_checkpoint(build, tmp_path):
     assert r["model"]["train_catalog_build_id"] == build_id and r["label"] == "run_b"
     assert r["training_data"]["available"] and "seen" in r["metrics"]["task3_order"]
     assert r["items"] == {"singles": 6, "groups": 6, "classes": 12, "skipped": {}}
+
+
+def test_zste_with_decode_workers_gives_the_serial_numbers(build, tmp_path):
+    """Same JSON metrics, items and skip counts to the last digit with 0 and 2 decode workers,
+    and the decode rate per worker is reported."""
+    out, _ = build
+    results = []
+    for workers in (0, 2):
+        ts = CatalogTestSet(out, max_items=20)
+        model = RandomModel(vocab=ts.vocabulary, sample_rate=4000)
+        r = evaluate_zste(model, ts, batch_size=8, progress=False, workers=workers)
+        results.append(r)
+        assert r["timing"]["decode"]["workers"] == workers
+        assert r["timing"]["decode"]["clips"] == 20 + 3 * 20
+        assert r["timing"]["decode"]["clips_per_s_per_worker"] > 0
+    serial, parallel = (json.dumps({k: r[k] for k in ("metrics", "items")}, sort_keys=True)
+                        for r in results)
+    assert serial == parallel
+
+
+def test_cli_zste_workers_option(build, tmp_path, monkeypatch):
+    out, _ = build
+    path = tmp_path / "r.json"
+    res = _cli(monkeypatch, RandomModel(vocab=CatalogTestSet(out).vocabulary, sample_rate=4000),
+               ["zste", "--model", "small", "--data", str(out), "--out", str(path),
+                "--workers", "1", "--max-items", "4", "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(path.read_text())["timing"]["decode"]["workers"] == 1

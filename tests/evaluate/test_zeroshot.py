@@ -1,6 +1,8 @@
 """ESC-50 zero-shot classification: protocol, per-fold results, real and synthetic folders."""
 from __future__ import annotations
 
+import json
+
 import pytest
 from click.testing import CliRunner
 
@@ -84,3 +86,11 @@ def test_real_esc50_subset(esc50_real):
     r = ZS.run(model, "small", esc50_real, ZS.ALL_FOLDS, progress=False)
     assert r["metrics"]["all"]["n"] == 113 and r["items"]["classes"] == 50
     assert r["data"]["synthetic"] is False and r["data"]["dataset"] == "esc50"
+
+
+def test_decode_workers_give_the_serial_numbers(synthetic_esc50):
+    results = [ZS.run(RandomModel(sample_rate=SR, clip_samples=CLIP), "small", synthetic_esc50,
+                      (1, 2), batch_size=7, progress=False, workers=w) for w in (0, 2)]
+    assert json.dumps(results[0]["metrics"]) == json.dumps(results[1]["metrics"])
+    assert results[0]["items"] == results[1]["items"]
+    assert [r["timing"]["decode"]["workers"] for r in results] == [0, 2]
