@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
 from teminal.pipeline.compose import STAGE_RELATIONS, ComposeConfig
+from teminal.pipeline.executors import EXECUTORS
 from teminal.pipeline.sources import DATASETS
 from teminal.pipeline.sources.base import SourceClip
 
@@ -32,6 +33,9 @@ class BuildConfig:
     overwrite: bool = False
     keep_cache: bool = False
     name_template: str | None = None                 # extra audio file-name form (captioned readers)
+    executor: str = "local"                          # local (process pool) or ray (teminal.pipeline.executors)
+    ray_address: str | None = None                   # --executor ray: a cluster; None: a local instance
+    retries: int = 2                                 # extra attempts of a failing shard
 
     def __post_init__(self):
         bad = [s for s in self.stages if s not in STAGE_RELATIONS]
@@ -48,6 +52,12 @@ class BuildConfig:
             raise ValueError("workers must be at least 1")
         if self.groups_per_clip <= 0:
             raise ValueError("groups_per_clip must be positive")
+        if self.executor not in EXECUTORS:
+            raise ValueError(f"executor {self.executor!r}: choose one of {', '.join(EXECUTORS)}")
+        if self.ray_address and self.executor != "ray":
+            raise ValueError("--ray-address applies to --executor ray only")
+        if self.retries < 0:
+            raise ValueError("retries must be 0 or more")
         spec = DATASETS.get(self.dataset)
         if self.name_template and spec is not None and "name_template" not in spec.scan_options:
             takes = sorted(n for n, d in DATASETS.items() if "name_template" in d.scan_options)
