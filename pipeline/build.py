@@ -71,6 +71,7 @@ class BuildSummary:
     notes: list[str] = field(default_factory=list)   # splits skipped, clips left unpaired
     failed: list[dict] = field(default_factory=list)  # {"shard", "error", "attempts"} per failed shard
     executor: str = "local"
+    render_seconds: float = 0.0    # the render phase alone (shards of this run)
 
     @property
     def members_per_s(self) -> float:
@@ -178,6 +179,7 @@ def run_build(config: BuildConfig, progress: bool = True,
                 rows.append(result.row)
                 rendered += result.row["num_samples"]
                 bar.set_postfix_str(f"{rendered / max(time.perf_counter() - t_render, 1e-9):.0f} members/s")
+        render_seconds = time.perf_counter() - t_render
         failed.sort(key=lambda f: f["shard"])
         failed_file = out / PARTS_DIR / "failed.json"
         if failed:
@@ -199,7 +201,8 @@ def run_build(config: BuildConfig, progress: bool = True,
         bytes=sum(r["bytes"] for r in rows), rejects=dict(Counter(_reason_kind(r.reason) for r in rejects)),
         seconds=time.perf_counter() - t0, catalog=catalog,
         pool_bytes=4 * sum(n for _, n in sources.index.values()), rendered=rendered,
-        clips=len(accepted), notes=notes, failed=failed, executor=config.executor)
+        clips=len(accepted), notes=notes, failed=failed, executor=config.executor,
+        render_seconds=render_seconds)
 
 
 def spec_how_to(config: BuildConfig) -> str:
