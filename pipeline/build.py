@@ -101,7 +101,7 @@ class BuildSummary:
                          f"each; first {first['shard']}: {first['error']}")
             lines.append("  rerun    the same `pipeline build` command: finished shards are "
                          "skipped, the failed ones are built again (all failures are in "
-                         f"{self.out}/{PARTS_DIR}/failed.json)")
+                         f"{self.out}/{PARTS_DIR}/failed*.json)")
         lines.append(f"  catalog  {self.catalog}" if self.catalog else
                      "  catalog  not written yet: other parts are unfinished; run "
                      f"`pipeline catalog {self.out}` once every part is done")
@@ -181,10 +181,11 @@ def run_build(config: BuildConfig, progress: bool = True,
                 bar.set_postfix_str(f"{rendered / max(time.perf_counter() - t_render, 1e-9):.0f} members/s")
         render_seconds = time.perf_counter() - t_render
         failed.sort(key=lambda f: f["shard"])
-        failed_file = out / PARTS_DIR / "failed.json"
+        # one record per part, so that parts running at once do not overwrite each other's
+        failed_file = out / PARTS_DIR / ("failed.json" if n == 1 else f"failed-{i}of{n}.json")
         if failed:
             write_json_atomic(failed_file, {"build_id": build_id, "failed": failed})
-        elif failed_file.exists() and config.part[1] == 1:
+        elif failed_file.exists():
             failed_file.unlink()
 
     catalog = None
