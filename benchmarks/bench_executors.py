@@ -73,7 +73,8 @@ def main() -> None:
             for name, kw in (("workers=1", dict(workers=1)), ("workers=2", dict(workers=2))):
                 with tempfile.TemporaryDirectory(prefix="bench-executors-") as tmp:
                     runs[name].append(build(args.data, Path(tmp) / "out", **common, **kw))
-            # Ray runs alone: a process pool forked next to a live Ray driver aborted here
+            # Ray is started only for its own build: a first version that kept it running
+            # during the local builds died once with SIGABRT (cause not found)
             t0 = time.perf_counter()
             start_ray(None, num_cpus=2)
             ray_start.append(time.perf_counter() - t0)
