@@ -21,7 +21,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev,ray]'
 	# msclap's model modules only: --no-deps, as it pins transformers<5 (README, "Models")
 	$(PY) -m pip install -q --no-deps -c constraints.txt msclap
 	touch $@

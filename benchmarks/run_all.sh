@@ -10,3 +10,4 @@ export MALLOC_MMAP_THRESHOLD_ MALLOC_TRIM_THRESHOLD_ MALLOC_TOP_PAD_
 python benchmarks/bench_pipeline.py          # stage-B build vs cost floor, real ESC-50, 48 kHz FLAC
 python benchmarks/bench_eval.py             # ZSTE evaluation throughput (clips/s), small model, 16 kHz 10 s
 python benchmarks/bench_train.py            # training clips/s and data stall, small model on CPU, 2 loader workers
+python benchmarks/bench_executors.py          # stage-B build: --workers 1 / 2 / --executor ray, members/s and Ray overhead

@@ -28,11 +28,8 @@ Modules: config (BuildConfig, build id), sources (the dataset registry and reade
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
-import multiprocessing as mp
-import os
 import re
 import shutil
 import time
@@ -49,7 +46,8 @@ from teminal.pipeline.lock import build_lock, claim_lock
 from teminal.pipeline.plan import pairable_clips, plan_shards, scan_sources
 from teminal.pipeline.pool import decode_pool
 from teminal.pipeline.progress import progress_bar
-from teminal.pipeline.render import ShardContext, shard_done, shard_job
+from teminal.pipeline.executors import process_pool, run_local, run_ray
+from teminal.pipeline.render import ShardContext, shard_done
 from teminal.pipeline.shards import remove_temporaries
 from teminal.pipeline.sources import dataset_spec
 from teminal.pipeline.sources.base import Reject
@@ -73,6 +71,9 @@ class BuildSummary:
     rendered: int = 0              # members rendered by this run (skipped shards excluded)
     clips: int = 0                 # source clips the build uses (the `sources` table)
     notes: list[str] = field(default_factory=list)   # splits skipped, clips left unpaired
+    failed: list[dict] = field(default_factory=list)  # {"shard", "error", "attempts"} per failed shard
+    executor: str = "local"
+    render_seconds: float = 0.0    # the render phase alone (shards of this run)
 
     @property
     def members_per_s(self) -> float:
@@ -96,6 +97,13 @@ class BuildSummary:
         else:
             lines.append("  rejects  none")
         lines.extend(f"  note     {note}" for note in self.notes)
+        if self.failed:
+            first = self.failed[0]
+            lines.append(f"  FAILED   {len(self.failed)} shard(s) after {first['attempts']} attempt(s) "
+                         f"each; first {first['shard']}: {first['error']}")
+            lines.append("  rerun    the same `pipeline build` command: finished shards are "
+                         "skipped, the failed ones are built again (all failures are in "
+                         f"{self.out}/{PARTS_DIR}/failed*.json)")
         lines.append(f"  catalog  {self.catalog}" if self.catalog else
                      "  catalog  not written yet: other parts are unfinished; run "
                      f"`pipeline catalog {self.out}` once every part is done")
@@ -127,7 +135,7 @@ def _run_build(config: BuildConfig, out: Path, t0: float, progress: bool,
         # leftovers of a killed run; with --part another part may be writing right now
         remove_temporaries(out)
 
-    with _workers(config.workers) as pool:
+    with process_pool(config.workers) as pool:   # decodes; renders too with --executor local
         sources = decode_pool(scan.clips, config.compose.sample_rate, out, pool, progress)
         decoded = [c for c in scan.clips if c.source_id in sources.index]
         accepted, unpaired, notes = pairable_clips(decoded, dataset_spec(config.dataset).compatible)
@@ -165,15 +173,30 @@ def _run_build(config: BuildConfig, out: Path, t0: float, progress: bool,
         if len(rows):
             log(f"resume: {len(rows)} of {len(mine)} shards already done for build {build_id}")
         t_render = time.perf_counter()
-        rendered = 0
-        results = pool.imap_unordered(shard_job, jobs) if pool else map(shard_job, jobs)
-        total_groups = sum(len(t.pairs) for t in todo)
-        with progress_bar(total_groups, "render", "group", progress) as bar:
-            for row in results:
-                rows.append(row)
-                rendered += row["num_samples"]
-                bar.update(row["num_groups"])
+        rendered, failed = 0, []
+        if config.executor == "ray":
+            results = run_ray(jobs, config.ray_address, config.workers, config.retries)
+        else:
+            results = run_local(jobs, pool, config.retries)
+        with progress_bar(len(jobs), "render", "shard", progress) as bar:
+            for result in results:
+                bar.update(1)
+                if result.row is None:
+                    failed.append({"shard": result.relpath, "error": result.error,
+                                   "attempts": result.attempts})
+                    log(f"FAILED {result.relpath} after {result.attempts} attempt(s): {result.error}")
+                    continue
+                rows.append(result.row)
+                rendered += result.row["num_samples"]
                 bar.set_postfix_str(f"{rendered / max(time.perf_counter() - t_render, 1e-9):.0f} members/s")
+        render_seconds = time.perf_counter() - t_render
+        failed.sort(key=lambda f: f["shard"])
+        # one record per part, so that parts running at once do not overwrite each other's
+        failed_file = out / PARTS_DIR / ("failed.json" if n == 1 else f"failed-{i}of{n}.json")
+        if failed:
+            write_json_atomic(failed_file, {"build_id": build_id, "failed": failed})
+        elif failed_file.exists():
+            failed_file.unlink()
 
     catalog = None
     if all(shard_done(out, t, build_id) for t in tasks):
@@ -184,12 +207,13 @@ def _run_build(config: BuildConfig, out: Path, t0: float, progress: bool,
             shutil.rmtree(out / CACHE_DIR, ignore_errors=True)
     return BuildSummary(
         build_id=build_id, out=str(out), synthetic=bool(scan.synthetic), shards_total=len(mine),
-        shards_built=len(todo), shards_skipped=len(mine) - len(todo),
+        shards_built=len(todo) - len(failed), shards_skipped=len(mine) - len(todo),
         groups=sum(r["num_groups"] for r in rows), samples=sum(r["num_samples"] for r in rows),
         bytes=sum(r["bytes"] for r in rows), rejects=dict(Counter(_reason_kind(r.reason) for r in rejects)),
         seconds=time.perf_counter() - t0, catalog=catalog,
         pool_bytes=4 * sum(n for _, n in sources.index.values()), rendered=rendered,
-        clips=len(accepted), notes=notes)
+        clips=len(accepted), notes=notes, failed=failed, executor=config.executor,
+        render_seconds=render_seconds)
 
 
 def spec_how_to(config: BuildConfig) -> str:
@@ -263,27 +287,6 @@ def _claim_out(out: Path, build_id: str, overwrite: bool) -> None:
 
 # ---------------------------------------------------------------------------------------------
 # Helpers
-
-@contextlib.contextmanager
-def _workers(n: int):
-    """A spawn pool of n processes (None for n == 1: everything runs in this process)."""
-    if n <= 1:
-        yield None
-        return
-    ctx = mp.get_context("spawn")
-    pool = ctx.Pool(n, initializer=_init_worker)
-    try:
-        yield pool
-        pool.close()
-        pool.join()
-    finally:
-        pool.terminate()
-
-
-def _init_worker() -> None:
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-
-
 
 def _reason_kind(reason: str) -> str:
     """"truncated: 10 of 20 frames decoded" -> "truncated" (for counting rejects by reason)."""

@@ -105,7 +105,18 @@ def synth(name: str, out_dir: Path, seed: int, clips_per_class_per_fold: int,
                    "appears in about twice as many groups per stage).")
 @click.option("--seed", default=0, show_default=True, help="Seed of pairing, SNRs, augmentation.")
 @click.option("--workers", "-j", default=1, show_default=True,
-              help="Processes; output is byte-identical for any number.")
+              help="Processes (with --executor ray and no --ray-address: the CPUs of the local "
+                   "Ray instance); output is byte-identical for any number.")
+@click.option("--executor", default="local", show_default=True, type=click.Choice(["local", "ray"]),
+              help="Where shards render: local processes, or one Ray task per shard (needs "
+                   "pip install -e '.[ray]'). With a Ray cluster, --root and --out must be on a "
+                   "filesystem every node sees, with the same teminal installed on every node.")
+@click.option("--ray-address", default=None,
+              help="--executor ray: the cluster to join (e.g. auto, or HEAD:6379); default: "
+                   "start a local Ray instance with --workers CPUs.")
+@click.option("--retries", default=2, show_default=True,
+              help="Extra attempts of a shard that fails; then it is recorded as failed, the "
+                   "other shards are kept and the exit status is 1 (rerun to retry it).")
 @click.option("--shard-size", default=100, show_default=True, help="Groups per shard.")
 @click.option("--sample-rate", default=48000, show_default=True,
               help="Rate of the rendered audio (LAION-CLAP: 48000; a small CPU model: 16000).")
@@ -141,7 +152,8 @@ def synth(name: str, out_dir: Path, seed: int, clips_per_class_per_fold: int,
 @click.option("--keep-cache", is_flag=True,
               help="Keep the decoded source pool (OUT/.cache) after the build.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
-def build(dataset, root, out, stages, splits, groups, groups_per_clip, seed, workers, shard_size,
+def build(dataset, root, out, stages, splits, groups, groups_per_clip, seed, workers, executor,
+          ray_address, retries, shard_size,
           sample_rate, clip_seconds, codec, template_set, name_template, augment, snr_range, pad,
           target_db, ceiling, part, overwrite, keep_cache, no_progress) -> None:
     """Compose pairs of source clips into WebDataset shards, Parquet manifests and a DuckDB
@@ -163,11 +175,14 @@ def build(dataset, root, out, stages, splits, groups, groups_per_clip, seed, wor
                                   augment=augment or None, key_prefix=dataset,
                                   target_db=target_db, ceiling=ceiling),
             workers=workers, part=parse_part(part), overwrite=overwrite, keep_cache=keep_cache,
-            name_template=name_template)
+            name_template=name_template, executor=executor, ray_address=ray_address,
+            retries=retries)
         summary = run_build(config, progress=not no_progress, log=lambda m: click.echo(m, err=True))
     except (ValueError, OSError, RuntimeError) as e:
         raise click.ClickException(str(e)) from None
     click.echo(summary.format())
+    if summary.failed:
+        sys.exit(1)
 
 
 @main.command(context_settings=CONTEXT)
@@ -213,6 +228,8 @@ def catalog(builds: tuple[Path, ...], merge: bool, merged: Path | None, link: st
     except (FileNotFoundError, FileExistsError, ValueError) as e:
         raise click.ClickException(str(e)) from None
     click.echo(summary.format())
+    if summary.failed:
+        sys.exit(1)
 
 
 def _default_data() -> Path:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
 from teminal.pipeline.compose import STAGE_RELATIONS, ComposeConfig
+from teminal.pipeline.executors import EXECUTORS
 from teminal.pipeline.sources import DATASETS
 from teminal.pipeline.sources.base import SourceClip
 
@@ -33,6 +34,9 @@ class BuildConfig:
     overwrite: bool = False
     keep_cache: bool = False
     name_template: str | None = None                 # extra audio file-name form (captioned readers)
+    executor: str = "local"                          # local (process pool) or ray (teminal.pipeline.executors)
+    ray_address: str | None = None                   # --executor ray: a cluster; None: a local instance
+    retries: int = 2                                 # extra attempts of a failing shard
 
     def __post_init__(self):
         bad = [s for s in self.stages if s not in STAGE_RELATIONS]
@@ -54,6 +58,12 @@ class BuildConfig:
                 math.isfinite(self.groups_per_clip) and 0 < self.groups_per_clip <= 1000):
             raise ValueError(f"--groups-per-clip {self.groups_per_clip!r}: give a finite number "
                              f"in (0, 1000]")
+        if self.executor not in EXECUTORS:
+            raise ValueError(f"executor {self.executor!r}: choose one of {', '.join(EXECUTORS)}")
+        if self.ray_address and self.executor != "ray":
+            raise ValueError("--ray-address applies to --executor ray only")
+        if self.retries < 0:
+            raise ValueError(f"--retries {self.retries!r}: give 0 or more")
         spec = DATASETS.get(self.dataset)
         self._check_groups(spec)
         if self.name_template and spec is not None and "name_template" not in spec.scan_options:
