@@ -12,7 +12,10 @@ Two phases, each in a fresh process (so peak memory is its own), with one core e
 Reported: composites per second per core for both, their ratio (target <= 1.10), peak RSS of each
 phase (ru_maxrss; most of it is the interpreter with torch imported, given as rss_after_imports)
 and the size of the decoded source pool that bounds the build's memory. The machine's cores may
-be shared: each phase runs `--repeat` times, interleaved, and the fastest run of each counts.
+be shared: each phase runs `--repeat` times, interleaved, and the fastest run of each counts;
+the CPU-time ratio (process + its workers) is given beside the wall-time one, as it stays
+meaningful when other work holds the cores (the 2-worker speed-up needs 2 idle cores). The last
+line is one JSON object with every figure.
 Run it with the MALLOC_* settings of the Makefile (FIELD-NOTES: page faults on large numpy
 buffers otherwise cost about 25%); `make bench` exports them.
 """
@@ -45,7 +48,7 @@ def phase_floor(data: Path, members: int, sample_rate: int, workdir: Path) -> di
     clips = scan(data, {"train": [1, 2, 3, 4, 5]}).clips
     load_source(clips[0].path, sample_rate)          # warm up imports and the resampler
     baseline = _maxrss_mb()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), _cpu()
     waves = [load_source(c.path, sample_rate) for c in clips]
     t_decode = time.perf_counter() - t0
     n = len(waves)
@@ -57,7 +60,8 @@ def phase_floor(data: Path, members: int, sample_rate: int, workdir: Path) -> di
             info.size = len(data_)
             tar.addfile(info, io.BytesIO(data_))
     seconds = time.perf_counter() - t0
-    return {"seconds": seconds, "decode_seconds": t_decode, "sources": n, "members": members,
+    return {"seconds": seconds, "cpu_seconds": _cpu() - c0, "decode_seconds": t_decode,
+            "sources": n, "members": members,
             "bytes": (workdir / "floor.tar").stat().st_size, "maxrss_mb": _maxrss_mb(),
             "baseline_mb": baseline}
 
@@ -77,12 +81,19 @@ def phase_build(data: Path, groups_per_clip: float, sample_rate: int, workdir: P
                          splits={"train": [1, 2, 3, 4, 5]}, groups_per_clip=groups_per_clip,
                          shard_size=shard_size, workers=workers,
                          compose=ComposeConfig(sample_rate=sample_rate))
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), _cpu()
     summary = run_build(config, progress=False, log=lambda m: None)
     seconds = time.perf_counter() - t0
-    return {"seconds": seconds, "members": summary.samples, "groups": summary.groups,
+    return {"seconds": seconds, "cpu_seconds": _cpu() - c0, "members": summary.samples, "groups": summary.groups,
             "bytes": summary.bytes, "maxrss_mb": _maxrss_mb(), "baseline_mb": baseline,
             "pool_mb": summary.pool_bytes / 2**20}
+
+
+def _cpu() -> float:
+    """CPU seconds of this process and its finished children (a build's worker pool): unlike
+    wall time, not stretched by other work waiting for the same cores."""
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def _maxrss_mb() -> float:
@@ -150,7 +161,10 @@ def main() -> None:
         "floor_members_per_s_per_core": round(f_rate, 1),
         "ratio_build_to_floor": round(floor_rate_ratio(b_rate, f_rate), 3),
         "target_ratio": 1.10,
+        "ratio_build_to_floor_cpu": round(build["cpu_seconds"] / floor["cpu_seconds"], 3),
         "build_seconds": round(build["seconds"], 2), "floor_seconds": round(floor["seconds"], 2),
+        "build_cpu_seconds": round(build["cpu_seconds"], 2),
+        "floor_cpu_seconds": round(floor["cpu_seconds"], 2),
         "floor_decode_seconds": round(floor["decode_seconds"], 2),
         "build_peak_rss_mb": round(build["maxrss_mb"], 1),
         "floor_peak_rss_mb": round(floor["maxrss_mb"], 1),
@@ -167,6 +181,8 @@ def main() -> None:
             "parallel_members_per_s": round(best_parallel["members"] / best_parallel["seconds"], 1),
             "parallel_seconds": round(best_parallel["seconds"], 2),
             "parallel_speedup": round(build["seconds"] / best_parallel["seconds"], 3),
+            "parallel_cpu_seconds": round(best_parallel["cpu_seconds"], 2),
+            "parallel_cpu_over_serial": round(best_parallel["cpu_seconds"] / build["cpu_seconds"], 3),
             "target_speedup": 1.8,
         })
     width = max(len(k) for k in result)
