@@ -74,7 +74,8 @@ class ComposeConfig:
             raise ValueError(f"--snr-range {lo},{hi}: both ends must be finite dB values in "
                              f"-60..60, for example -5,5")
         if lo > hi:
-            raise ValueError(f"--snr-range {lo},{hi}: the low end is above the high end")
+            raise ValueError(f"--snr-range {lo},{hi}: the low end is above the high end "
+                             f"(snr_range is LOW,HIGH)")
         if isinstance(self.sample_rate, bool) or not isinstance(self.sample_rate, int) or \
                 not 1000 <= self.sample_rate <= 384_000:
             raise ValueError(f"--sample-rate {self.sample_rate!r}: give whole Hz in "
