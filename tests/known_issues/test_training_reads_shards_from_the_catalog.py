@@ -19,11 +19,12 @@ from teminal.train.run_config import TrainConfig
 from teminal.train.streaming import (GroupStream, ShardIndex, StreamPlan, canonical_caption,
                                      make_loader)
 from teminal.train.trainer import Stage, run
-from toy_clap import reference_info_nce, toy_factory
+from teminal.models.testing import toy_factory
+from toy_clap import reference_info_nce
 
 RELATIONS = ("forward", "reversed", "overlay")
 STAGE = Stage("toy_b", "b", RELATIONS,
-              lambda a, t, s, n, cfg: reference_info_nce(a, t, s), canonical_caption)
+              lambda a, t, s, n, cfg, positives=None: reference_info_nce(a, t, s), canonical_caption)
 
 
 @pytest.fixture()
