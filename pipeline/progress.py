@@ -21,6 +21,20 @@ def progress_bar(total: int | None = None, desc: str = "", unit: str = "it",
     from tqdm import tqdm
 
     terminal = on_terminal(kwargs.get("file"))
-    options = {"dynamic_ncols": True, "smoothing": 0.1} if terminal else \
-        {"mininterval": LOG_INTERVAL_S, "maxinterval": max(LOG_INTERVAL_S, 60.0), "ncols": 100}
-    return tqdm(total=total, desc=desc, unit=unit, disable=not enabled, **{**options, **kwargs})
+    if terminal:
+        return tqdm(total=total, desc=desc, unit=unit, disable=not enabled,
+                    **{"dynamic_ncols": True, "smoothing": 0.1, **kwargs})
+
+    class LogBar(tqdm):
+        """A postfix change waits for the next timed redraw instead of forcing one (tqdm's
+        set_postfix refreshes by default, which made a line per training step)."""
+
+        def set_postfix(self, ordered_dict=None, refresh=False, **kw):
+            super().set_postfix(ordered_dict, refresh=False, **kw)
+
+        def set_postfix_str(self, s="", refresh=False):
+            super().set_postfix_str(s, refresh=False)
+
+    return LogBar(total=total, desc=desc, unit=unit, disable=not enabled,
+                  **{"mininterval": LOG_INTERVAL_S, "maxinterval": max(LOG_INTERVAL_S, 60.0),
+                     "ncols": 100, **kwargs})

@@ -372,7 +372,8 @@ class Trainer:
             clock.steps_log += 1
             rate = self.samples_per_step * clock.steps_log / clock.since_log()
             bar.update(1)
-            bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2g}", samples_s=f"{rate:.1f}")
+            bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2g}", samples_s=f"{rate:.1f}",
+                            refresh=False)  # redraws follow the bar's own interval
             if done % max(1, cfg.log_every) == 0 or done in (1, self.max_steps):
                 loss = self._log(done, loss, lr, info, clock)
             if cfg.save_every and done % cfg.save_every == 0 and done < self.max_steps:

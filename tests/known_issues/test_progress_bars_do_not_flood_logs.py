@@ -23,8 +23,10 @@ def _redraws(stream, monkeypatch, seconds: float, updates: int) -> int:
 
     monkeypatch.setattr("tqdm.std.time", fake_time)  # tqdm's own clock
     bar = progress.progress_bar(updates, "test", "step", file=stream)
-    for _ in range(updates):
+    for i in range(updates):
         bar.update(1)
+        bar.set_postfix(loss=f"{1 / (i + 1):.3f}")  # as the trainer does every step
+        bar.set_postfix_str(f"{i} members/s")       # as the build does every shard
     bar.close()
     return stream.getvalue().count("\r") + stream.getvalue().count("\n")
 
