@@ -316,35 +316,11 @@ def toy_factory(spec: str, device="cpu") -> ToyClap:
 
 # ---- tiny offline files of the real families ------------------------------------------------
 
-def _bytes_to_unicode() -> dict[int, str]:
-    """GPT-2 / RoBERTa byte-level alphabet: every byte maps to a printable character (no longer
-    importable from transformers 5.x's gpt2 tokenizer module)."""
-    bs = (list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
-          + list(range(ord("®"), ord("ÿ") + 1)))
-    cs = bs[:]
-    extra = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + extra)
-            extra += 1
-    return dict(zip(bs, map(chr, cs)))
-
+from teminal.models.text import _bytes_to_unicode, write_byte_level_tokenizer  # noqa: E402
 
 def write_fake_roberta_tokenizer(folder: Path) -> Path:
     """RoBERTa-style vocab.json + merges.txt: specials, the byte-level alphabet, a few merges."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    vocab = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3}
-    for ch in sorted(set(_bytes_to_unicode().values())):
-        vocab.setdefault(ch, len(vocab))
-    vocab["<mask>"] = len(vocab)
-    merges = ["Ġ d", "o g", "Ġd og"]
-    for m in merges:
-        vocab.setdefault(m.replace(" ", ""), len(vocab))
-    (folder / "vocab.json").write_text(json.dumps(vocab))
-    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
-    return folder
+    return write_byte_level_tokenizer(folder, merges=("Ġ d", "o g", "Ġd og"))
 
 
 def tiny_hf_clap_config(vocab_size: int):
