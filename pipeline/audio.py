@@ -9,7 +9,6 @@ float path and the stored members all agree.
 """
 from __future__ import annotations
 
-import contextlib
 import functools
 import io
 import os
@@ -148,14 +147,22 @@ def load_source(path, sample_rate: int, silence_db: float = SILENCE_PEAK_DB,
 
 
 def resample(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
-    """float32 mono resampled with a torchaudio kernel built once per (sr_in, sr_out)."""
+    """float32 mono resampled with a torchaudio kernel built once per (sr_in, sr_out), on one
+    torch thread: the decoded sources then do not depend on how many threads or processes a
+    build uses. torch is imported here only, so a worker that never resamples (rendering,
+    encoding) never pays its import (~2 s per process)."""
     x = np.ascontiguousarray(x, dtype=np.float32)
     if sr_in == sr_out:
         return x
     import torch
 
-    with torch.no_grad():
-        y = _resampler(int(sr_in), int(sr_out))(torch.from_numpy(x))
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.no_grad():
+            y = _resampler(int(sr_in), int(sr_out))(torch.from_numpy(x))
+    finally:
+        torch.set_num_threads(before)
     return y.numpy().astype(np.float32, copy=False)
 
 
@@ -164,23 +171,6 @@ def _resampler(sr_in: int, sr_out: int):
     import torchaudio
 
     return torchaudio.transforms.Resample(sr_in, sr_out)
-
-
-@contextlib.contextmanager
-def one_thread():
-    """Resample with one torch thread, in workers and in the main process alike, so that the
-    decoded sources do not depend on how many threads or processes a build uses."""
-    try:
-        import torch
-    except ImportError:  # pragma: no cover
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 _UNCOMPRESSED = {"PCM_S8", "PCM_U8", "PCM_16", "PCM_24", "PCM_32", "FLOAT", "DOUBLE", "ULAW", "ALAW"}

@@ -200,7 +200,9 @@ def _run_build(config: BuildConfig, out: Path, t0: float, progress: bool,
             failed_file.unlink()
 
     catalog = None
-    if all(shard_done(out, t, build_id) for t in tasks):
+    # This run's shards were just written or checked at its start; other parts' are checked here.
+    checked = {r["path"] for r in rows}
+    if all(t.relpath in checked or shard_done(out, t, build_id) for t in tasks):
         catalog = str(write_build_catalog(out))
         remove_temporaries(out / "shards")
         remove_temporaries(out / "manifests")

@@ -365,12 +365,15 @@ def _prepared_part(wave: np.ndarray, sid: str, cut: int, length: int, sr: int, t
     loudness-normalised on that content (so padding never inflates the gain), then augmented
     with the planned parameters (after normalisation, which would undo a gain step). Returns
     (content, gain_db, (max, min)); cached per part, since every member of a group hears the
-    same parts."""
+    same parts (and, without augmentation, every group of a shard that uses the source)."""
     from teminal.pipeline import audio as A
 
-    key = (sid, cut, length, target_db, json.dumps(params, sort_keys=True) if params else None)
+    # Keyed by the content it is made of: a 5 s source in a 5 s slot (concatenations) and in a
+    # 10 s slot (overlay) is one part, normalised once.
+    end = min(cut + length, len(wave))
+    key = (sid, cut, end, target_db, json.dumps(params, sort_keys=True) if params else None)
     if key not in cache:
-        content = np.asarray(wave, dtype=np.float32)[cut:cut + length]
+        content = np.asarray(wave, dtype=np.float32)[cut:end]
         x, gain = A.normalize_loudness(content, target_db)
         if spec and params:
             x = np.asarray(_augment_chain(spec).apply(x, sr, params), dtype=np.float32)

@@ -15,10 +15,13 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from teminal.pipeline.audio import AudioError, load_source, one_thread
+from teminal.pipeline.audio import AudioError, load_source
 from teminal.pipeline.layout import CACHE_DIR, write_json_atomic
 from teminal.pipeline.progress import progress_bar
 from teminal.pipeline.sources.base import Reject, SourceClip
+
+
+PARALLEL_DECODE_MIN_CLIPS = 2000   # fewer: decoded in the main process (see decode_pool)
 
 
 @dataclass
@@ -47,7 +50,11 @@ def decode_pool(clips: Sequence[SourceClip], sample_rate: int, out: Path, worker
                           saved["digests"], [Reject(**r) for r in saved["rejects"]])
     cache.mkdir(parents=True, exist_ok=True)
     jobs = [(c.path, sample_rate) for c in clips]
-    results = (workers_pool.imap(_decode_job, jobs, chunksize=4) if workers_pool
+    # Decoding in the workers makes each of them import torch for the resampler (~2 CPU s per
+    # process): worth it for a large dataset, not for a few hundred clips (~3 ms each), where the
+    # main process decodes while the workers start. The pool is the same either way.
+    parallel = workers_pool is not None and len(jobs) >= PARALLEL_DECODE_MIN_CLIPS
+    results = (workers_pool.imap(_decode_job, jobs, chunksize=4) if parallel
                else map(_decode_job, jobs))
     index, digests, rejects, offset = {}, {}, [], 0
     tmp = data_path.with_name(f"{data_path.name}.tmp-{os.getpid()}")
@@ -72,8 +79,7 @@ def _decode_job(job: tuple[str, int]) -> tuple[np.ndarray | None, str, str]:
     path, sample_rate = job
     try:
         digest = _file_digest(path)
-        with one_thread():
-            wave = load_source(path, sample_rate)
+        wave = load_source(path, sample_rate)
         return np.ascontiguousarray(wave, dtype=np.float32), "", digest
     except AudioError as e:
         return None, str(e), ""

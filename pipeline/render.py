@@ -15,7 +15,7 @@ from typing import Mapping
 
 import numpy as np
 
-from teminal.pipeline.audio import AudioError, encode_member, load_source, one_thread
+from teminal.pipeline.audio import AudioError, encode_member, load_source
 from teminal.pipeline.compose import (ComposeConfig, SampleRecipe, make_group_recipes,
                                       render_detailed)
 from teminal.pipeline.layout import write_json_atomic
@@ -23,6 +23,9 @@ from teminal.pipeline.plan import ShardTask
 from teminal.pipeline.pool import pool_waves
 from teminal.pipeline.shards import file_sha256, write_shard
 from teminal.pipeline.sources.base import SourceClip
+
+
+PART_CACHE_MAX = 128   # prepared parts kept per shard (each at most one member long)
 
 
 @dataclass(frozen=True)
@@ -42,12 +45,15 @@ def build_shard(task: ShardTask, ctx: ShardContext, pool_index: Mapping[str, tup
     compose = ComposeConfig.from_dict(ctx.compose)
     out = Path(ctx.out)
     groups, rows = [], []
+    parts: dict = {}   # prepared parts, shared by the shard's groups (render_detailed's cache)
     for i, (a, b) in enumerate(task.pairs):
         a, b = SourceClip.from_dict(a), SourceClip.from_dict(b)
         waves = pool_waves(ctx.pool_path, {s: pool_index[s] for s in (a.source_id, b.source_id)})
         recipes = make_group_recipes(task.stage, task.split, task.first_group + i, a, b,
                                      compose, ctx.seed, waves)
-        members, parts = [], {}
+        members = []
+        if len(parts) > PART_CACHE_MAX:
+            parts.clear()     # bounded memory whatever the shard size; output is the same
         for recipe in recipes:
             rendering = render_detailed(recipe, waves, parts)
             recipe.gains_db = rendering.gains_db      # measured, for analysis; never read back
@@ -70,9 +76,8 @@ def build_shard(task: ShardTask, ctx: ShardContext, pool_index: Mapping[str, tup
 
 
 def shard_job(job: tuple[ShardTask, ShardContext, dict]) -> dict:
-    """`build_shard` for a process pool: one job tuple, one torch thread."""
-    with one_thread():
-        return build_shard(*job)
+    """`build_shard` for a process pool: one job tuple."""
+    return build_shard(*job)
 
 
 def shard_done(out: Path, task: ShardTask, build_id: str) -> dict | None:
@@ -156,12 +161,11 @@ def rerender(out: str | os.PathLike, key: str, root: str | os.PathLike | None = 
                     f"--root {root} does not hold it either")
             raise FileNotFoundError(f"{key}: source {sid} is not at {path} (the dataset moved or "
                                     f"was deleted since the build); {hint}")
-        with one_thread():
-            try:
-                waves[sid] = load_source(path, recipe.sample_rate)
-            except AudioError as e:
-                raise ValueError(f"{key}: source {path} cannot be used ({e}); it changed since "
-                                 f"the build") from None
+        try:
+            waves[sid] = load_source(path, recipe.sample_rate)
+        except AudioError as e:
+            raise ValueError(f"{key}: source {path} cannot be used ({e}); it changed since "
+                             f"the build") from None
     audio = render_detailed(recipe, waves).audio
     data, ext = encode_member(audio, recipe.sample_rate, config.get("codec", "flac"))
     member = f"{recipe.key}.{ext}"

@@ -15,7 +15,9 @@ ap = argparse.ArgumentParser()
 ap.add_argument("groups_per_clip", nargs="?", type=float, default=1.0)
 ap.add_argument("--data", default=str(Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
                                       / "esc50-real"))
+ap.add_argument("--sort", default="tottime")
 args = ap.parse_args()
+SORT = args.sort
 
 import duckdb  # noqa: E402,F401  (import cost is not build work)
 
@@ -36,4 +38,4 @@ with tempfile.TemporaryDirectory() as tmp:
     profile.disable()
     print(f"wall {time.perf_counter() - wall:.1f} s, cpu {time.process_time() - cpu:.1f} s, "
           f"{summary.samples} members")
-    pstats.Stats(profile).sort_stats("tottime").print_stats(25)
+    pstats.Stats(profile).sort_stats(SORT).print_stats(45)

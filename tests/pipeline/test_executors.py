@@ -97,3 +97,47 @@ def test_executor_options_are_checked():
         BuildConfig(out="x", ray_address="auto")
     with pytest.raises(ValueError, match="retries"):
         BuildConfig(out="x", retries=-1)
+
+
+def test_rendering_and_encoding_never_import_torch(tmp_path, tiny_root):
+    """Regression (issue 12): every spawned render worker used to import torch (~2 CPU s each,
+    a sixth of a small build) only to pin its thread count. Torch is for the resampler alone: a
+    build at the sources' own rate, run in a fresh interpreter, never imports it."""
+    import subprocess
+    import sys
+
+    from teminal.pipeline.sources.synth import SAMPLE_RATE
+
+    code = f"""
+import sys
+from teminal.pipeline.build import run_build
+from teminal.pipeline.compose import ComposeConfig
+from teminal.pipeline.config import BuildConfig
+run_build(BuildConfig(out={str(tmp_path / 'b')!r}, root={str(tiny_root)!r}, stages=("b",),
+                      shard_size=2, groups=4,
+                      compose=ComposeConfig(sample_rate={SAMPLE_RATE}, clip_seconds=2.0)),
+          progress=False, log=lambda m: None)
+print("torch" in sys.modules)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "False"
+    assert list((tmp_path / "b" / "shards" / "b").glob("*.tar"))
+
+
+def test_a_small_source_pool_is_decoded_in_the_main_process(tmp_path, tiny_root):
+    """Below PARALLEL_DECODE_MIN_CLIPS the pool is decoded here, so workers need no torch; the
+    pool file is the same either way."""
+    from teminal.pipeline import pool as P
+    from teminal.pipeline.sources.esc50 import scan
+
+    clips = scan(tiny_root, {"train": [1, 2, 3, 4, 5]}).clips
+
+    class Refuses:
+        def imap(self, *a, **k):
+            raise AssertionError("a small pool was sent to the workers")
+
+    here = P.decode_pool(clips, SR, tmp_path / "a", Refuses(), progress=False)
+    serial = P.decode_pool(clips, SR, tmp_path / "b", None, progress=False)
+    assert len(clips) < P.PARALLEL_DECODE_MIN_CLIPS
+    assert here.path.read_bytes() == serial.path.read_bytes() and here.index == serial.index
