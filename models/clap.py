@@ -200,22 +200,10 @@ class ClapModel(nn.Module):
             patterns = list(self.config.get("trainable") or [])
             if self.audio_head is not None:
                 patterns.append("audio_head.*")
-        elif isinstance(patterns, str):
-            patterns = [patterns]
-        named = self.named_weights()
-        chosen, unused = trainable.select(named, patterns)
-        if unused:
-            raise ValueError(f"trainable pattern(s) {unused} match no parameter of model "
-                             f"{self.config.get('name')!r}; names look like "
-                             f"{sorted(named)[:3]} ... (see model.named_weights())")
-        for name, p in named.items():
-            p.requires_grad_(name in chosen)
-        n_total = sum(p.numel() for p in named.values())
-        n_train = sum(named[n].numel() for n in chosen)
-        log.info("training %d of %d parameters (%.1f%%) in %d tensors: %s", n_train, n_total,
-                 100.0 * n_train / max(n_total, 1), len(chosen), list(patterns))
-        self._freeze_frozen_norms()
-        return n_train, n_total
+        counts = trainable.apply_named(self.named_weights(), patterns,
+                                       repr(self.config.get("name")), "model.named_weights()")
+        trainable.freeze_frozen_norms(self.clap)
+        return counts
 
     def named_weights(self) -> dict[str, nn.Parameter]:
         """Every parameter under its saved name: laion's names, and `audio_head.*` for the head."""
@@ -229,19 +217,8 @@ class ClapModel(nn.Module):
 
     def train(self, mode: bool = True):
         super().train(mode)
-        self._freeze_frozen_norms()
+        trainable.freeze_frozen_norms(self.clap)
         return self
-
-    def _freeze_frozen_norms(self) -> None:
-        """Batch-norm layers whose weights are frozen keep their running statistics too:
-        otherwise a frozen block would still drift with every training batch."""
-        if not self.training:
-            return
-        for module in self.clap.modules():
-            if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                params = list(module.parameters(recurse=False))
-                if params and not any(p.requires_grad for p in params):
-                    module.eval()
 
     def _set_spec_augment(self, setting) -> None:
         """'laion': keep laion's SpecAugment (training mode only); false/None: none; a dict:

@@ -46,15 +46,23 @@ def apply(module, patterns: list[str] | str, what: str) -> tuple[int, int]:
     freeze; then frozen batch norms stop updating their statistics. A pattern that matches
     nothing is an error naming `what` (the model) and a few real names. Returns (n_trainable,
     n_total) in scalars."""
+    counts = apply_named(dict(module.named_parameters()), patterns, what)
+    freeze_frozen_norms(module)
+    return counts
+
+
+def apply_named(named: dict, patterns: list[str] | str, what: str,
+                listing: str = "named_parameters()") -> tuple[int, int]:
+    """`apply` over parameters under the names a model saves them by (`named`: name ->
+    parameter); the caller freezes its batch norms. `listing` says where to see the names."""
     import logging
 
     if isinstance(patterns, str):
         patterns = [patterns]
-    named = dict(module.named_parameters())
     chosen, unused = select(named, patterns)
     if unused:
         raise ValueError(f"trainable pattern(s) {unused} match no parameter of model {what}; "
-                         f"names look like {sorted(named)[:3]} ... (see named_parameters())")
+                         f"names look like {sorted(named)[:3]} ... (see {listing})")
     for name, p in named.items():
         p.requires_grad_(name in chosen)
     n_total = sum(p.numel() for p in named.values())
@@ -62,7 +70,6 @@ def apply(module, patterns: list[str] | str, what: str) -> tuple[int, int]:
     logging.getLogger(__name__).info(
         "training %d of %d parameters (%.1f%%) in %d tensors: %s", n_train, n_total,
         100.0 * n_train / max(n_total, 1), len(chosen), list(patterns))
-    freeze_frozen_norms(module)
     return n_train, n_total
 
 
