@@ -8,24 +8,9 @@ from pathlib import Path
 import pytest
 
 TRAIN_TESTS = Path(__file__).resolve().parents[1] / "train"
-sys.path.insert(0, str(TRAIN_TESTS))  # toy_clap.py, tiny_build.py
+sys.path.insert(0, str(TRAIN_TESTS))  # toy_clap.py, tiny_build.py, fixtures.py
 
-from tiny_build import build_tiny_data  # noqa: E402
-
-
-@pytest.fixture(scope="session")
-def tiny_data(tmp_path_factory) -> Path:
-    """24 train groups per stage in 6 shards at 16 kHz, FLAC members (read-only: copy it)."""
-    return build_tiny_data(tmp_path_factory.mktemp("tiny"))
-
-
-@pytest.fixture(autouse=True)
-def fresh_accelerate_state():
-    yield
-    from accelerate.state import AcceleratorState, GradientState
-
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
+from fixtures import fresh_accelerate_state, tiny_data  # noqa: E402,F401
 
 
 @pytest.fixture(scope="session")
