@@ -4,8 +4,9 @@
 `training/data.py`, which calls `BertTokenizer/RobertaTokenizer/BartTokenizer.from_pretrained`
 at import time: offline, transformers 4.x raises and 5.x quietly returns a broken 5-token
 tokenizer (FIELD-NOTES). The model code we need lives in `laion_clap.clap_module`, which needs
-no network. So we register a bare parent package (its `__path__` only, no `__init__` run) and
-import the sub-package under it.
+no network. So we register bare parent packages (their `__path__` only, no `__init__` run) for
+`laion_clap` and `laion_clap.clap_module`, and import only the modules we use (model,
+tokenizer; factory for its bundled configs).
 
 `CLAP.__init__` also calls `RobertaModel.from_pretrained('roberta-base')` for a RoBERTa text
 tower; `build_clap` swaps that call for a model built from a config dict (weights come from the
@@ -36,23 +37,13 @@ def _register_bare_package() -> None:
                                     "constraints.txt)")
 
 
-_clap_module = None
-
-
-def clap_module():
-    """`laion_clap.clap_module`, imported once on first use (it takes a few seconds: sklearn,
-    torchvision and h5py come with it)."""
-    global _clap_module
-    if _clap_module is None:
-        _register_bare_package()
-        _clap_module = importlib.import_module(f"{_PACKAGE}.clap_module")
-    return _clap_module
-
-
 def _submodule(name: str):
-    """`laion_clap.clap_module.<name>`; the bare parent package is registered first, or the
-    import would run laion_clap's real `__init__`."""
-    clap_module()
+    """`laion_clap.clap_module.<name>`, with both parents registered bare first: laion_clap's own
+    `__init__` reaches for a hub, and clap_module's imports every module of the package (its
+    loss.py pulls in scikit-learn, factory.py the training helpers): seconds of start-up in
+    every process that only needs the model code or the tokenizer."""
+    _register_bare_package()
+    register_bare_package(f"{_PACKAGE}.clap_module", "pip install laion-clap==1.1.7")
     return importlib.import_module(f"{_PACKAGE}.clap_module.{name}")
 
 
@@ -98,11 +89,11 @@ def build_clap(clap_config: dict, roberta_config: dict | None = None) -> torch.n
     embed_dim, audio_cfg, text_cfg, joint_embed_shape, ...). Random init, no network.
     A text tower of model_type 'roberta' is built from `roberta_config` (a transformers
     RobertaConfig dict); 'bert' and 'bart' towers are not supported offline."""
-    cm = clap_module()
+    model_module = _submodule("model")
     text_type = clap_config["text_cfg"].get("model_type")
     if text_type in ("bert", "bart"):
         raise ValueError(f"text tower {text_type!r} needs hub files; teminal.models supports "
                          "'transformer' (bundled BPE) and 'roberta' (local tokenizer files)")
     cfg = copy.deepcopy(clap_config)
     with _roberta_from_config(roberta_config):
-        return cm.CLAP(**cfg)
+        return model_module.CLAP(**cfg)
