@@ -64,8 +64,9 @@ common = [
     click.option("--quiet", is_flag=True, help="Do not print the table or progress bars."),
     click.option("--workers", type=click.IntRange(min=0), default=None,
                  help="Processes that decode and render the audio while the model embeds "
-                      "(0: in the main process; results are the same). Default: CPUs - 1, "
-                      "at most 8."),
+                      "(0: in the main process; results are the same). Default: none for a "
+                      "model on the CPU (its embedding is far slower than decoding), else "
+                      "CPUs - 1, at most 8."),
 ]
 
 

@@ -22,7 +22,7 @@ import numpy as np
 from teminal.evaluate.embed import (AudioStats, TextCache, decoded_sources, embed_long_clips,
                                     eval_mode)
 from teminal.evaluate.metrics import audio_to_text_metrics, text_to_audio_metrics
-from teminal.evaluate.workers import DecodePool, decode_ahead
+from teminal.evaluate.workers import DecodePool, decode_ahead, workers_for
 
 FILL = "repeatpad"
 
@@ -76,6 +76,7 @@ def evaluate_retrieval(model, items, batch_size: int = 32, progress: bool = True
     failed: dict[str, int] = {}
 
     stats = AudioStats()
+    workers = workers_for(model, workers)
     with eval_mode(model), DecodePool(workers, ahead=decode_ahead(batch_size, workers)) as pool:
         decoded = decoded_sources(((sid, path) for sid, path, _caps in items), sr, failed, pool)
         audio = embed_long_clips(model, decoded, length, sr, batch_size, FILL, stats, progress,

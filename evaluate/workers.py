@@ -26,13 +26,24 @@ from typing import Callable, Iterable, Iterator
 MAX_DEFAULT_WORKERS = 8
 
 
-def default_workers() -> int:
-    """One worker per CPU the process may use, minus one for the embedding loop, at most 8."""
+def default_workers(device=None) -> int:
+    """Decode processes when --workers is not given. A model on an accelerator: one per CPU the
+    process may use, minus one for the embedding loop, at most 8. A model on the CPU: none, the
+    main process decodes: its embedding is far slower than decoding (measured on 2 cores: the
+    serial audio pass ran at 0.98 of the embedding-alone rate, one worker at 0.81, the worker
+    taking CPU time from the model; BENCHMARKS.md, "Decoding in worker processes")."""
+    if device is not None and str(device).split(":")[0] == "cpu":
+        return 0
     try:
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         cpus = os.cpu_count() or 1
     return max(1, min(MAX_DEFAULT_WORKERS, cpus - 1))
+
+
+def workers_for(model, workers: int | None) -> int:
+    """`workers`, or the default for where `model` runs."""
+    return default_workers(getattr(model, "device", None)) if workers is None else int(workers)
 
 
 def decode_ahead(batch_size: int, workers: int | None) -> int:

@@ -17,7 +17,7 @@ import numpy as np
 from teminal.evaluate.embed import (AudioStats, TextCache, decoded_sources, embed_long_clips,
                                     eval_mode)
 from teminal.evaluate.metrics import Score, argmax_first, rank_of
-from teminal.evaluate.workers import DecodePool, decode_ahead
+from teminal.evaluate.workers import DecodePool, decode_ahead, workers_for
 
 PROMPT = "This is a sound of {label}."
 ALL_FOLDS = (1, 2, 3, 4, 5)
@@ -63,6 +63,7 @@ def evaluate_zeroshot(model, clips, vocabulary, batch_size: int = 32, progress: 
     skipped: dict[str, int] = {}
 
     stats = AudioStats()
+    workers = workers_for(model, workers)
     with eval_mode(model), DecodePool(workers, ahead=decode_ahead(batch_size, workers)) as pool:
         decoded = decoded_sources(((c.source_id, c.path) for c in clips), sr, skipped, pool)
         audio = embed_long_clips(model, decoded, length, sr, batch_size, FILL, stats, progress,

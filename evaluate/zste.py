@@ -37,7 +37,7 @@ from teminal.pipeline.progress import progress_bar
 from teminal.evaluate.embed import AudioStats, TextCache, embed_stream, eval_mode
 from teminal.evaluate.metrics import Score, argmax_first, top_k_sets
 from teminal.evaluate.testset import RELATIONS, PairGroup, SingleItem, TrainingData
-from teminal.evaluate.workers import DecodePool, decode_ahead
+from teminal.evaluate.workers import DecodePool, decode_ahead, workers_for
 
 CLASS_PROMPT = "This is a sound of {label}."
 POSITION_PROMPTS = ("In this concatenated sound, the first sound is {c}",
@@ -411,6 +411,7 @@ def evaluate_zste(model, testset, *, seed: int = 0, batch_size: int = 32, templa
     (0: decode in this process; None: `default_workers()`) give the same numbers."""
     start = time.perf_counter()
     stats = AudioStats()
+    workers = workers_for(model, workers)
     with eval_mode(model), DecodePool(workers, ahead=decode_ahead(batch_size, workers)) as pool:
         emb = embed_testset(model, testset, batch_size, stats, progress, pool)
         audio_pass = time.perf_counter() - start

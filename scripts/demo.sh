@@ -32,7 +32,7 @@ $LAUNCH train/pretrain.py --config train/configs/small_pretrain.yaml --model sma
 # The base is scored in the background, on one thread, while stage A trains: it needs only the
 # base, and it fills the moments where training leaves a core idle (start-up, saving, data).
 OMP_NUM_THREADS=1 evaluate zste --model "$RUN/base/final" --data "$DATA" --label base \
-    --out "$RUN/zste_base.json" --plots "$RUN/plots" --workers 0 > "$RUN/zste_base.log" 2>&1 &
+    --out "$RUN/zste_base.json" --plots "$RUN/plots" > "$RUN/zste_base.log" 2>&1 &
 BASE_ZSTE=$!
 
 # The best recipe of the ablation (BENCHMARKS.md, "Order ablation"): an order-aware audio head
