@@ -25,6 +25,7 @@ from torch import nn
 
 from teminal.models import trainable
 from teminal.models.audio_input import Resampler, fit_length
+from teminal.models.fft_stft import use_fft_stft
 from teminal.models.heads import HeadSpec, TemporalHead, frame_tokens, split_segments
 from teminal.models.laion_import import build_clap
 
@@ -45,6 +46,7 @@ class ClapModel(nn.Module):
         self.config = copy.deepcopy(config)
         clap_cfg = self.config["clap"]
         self.clap = build_clap(clap_cfg, self.config.get("text", {}).get("roberta_config"))
+        use_fft_stft(self.clap)   # same spectrogram, half the small branch's time (fft_stft.py)
         self.tokenizer = tokenizer
         audio_cfg = clap_cfg["audio_cfg"]
         self._audio_wants_dict = (audio_cfg["model_type"] == "HTSAT"
