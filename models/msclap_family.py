@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from teminal.models.fft_stft import use_fft_stft
 from teminal.models import trainable
 from teminal.models.audio_input import Resampler, prepare_batch
 from teminal.models.bare_import import register_bare_package
@@ -276,6 +277,7 @@ class MsClapModel(nn.Module):
         self.config.setdefault("audio", {}).setdefault("crop", "center")
         self.clap = build_clap({**self.settings, "transformer_embed_dim": text_width(text_cfg)},
                                text_cfg, self.config.get("audio_sizes"))
+        use_fft_stft(self.clap)   # msclap's CNN14 and HTSAT use torchlibrosa's STFT too
         self.tokenizer = tokenizer
         self._resampler = Resampler(self.sample_rate)
 
