@@ -14,6 +14,7 @@ A and B with `--where`. Rows:
     b_only           stage B straight from the base (no stage A)
     temporal         order-aware audio head (--audio-head temporal) in A and B
     temporal_retain  temporal + --retain-singles 1 (single clips replayed in stage B)
+    temporal_retain_q  the same replay at a quarter of the weight (--retain-singles 0.25)
 
 Every model is scored with ZSTE on the build's test split (fold 5 clips, never trained on).
 Columns: single-sound (task 1), order on seen and held-out pairs (task 3), order under held-out
@@ -40,6 +41,7 @@ ROWS = {  # name: (stage-A variant or None for B from the base, extra stage-B fl
     "b_only": (None, []),
     "temporal": ("temporal", []),
     "temporal_retain": ("temporal", ["--retain-singles", "1"]),
+    "temporal_retain_q": ("temporal", ["--retain-singles", "0.25"]),
 }
 COLUMNS = {  # name: path into a ZSTE result's metrics
     "single": ("task1_single",),
