@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import copy
 import json
-import logging
 import shutil
 from pathlib import Path
 
@@ -29,7 +28,6 @@ from teminal.models.fft_stft import use_fft_stft
 from teminal.models.heads import HeadSpec, TemporalHead, frame_tokens, split_segments
 from teminal.models.laion_import import build_clap
 
-log = logging.getLogger(__name__)
 
 MAX_LOGIT_SCALE = 100.0
 WEIGHTS_FILE = "model.safetensors"

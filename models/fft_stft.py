@@ -3,8 +3,8 @@
 laion-clap's audio branches (PANN and HTSAT) take their spectrogram from torchlibrosa's `STFT`,
 which multiplies every frame by the full DFT matrix as two Conv1d layers (window x cos, window x
 sin): n_fft x (n_fft / 2 + 1) multiply-adds per frame and part. With the small model's
-2,048-point window that is about a fifth of the audio branch's arithmetic, paid again by the
-order-aware head's segment pass. An FFT of the windowed frames gives the same numbers (to float
+2,048-point window that was about 45 % of the audio branch's forward time (measured,
+BENCHMARKS.md "Two costs removed"), paid again by the order-aware head's segment pass. An FFT of the windowed frames gives the same numbers (to float
 rounding) at a tiny fraction of the cost.
 
 The module keeps its conv weights, so state dicts (laion's checkpoints hold
