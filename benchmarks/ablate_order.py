@@ -15,6 +15,9 @@ A and B with `--where`. Rows:
     temporal         order-aware audio head (--audio-head temporal) in A and B
     temporal_retain  temporal + --retain-singles 1 (single clips replayed in stage B)
     temporal_retain_q  the same replay at a quarter of the weight (--retain-singles 0.25)
+    temporal_text    temporal, with the whole text transformer trained in stage B (the default
+                     subset trains only its last block: the error analysis in BENCHMARKS.md)
+    temporal_retain_text  temporal_text + --retain-singles 1
 
 Every model is scored with ZSTE on the build's test split (fold 5 clips, never trained on).
 Columns: single-sound (task 1), order on seen and held-out pairs (task 3), order under held-out
@@ -34,6 +37,15 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
+def _whole_text_subset() -> list[str]:
+    """The small model's default trainable subset, the head, and the text tower's first block."""
+    from teminal.models.specs import CONFIG_DIR
+
+    default = json.loads((CONFIG_DIR / "small-cnn6.json").read_text())["trainable"]
+    return [*default, "text_branch.resblocks.0.*", "audio_head.*"]
+
+
+WHOLE_TEXT = _whole_text_subset()
 STAGE_A = {"pooled": [], "temporal": ["--audio-head", "temporal"]}
 ROWS = {  # name: (stage-A variant or None for B from the base, extra stage-B flags)
     "paper": ("pooled", []),
@@ -42,6 +54,8 @@ ROWS = {  # name: (stage-A variant or None for B from the base, extra stage-B fl
     "temporal": ("temporal", []),
     "temporal_retain": ("temporal", ["--retain-singles", "1"]),
     "temporal_retain_q": ("temporal", ["--retain-singles", "0.25"]),
+    "temporal_text": ("temporal", ["--trainable", *WHOLE_TEXT]),
+    "temporal_retain_text": ("temporal", ["--retain-singles", "1", "--trainable", *WHOLE_TEXT]),
 }
 COLUMNS = {  # name: path into a ZSTE result's metrics
     "single": ("task1_single",),

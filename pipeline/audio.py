@@ -9,10 +9,13 @@ float path and the stored members all agree.
 """
 from __future__ import annotations
 
+import errno
 import functools
 import io
 import os
+import shutil
 import struct
+from pathlib import Path
 
 import numpy as np
 import soundfile as sf
@@ -300,6 +303,31 @@ def fit_to_length(x: np.ndarray, length: int, policy: str = "repeat") -> np.ndar
 
 def to_int16(x: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(np.asarray(x, dtype=np.float32) * INT16_SCALE), -32768, 32767).astype(np.int16)
+
+
+def write_wav(path, x: np.ndarray, sample_rate: int) -> None:
+    """Write 16-bit PCM WAV to `path`. libsndfile reports a full disk as a bare "System error";
+    this says which disk and what to do (OSError ENOSPC), so a long run's log is readable."""
+    try:
+        sf.write(path, x, int(sample_rate), subtype="PCM_16")
+    except (RuntimeError, OSError) as e:
+        free = _free_bytes(Path(path).parent)
+        if free is not None and free < DISK_FULL_BYTES:
+            raise OSError(errno.ENOSPC, f"no space left on the disk holding {path} "
+                                        f"({free:,} bytes free) while writing audio: free some "
+                                        f"space or write somewhere else (libsndfile: "
+                                        f"{_one_line(e)})") from e
+        raise
+
+
+DISK_FULL_BYTES = 16 * 2**20   # below this much free space a failed write is a full disk
+
+
+def _free_bytes(folder: Path) -> int | None:
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return None
 
 
 def encode_member(x: np.ndarray, sample_rate: int, codec: str = "flac") -> tuple[bytes, str]:

@@ -360,10 +360,13 @@ def render(key: str, data: Path | None, wav_out: Path | None, root: Path | None)
     except (FileNotFoundError, KeyError, ValueError) as e:
         raise click.ClickException(str(e).strip("'\"")) from None
     if wav_out:
-        import soundfile as sf
+        from teminal.pipeline.audio import write_wav
 
         wav_out.parent.mkdir(parents=True, exist_ok=True)
-        sf.write(wav_out, result.audio, result.sample_rate, subtype="PCM_16")
+        try:
+            write_wav(wav_out, result.audio, result.sample_rate)
+        except OSError as e:
+            raise click.ClickException(str(e)) from None
         click.echo(f"wrote {wav_out} ({len(result.audio) / result.sample_rate:.2f} s at "
                    f"{result.sample_rate} Hz)")
     click.echo(f"{key}: {result.caption!r}  sources {', '.join(result.source_ids)}")

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 import numpy as np
-import soundfile as sf
 
+from teminal.pipeline.audio import write_wav
 from teminal.pipeline.sources.esc50 import CSV_PATH, OFFICIAL_HEADER, SYNTHETIC_MARKER
 
 SAMPLE_RATE = 44100
@@ -315,7 +315,7 @@ def write_synthetic_esc50(out_dir, seed: int = 0, clips_per_class_per_fold: int 
         target = CLASS_NAMES.index(category)
         name = clip_filename(fold, target, index)
         audio = generate_clip(category, clip_rng(seed, target, fold, index))
-        sf.write(out / "audio" / name, audio, SAMPLE_RATE, subtype="PCM_16")
+        write_wav(out / "audio" / name, audio, SAMPLE_RATE)
         rows.append((name, fold, target, category, "False", name.split("-")[1], TAKE))
     rows.sort()
     buf = io.StringIO()

@@ -235,3 +235,47 @@ def test_flac_is_smaller_than_pcm_on_real_audio(esc50_real):
     flac, _ = audio.encode_member(x, 48000, "flac")
     pcm, _ = audio.encode_member(x, 48000, "pcm")
     assert len(flac) < len(pcm)
+
+
+# --- writing WAVs: a full disk (regression: libsndfile said only "System error") -------------
+
+def _libsndfile_system_error(*args, **kwargs):
+    raise RuntimeError("Error opening 'clip.wav': System error.")
+
+
+def test_write_wav_on_a_full_disk_says_so_naming_the_path(tmp_path, monkeypatch):
+    import errno
+
+    monkeypatch.setattr(audio.sf, "write", _libsndfile_system_error)
+    monkeypatch.setattr(audio, "_free_bytes", lambda folder: 0)
+    with pytest.raises(OSError) as info:
+        audio.write_wav(tmp_path / "clip.wav", tone(0.1), 44100)
+    assert info.value.errno == errno.ENOSPC
+    assert "no space left" in str(info.value) and str(tmp_path / "clip.wav") in str(info.value)
+    assert "System error" in str(info.value)       # libsndfile's own words are kept
+
+
+def test_write_wav_passes_other_errors_through_unchanged(tmp_path, monkeypatch):
+    monkeypatch.setattr(audio.sf, "write", _libsndfile_system_error)
+    monkeypatch.setattr(audio, "_free_bytes", lambda folder: 10 * 2**30)
+    with pytest.raises(RuntimeError, match="System error"):
+        audio.write_wav(tmp_path / "clip.wav", tone(0.1), 44100)
+
+
+def test_write_wav_writes_16_bit_pcm(tmp_path):
+    audio.write_wav(tmp_path / "clip.wav", tone(0.1), 44100)
+    info = sf.info(str(tmp_path / "clip.wav"))
+    assert (info.samplerate, info.subtype) == (44100, "PCM_16")
+
+
+def test_pipeline_synth_on_a_full_disk_exits_with_the_message(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from teminal.pipeline.cli import main
+
+    monkeypatch.setattr(audio.sf, "write", _libsndfile_system_error)
+    monkeypatch.setattr(audio, "_free_bytes", lambda folder: 0)
+    result = CliRunner().invoke(main, ["synth", "esc50", str(tmp_path / "s"),
+                                       "--clips-per-class-per-fold", "1"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "no space left on the disk holding" in result.output
