@@ -15,6 +15,9 @@ A and B with `--where`. Rows:
     temporal         order-aware audio head (--audio-head temporal) in A and B
     temporal_retain  temporal + --retain-singles 1 (single clips replayed in stage B)
     temporal_retain_q  the same replay at a quarter of the weight (--retain-singles 0.25)
+    antisym          the head made antisymmetric in time (models/heads.py): singles and overlays
+                     keep their pooled embedding exactly, order is all the head adds
+    antisym_retain   antisym + --retain-singles 1 (a replay that cannot pass through the head)
     temporal_text    temporal, with the whole text transformer trained in stage B (the default
                      subset trains only its last block: the error analysis in BENCHMARKS.md)
     temporal_retain_text  temporal_text + --retain-singles 1
@@ -46,7 +49,8 @@ def _whole_text_subset() -> list[str]:
 
 
 WHOLE_TEXT = _whole_text_subset()
-STAGE_A = {"pooled": [], "temporal": ["--audio-head", "temporal"]}
+STAGE_A = {"pooled": [], "temporal": ["--audio-head", "temporal"],
+           "antisym": ["--audio-head", '{"antisymmetric": true}']}
 ROWS = {  # name: (stage-A variant or None for B from the base, extra stage-B flags)
     "paper": ("pooled", []),
     "paper_alpha0": ("pooled", ["--alpha-same-time", "0"]),
@@ -54,6 +58,8 @@ ROWS = {  # name: (stage-A variant or None for B from the base, extra stage-B fl
     "temporal": ("temporal", []),
     "temporal_retain": ("temporal", ["--retain-singles", "1"]),
     "temporal_retain_q": ("temporal", ["--retain-singles", "0.25"]),
+    "antisym": ("antisym", []),
+    "antisym_retain": ("antisym", ["--retain-singles", "1"]),
     "temporal_text": ("temporal", ["--trainable", *WHOLE_TEXT]),
     "temporal_retain_text": ("temporal", ["--retain-singles", "1", "--trainable", *WHOLE_TEXT]),
 }

@@ -21,6 +21,13 @@ space. Concatenation keeps position explicit (delta ~ sum_k W_k f(token_k)), so 
 on some class pairs carries over to pairs never seen in training. The output projection starts
 at zero: a fresh head gives exactly the pooled base embedding, and post-training starts from the
 base's zero-shot skill.
+
+`antisymmetric: true` makes the head a pure order detector: residual(t) = g(t) - g(reversed t).
+A clip whose tokens read the same both ways (a repeat-padded single sound, an overlay of two
+sounds over the whole clip) gets exactly 0, its pooled base embedding, and "A then B" gets
+minus what "B then A" gets. So post-training on pairs cannot move single sounds through the
+head, and a replay of single clips trains only the pooled path (BENCHMARKS.md, "Order
+ablation": with a free head, replaying singles undid the held-out order gain).
 """
 from __future__ import annotations
 
@@ -43,6 +50,7 @@ class HeadSpec:
     width: int = 256
     layers: int = 1
     heads: int = 4
+    antisymmetric: bool = False     # residual(t) = g(t) - g(t reversed in time)
 
     @classmethod
     def parse(cls, value) -> "HeadSpec | None":
@@ -65,6 +73,9 @@ class HeadSpec:
             raise ValueError(f"audio_head.type must be one of {KINDS}, got {spec.type!r}")
         if spec.source not in SOURCES:
             raise ValueError(f"audio_head.source must be one of {SOURCES}, got {spec.source!r}")
+        if not isinstance(spec.antisymmetric, bool):
+            raise ValueError(f"audio_head.antisymmetric must be true or false, got "
+                             f"{spec.antisymmetric!r}")
         for name in ("tokens", "width", "layers", "heads"):
             if int(getattr(spec, name)) < 1:
                 raise ValueError(f"audio_head.{name} must be >= 1, got {getattr(spec, name)}")
@@ -97,6 +108,13 @@ class TemporalHead(nn.Module):
         if tokens.dim() != 3 or tokens.shape[1] != self.spec.tokens:
             raise ValueError(f"TemporalHead wants [batch, {self.spec.tokens}, features], got "
                              f"{tuple(tokens.shape)}")
+        if self.spec.antisymmetric:
+            both = self._g(torch.cat([tokens, tokens.flip(1)]))  # one pass for the two readings
+            forward, backward = both.chunk(2)
+            return forward - backward
+        return self._g(tokens)
+
+    def _g(self, tokens: torch.Tensor) -> torch.Tensor:
         h = self.inp(tokens) + self.position
         h = self.norm(self.mixer(h))
         return self.out(h.flatten(1))

@@ -80,7 +80,8 @@ def test_adding_a_head_twice_keeps_the_first_and_a_different_one_is_refused(smal
 
 @pytest.mark.parametrize("bad, match", [({"source": "pixels"}, "source"), ({"tokens": 0}, "tokens"),
                                         ({"width": 30, "heads": 4}, "multiple"),
-                                        ({"colour": 1}, "unknown"), (3, "pooled")])
+                                        ({"colour": 1}, "unknown"), (3, "pooled"),
+                                        ({"antisymmetric": "yes"}, "antisymmetric")])
 def test_bad_head_specs_name_the_field(bad, match):
     with pytest.raises(ValueError, match=match):
         HeadSpec.parse(bad)
@@ -117,7 +118,8 @@ def test_the_head_works_the_same_on_laion_htsat(roberta_tokenizer_dir):
     assert any(n.startswith("audio_head.") for n in model.trainable_names())
 
 
-def _order_task(head_or_pool: str, steps: int = 150, seed: int = 0) -> tuple[float, float]:
+def _order_task(head_or_pool: str, steps: int = 150, seed: int = 0,
+                antisymmetric: bool = False) -> tuple[float, float]:
     """A tiny synthetic order task on ordered token pairs: 8 'sounds' (a random vector each,
     plus noise per clip), clips = (a, b) in time order; captions "a before b" embedded
     compositionally (word vectors by slot). Train on 3/4 of the class pairs, score order
@@ -131,7 +133,8 @@ def _order_task(head_or_pool: str, steps: int = 150, seed: int = 0) -> tuple[flo
     seen = [p for p in pairs if p not in held and (p[1], p[0]) not in held]
     held = sorted(held)
     torch.manual_seed(seed)
-    head = TemporalHead(HeadSpec(tokens=2, width=32, layers=1, heads=2), dim, joint)
+    head = TemporalHead(HeadSpec(tokens=2, width=32, layers=1, heads=2,
+                                 antisymmetric=antisymmetric), dim, joint)
     torch.nn.init.normal_(head.out.weight, std=0.02)
     first, second = torch.nn.Embedding(k, joint), torch.nn.Embedding(k, joint)
     params = list(first.parameters()) + list(second.parameters())
@@ -178,3 +181,31 @@ def test_the_head_learns_order_that_carries_to_held_out_pairs_where_pooling_cann
     # cannot prefer the right caption (ties count as wrong)
     assert pooled_seen <= 0.6 and pooled_held <= 0.6
     assert head_seen >= 0.95 and head_held >= 0.9, (head_seen, head_held)
+
+
+def test_an_antisymmetric_head_gives_exactly_zero_for_clips_that_read_the_same_both_ways():
+    torch.manual_seed(0)
+    head = TemporalHead(HeadSpec(tokens=2, width=32, heads=2, antisymmetric=True), 16, 8)
+    torch.nn.init.normal_(head.out.weight, std=0.5)     # a trained head, not a fresh one
+    a, b = torch.randn(5, 1, 16), torch.randn(5, 1, 16)
+    same = torch.cat([a, a], 1)                          # a repeat-padded single sound
+    ab, ba = torch.cat([a, b], 1), torch.cat([b, a], 1)
+    assert torch.equal(head(same), torch.zeros(5, 8))
+    assert torch.allclose(head(ab), -head(ba), atol=1e-6)
+    assert head(ab).abs().max() > 0.1                    # and order does move the embedding
+
+
+def test_an_antisymmetric_head_on_the_small_model_leaves_singles_at_the_base_embedding(small_model):
+    base = small_model.embed_audio(_waves(2, seconds=5.0).repeat(1, 2), 16000)  # 5 s, repeated
+    small_model.add_audio_head({"antisymmetric": True})
+    torch.nn.init.normal_(small_model.audio_head.out.weight, std=0.5)
+    waves = _waves(2, seconds=5.0).repeat(1, 2)
+    assert torch.allclose(small_model.embed_audio(waves, 16000), base, atol=1e-6)
+    pair = torch.cat([_waves(1, 5.0, seed=1), _waves(1, 5.0, seed=2)], 1)
+    assert not torch.allclose(small_model.embed_audio(pair, 16000),
+                              small_model.embed_audio(pair.flip(1), 16000))
+
+
+def test_the_antisymmetric_head_learns_order_that_carries_to_held_out_pairs():
+    seen, held = _order_task("head", antisymmetric=True)
+    assert seen >= 0.95 and held >= 0.9, (seen, held)
