@@ -195,11 +195,12 @@ class ClapModel(nn.Module):
         """Train the parameters whose names match `patterns` (globs, or `re:` regexes; see
         teminal.models.trainable), freeze the rest; None: the spec's default subset. The
         audio front end (STFT, mel filters) is always frozen. Returns (n_trainable, n_total)
-        counted in scalars. Call it before `accelerator.prepare`."""
-        if patterns is None:
-            patterns = list(self.config.get("trainable") or [])
-            if self.audio_head is not None:
-                patterns.append("audio_head.*")
+        counted in scalars; the word "default" among `patterns` stands for that subset. Call it
+        before `accelerator.prepare`."""
+        default = list(self.config.get("trainable") or [])
+        if self.audio_head is not None:
+            default.append("audio_head.*")
+        patterns = trainable.resolve(patterns, default)
         counts = trainable.apply_named(self.named_weights(), patterns,
                                        repr(self.config.get("name")), "model.named_weights()")
         trainable.freeze_frozen_norms(self.clap)

@@ -184,8 +184,7 @@ class HfClapModel(nn.Module):
 
     # ---- training subset -------------------------------------------------------------------
     def set_trainable(self, patterns=None) -> tuple[int, int]:
-        if patterns is None:
-            patterns = self.config["trainable"]
+        patterns = trainable.resolve(patterns, self.config["trainable"])
         return trainable.apply(self.hf, patterns, f"hf ({self.config.get('source')})")
 
     def trainable_names(self) -> list[str]:

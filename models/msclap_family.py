@@ -337,8 +337,7 @@ class MsClapModel(nn.Module):
         return F.normalize(self.clap.caption_encoder(tokens), dim=-1)
 
     def set_trainable(self, patterns=None) -> tuple[int, int]:
-        if patterns is None:
-            patterns = self.config["trainable"]
+        patterns = trainable.resolve(patterns, self.config["trainable"])
         return trainable.apply(self.clap, patterns, f"msclap {self.config['version']}")
 
     def trainable_names(self) -> list[str]:

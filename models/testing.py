@@ -287,9 +287,11 @@ class ToyClap(nn.Module):
         return self.logit_scale_a.exp()
 
     def set_trainable(self, patterns=None):
+        from teminal.models.trainable import resolve
+
+        patterns = resolve(patterns, ["*"])
         for name, p in self.named_parameters():
-            p.requires_grad = patterns is None or any(fnmatch.fnmatch(name, pat)
-                                                      for pat in patterns)
+            p.requires_grad = any(fnmatch.fnmatch(name, pat) for pat in patterns)
         n_total = sum(p.numel() for p in self.parameters())
         return sum(p.numel() for p in self.parameters() if p.requires_grad), n_total
 

@@ -5,6 +5,9 @@ or, prefixed with `re:`, a regular expression that must match the whole name
 (`re:text_branch\\.encoder\\.layer\\.(10|11)\\..*`). The STFT and mel filter bank of the audio
 front end stay frozen whatever the patterns say: training them cost single-sound accuracy
 (FIELD-NOTES), and they are fixed signal processing, not learned features.
+
+The word `default` in a list of patterns stands for the model's own default subset, so a subset
+can be widened without spelling it out: `--trainable default 'text_branch.resblocks.0.*'`.
 """
 from __future__ import annotations
 
@@ -39,6 +42,24 @@ def select(names: Iterable[str], patterns: Iterable[str]) -> tuple[set[str], lis
             unused.append(pattern)
         chosen |= hits
     return {n for n in chosen if not is_front_end(n)}, unused
+
+
+DEFAULT = "default"
+
+
+def resolve(patterns: list[str] | str | None, default: list[str]) -> list[str]:
+    """The patterns to apply: None -> `default`; the word "default" in the list -> `default`'s
+    patterns in its place (duplicates dropped, order kept)."""
+    if patterns is None:
+        return list(default)
+    if isinstance(patterns, str):
+        patterns = [patterns]
+    out: list[str] = []
+    for p in patterns:
+        for q in (default if p == DEFAULT else [p]):
+            if q not in out:
+                out.append(q)
+    return out
 
 
 def apply(module, patterns: list[str] | str, what: str) -> tuple[int, int]:

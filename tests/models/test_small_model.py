@@ -120,6 +120,24 @@ def test_default_trainable_subset_names_and_counts(small_model):
     assert 4_000_000 < n_train < 5_500_000 and 23_000_000 < n_total < 25_000_000
 
 
+def test_the_word_default_widens_the_default_subset_in_place(small_model):
+    small_model.set_trainable(None)
+    default = set(small_model.trainable_names())
+    small_model.set_trainable(["default", "text_branch.resblocks.0.*"])
+    widened = set(small_model.trainable_names())
+    assert default < widened
+    assert widened - default == {n for n, _ in small_model.clap.named_parameters()
+                                 if n.startswith("text_branch.resblocks.0.")}
+
+
+def test_resolve_splices_the_default_and_drops_repeats():
+    from teminal.models.trainable import resolve
+
+    assert resolve(None, ["a.*", "b.*"]) == ["a.*", "b.*"]
+    assert resolve(["x.*", "default", "a.*"], ["a.*", "b.*"]) == ["x.*", "a.*", "b.*"]
+    assert resolve("default", ["a.*"]) == ["a.*"]
+
+
 def test_front_end_is_never_trained(small_model):
     n_train, n_total = small_model.set_trainable(["*"])
     frozen = [n for n, p in small_model.clap.named_parameters() if not p.requires_grad]
