@@ -43,6 +43,10 @@ class TrainConfig:
     lr: float = 1e-3
     lr_gamma: float = 0.95               # StepLR factor per epoch
     weight_decay: float = 0.0
+    # The learnable temperature's lr as a multiple of lr. Adam moves a parameter by about lr per
+    # step, so at lr 5e-4 the log logit scale can move 0.13 in 250 steps: a short run from random
+    # init keeps its initial 14.3 (1 / 0.07) whatever the data says. 1: as lr (the paper).
+    logit_scale_lr_mult: float = 1.0
     grad_clip: float | None = 0.5        # max global grad norm; None: no clipping
     trainable: list[str] | None = None   # parameter-name patterns; None: the model's default
     audio_head: str | None = None        # add an order-aware head: temporal | JSON (models/heads.py)
@@ -94,6 +98,9 @@ class TrainConfig:
             problems.append(f"mixed_precision {self.mixed_precision!r} is not no, fp16 or bf16")
         if self.num_workers < 0:
             problems.append("num_workers must be >= 0")
+        if not (self.logit_scale_lr_mult >= 0 and self.logit_scale_lr_mult < float("inf")):
+            problems.append(f"logit_scale_lr_mult must be a finite number >= 0, got "
+                            f"{self.logit_scale_lr_mult}")
         if not (self.retain_singles >= 0 and self.retain_singles < float("inf")):
             problems.append(f"retain_singles must be a finite number >= 0, got "
                             f"{self.retain_singles}")

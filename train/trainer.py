@@ -48,6 +48,7 @@ DATA_ORDER_KEYS = ("data", "split", "where", "query_file", "templates", "seed",
 # (unless --resume-changed, and then final/config.json records the earlier settings too).
 RESUME_KEYS = DATA_ORDER_KEYS + (
     "model", "init", "lr", "lr_gamma", "weight_decay", "grad_clip", "trainable",
+    "logit_scale_lr_mult",
     "global_negatives", "lambda_a", "alpha_same_time", "alpha_cross_time",
     "alpha_same_overlap", "alpha_cross_overlap", "beta", "mixed_precision")
 SETTINGS_HISTORY = "settings_history.json"  # earlier settings of a run resumed with changes
@@ -317,8 +318,9 @@ class Trainer:
                              f"globs, or re:REGEX)")
         log.info("model %s: %s of %s parameters train (%.1f%%)", self.spec, f"{n_train:,}",
                  f"{n_total:,}", 100 * n_train / max(1, n_total))
-        self.params = [p for p in self.model.parameters() if p.requires_grad]
-        optimizer = adam(self.params, cfg.lr, cfg.weight_decay)
+        groups = param_groups(self.model, cfg.logit_scale_lr_mult)
+        self.params = [p for g in groups for p in g["params"]]
+        optimizer = adam(groups, cfg.lr, cfg.weight_decay)
         self.step_module, self.optimizer = accelerator.prepare(EmbedStep(self.model), optimizer)
         self.step_module.train()
         self.progress = TrainProgress(world_size=self.world, num_workers=cfg.num_workers)
@@ -365,7 +367,7 @@ class Trainer:
         for step in range(self.start, self.max_steps):
             lr = lr_at(step, cfg, self.steps_per_epoch)
             for group in self.optimizer.param_groups:
-                group["lr"] = lr
+                group["lr"] = lr * group.get("lr_mult", 1.0)
             loss, info = self._step(step, lr, batches, clock)
             first_loss = loss if first_loss is None else first_loss
             self.progress.step = done = step + 1
@@ -474,6 +476,18 @@ class Trainer:
 
 
 
+def param_groups(model, logit_scale_lr_mult: float = 1.0) -> list[dict]:
+    """The trainable parameters as optimizer groups: the temperature (every family names it
+    `...logit_scale...`) in a group of its own with `lr_mult` when its lr differs."""
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    scales = [p for n, p in named if "logit_scale" in n]
+    if logit_scale_lr_mult == 1.0 or not scales:
+        return [{"params": [p for _, p in named], "lr_mult": 1.0}]
+    rest = [p for n, p in named if "logit_scale" not in n]
+    return [g for g in ({"params": rest, "lr_mult": 1.0},
+                        {"params": scales, "lr_mult": float(logit_scale_lr_mult)}) if g["params"]]
+
+
 def adam(params, lr: float, weight_decay: float) -> torch.optim.Optimizer:
     """Adam with torch's fused kernel (CPU and CUDA): the same update in one pass over each
     tensor. On CPU torch's default is a Python loop over tensors: 0.42 s per step for the small
@@ -527,7 +541,9 @@ def _resume_changes(cfg, run_dir: Path, path: Path) -> tuple[dict | None, list[s
 
     old_path = run_dir / "run_config.yaml"
     old = yaml.safe_load(old_path.read_text()) if old_path.exists() else None
-    changed = differences(old, cfg.to_dict(), RESUME_KEYS) if isinstance(old, dict) else {}
+    # a setting added after the run started reads as its default (what the run trained with)
+    changed = (differences({**TrainConfig().to_dict(), **old}, cfg.to_dict(), RESUME_KEYS)
+               if isinstance(old, dict) else {})
     lines = [f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items()]
     if lines and not cfg.resume_changed:
         _refuse_resume(run_dir, path, lines)

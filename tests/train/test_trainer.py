@@ -162,3 +162,39 @@ def test_the_optimiser_is_adam_with_the_fused_kernel_and_the_same_updates():
         ours.step()
     for p, q in zip(plain, fused):
         torch.testing.assert_close(q, p, rtol=0, atol=1e-5)
+
+
+def test_the_temperature_moves_at_its_own_learning_rate_when_asked(tiny_data, tmp_path):
+    """Adam moves a parameter by about lr per step, so a short run's temperature barely moves
+    (the small model's stayed at 14.3): --logit-scale-lr-mult gives it a rate of its own."""
+    from teminal.models.testing import toy_factory as make
+    from teminal.train.trainer import param_groups
+
+    groups = param_groups(make("toy", "cpu"), 30.0)
+    assert [g["lr_mult"] for g in groups] == [1.0, 30.0] and len(groups[1]["params"]) == 1
+    assert len(param_groups(make("toy", "cpu"))) == 1
+
+    def trained(out, mult):
+        run(config(tiny_data, out, max_steps=6, lr=1e-3, logit_scale_lr_mult=mult), stage(),
+            toy_factory)
+        from safetensors.torch import load_file
+        return load_file(str(out / "final" / "model.safetensors"))
+
+    start = float(make("toy", "cpu").logit_scale_a.detach())
+    plain, fast = trained(tmp_path / "plain", 1.0), trained(tmp_path / "fast", 30.0)
+    moved = lambda w: abs(float(w["logit_scale_a"]) - start)  # noqa: E731
+    assert moved(plain) <= 6 * 1e-3 + 1e-6          # about lr per step at most
+    assert moved(fast) > 10 * moved(plain) > 0
+
+
+def test_a_run_from_before_a_setting_existed_resumes_with_its_default(tiny_data, tmp_path):
+    import yaml
+
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        run(config(tiny_data, out, max_steps=8), stage(Loss(fail_at=6)), toy_factory)
+    old = yaml.safe_load((out / "run_config.yaml").read_text())
+    del old["logit_scale_lr_mult"]                   # written by an earlier teminal
+    (out / "run_config.yaml").write_text(yaml.safe_dump(old))
+    result = run(config(tiny_data, out, max_steps=8, resume=True), stage(), toy_factory)
+    assert result.steps == 8
