@@ -42,6 +42,7 @@ class TrainConfig:
     grad_accum: int = 1                  # micro-batches per optimizer step (adds no negatives)
     lr: float = 1e-3
     lr_gamma: float = 0.95               # StepLR factor per epoch
+    warmup_steps: int = 0                # linear warm-up from lr/warmup_steps (random-init towers)
     weight_decay: float = 0.0
     # The learnable temperature's lr as a multiple of lr. Adam moves a parameter by about lr per
     # step, so at lr 5e-4 the log logit scale can move 0.13 in 250 steps: a short run from random
@@ -96,6 +97,8 @@ class TrainConfig:
             problems.append("max_steps must be >= 0")
         if self.mixed_precision not in (None, "no", "fp16", "bf16"):
             problems.append(f"mixed_precision {self.mixed_precision!r} is not no, fp16 or bf16")
+        if self.warmup_steps < 0:
+            problems.append("warmup_steps must be >= 0")
         if self.num_workers < 0:
             problems.append("num_workers must be >= 0")
         if not (self.logit_scale_lr_mult >= 0 and self.logit_scale_lr_mult < float("inf")):

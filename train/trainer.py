@@ -48,7 +48,7 @@ DATA_ORDER_KEYS = ("data", "split", "where", "query_file", "templates", "seed",
 # (unless --resume-changed, and then final/config.json records the earlier settings too).
 RESUME_KEYS = DATA_ORDER_KEYS + (
     "model", "init", "lr", "lr_gamma", "weight_decay", "grad_clip", "trainable",
-    "logit_scale_lr_mult",
+    "logit_scale_lr_mult", "warmup_steps",
     "global_negatives", "lambda_a", "alpha_same_time", "alpha_cross_time",
     "alpha_same_overlap", "alpha_cross_overlap", "beta", "mixed_precision")
 SETTINGS_HISTORY = "settings_history.json"  # earlier settings of a run resumed with changes
@@ -142,7 +142,9 @@ def gather_blocks(emb: torch.Tensor, n_blocks: int) -> torch.Tensor:
 
 
 def lr_at(step: int, cfg: TrainConfig, steps_per_epoch: int) -> float:
-    return cfg.lr * cfg.lr_gamma ** (step // steps_per_epoch)
+    """StepLR by nominal epochs, after a linear warm-up over the first warmup_steps steps."""
+    warm = min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0
+    return cfg.lr * cfg.lr_gamma ** (step // steps_per_epoch) * warm
 
 
 # Checkpoints

@@ -198,3 +198,12 @@ def test_a_run_from_before_a_setting_existed_resumes_with_its_default(tiny_data,
     (out / "run_config.yaml").write_text(yaml.safe_dump(old))
     result = run(config(tiny_data, out, max_steps=8, resume=True), stage(), toy_factory)
     assert result.steps == 8
+
+
+def test_the_learning_rate_warms_up_linearly_then_steps_down_per_epoch():
+    from teminal.train.trainer import lr_at
+
+    cfg = TrainConfig(lr=1e-3, lr_gamma=0.5, warmup_steps=4)
+    assert [lr_at(s, cfg, 10) for s in range(5)] == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3])
+    assert lr_at(10, cfg, 10) == pytest.approx(5e-4)
+    assert lr_at(3, TrainConfig(lr=1e-3), 10) == 1e-3            # no warm-up by default
