@@ -20,7 +20,8 @@ A and B with `--where`. Rows:
     antisym_retain   antisym + --retain-singles 1 (a replay that cannot pass through the head)
     temporal_text    temporal, with the whole text transformer trained in stage B (the default
                      subset trains only its last block: the error analysis in BENCHMARKS.md)
-    temporal_retain_text  temporal_text + --retain-singles 1
+    temporal_retain_text  temporal_text + --retain-singles 1 (the demo)
+    temporal_retain_text_a  the same with the whole text tower trained in stage A too
 
 Every model is scored with ZSTE on the build's test split (fold 5 clips, never trained on).
 Columns: single-sound (task 1), order on seen and held-out pairs (task 3), order under held-out
@@ -44,7 +45,8 @@ REPO = Path(__file__).resolve().parents[1]
 # default, only the last of the small model's two text blocks trains.
 WHOLE_TEXT = ["default", "text_branch.resblocks.0.*"]
 STAGE_A = {"pooled": [], "temporal": ["--audio-head", "temporal"],
-           "antisym": ["--audio-head", '{"antisymmetric": true}']}
+           "antisym": ["--audio-head", '{"antisymmetric": true}'],
+           "temporal_text": ["--audio-head", "temporal", "--trainable", *WHOLE_TEXT]}
 ROWS = {  # name: (stage-A variant or None for B from the base, extra stage-B flags)
     "paper": ("pooled", []),
     "paper_alpha0": ("pooled", ["--alpha-same-time", "0"]),
@@ -56,6 +58,8 @@ ROWS = {  # name: (stage-A variant or None for B from the base, extra stage-B fl
     "antisym_retain": ("antisym", ["--retain-singles", "1"]),
     "temporal_text": ("temporal", ["--trainable", *WHOLE_TEXT]),
     "temporal_retain_text": ("temporal", ["--retain-singles", "1", "--trainable", *WHOLE_TEXT]),
+    "temporal_retain_text_a": ("temporal_text", ["--retain-singles", "1",
+                                                 "--trainable", *WHOLE_TEXT]),
 }
 COLUMNS = {  # name: path into a ZSTE result's metrics
     "single": ("task1_single",),
