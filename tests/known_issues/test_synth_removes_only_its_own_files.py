@@ -87,11 +87,11 @@ def test_a_killed_run_can_be_rerun(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real(*a, **k)
 
-    real = sf.write
-    monkeypatch.setattr(synth.sf, "write", dies)
+    real = synth.write_wav
+    monkeypatch.setattr(synth, "write_wav", dies)
     with pytest.raises(KeyboardInterrupt):
         synth.write_synthetic_esc50(tmp_path, **TWO)
-    monkeypatch.setattr(synth.sf, "write", real)
+    monkeypatch.setattr(synth, "write_wav", real)
     synth.write_synthetic_esc50(tmp_path, seed=5, **TWO)  # unfinished: no --replace needed
     assert len(list((tmp_path / "audio").iterdir())) == 10
 
