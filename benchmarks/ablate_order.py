@@ -13,14 +13,14 @@ A and B with `--where`. Rows:
     paper_alpha0     the same with --alpha-same-time 0 (no same-pair reversed negative)
     b_only           stage B straight from the base (no stage A)
     temporal         order-aware audio head (--audio-head temporal) in A and B
-    temporal_retain  temporal + --retain-singles 1 (single clips replayed in stage B)
+    temporal_retain  temporal + --retain-singles 1 (single clips replayed in stage B; the demo)
     temporal_retain_q  the same replay at a quarter of the weight (--retain-singles 0.25)
     antisym          the head made antisymmetric in time (models/heads.py): singles and overlays
                      keep their pooled embedding exactly, order is all the head adds
     antisym_retain   antisym + --retain-singles 1 (a replay that cannot pass through the head)
     temporal_text    temporal, with the whole text transformer trained in stage B (the default
                      subset trains only its last block: the error analysis in BENCHMARKS.md)
-    temporal_retain_text  temporal_text + --retain-singles 1 (the demo)
+    temporal_retain_text  temporal_text + --retain-singles 1
     temporal_retain_text_a  the same with the whole text tower trained in stage A too
 
 Every model is scored with ZSTE on the build's test split (fold 5 clips, never trained on).

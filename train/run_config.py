@@ -46,7 +46,8 @@ class TrainConfig:
     weight_decay: float = 0.0
     # The learnable temperature's lr as a multiple of lr. Adam moves a parameter by about lr per
     # step, so at lr 5e-4 the log logit scale can move 0.13 in 250 steps: a short run from random
-    # init keeps its initial 14.3 (1 / 0.07) whatever the data says. 1: as lr (the paper).
+    # init keeps its initial 14.3 (1 / 0.07). 1: as lr (the paper). Freeing it did not help the
+    # small model's pretraining (BENCHMARKS.md): the scale went down, not up.
     logit_scale_lr_mult: float = 1.0
     grad_clip: float | None = 0.5        # max global grad norm; None: no clipping
     trainable: list[str] | None = None   # parameter-name patterns; None: the model's default
