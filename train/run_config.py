@@ -119,6 +119,66 @@ class TrainConfig:
         return self
 
 
+# --help text of every setting (the flag is the name with dashes). A flag given on the command
+# line wins over the YAML file (--config, or the stage's default file), which wins over the
+# built-in default printed after each text.
+HELP = {
+    "model": "model spec: small | a model config JSON | laion:PATH.pt | hf:DIR | "
+             "msclap:PATH.pth?version=2022|2023 | a checkpoint or run folder (README, Models)",
+    "data": "pipeline output folder (the --out of `pipeline build`): shards + manifests + catalog",
+    "out": "run folder: checkpoints/, final/, logs (created; an existing run needs --resume)",
+    "init": "checkpoint or run folder to start from (stage B: the stage-A run)",
+    "resume": "continue from OUT/checkpoints/step-* (the newest complete one); the data stream "
+              "is replayed from that step, so a resumed run equals an unbroken one",
+    "resume_changed": "let --resume change data or optimiser settings (recorded in "
+                      "final/settings_history.json)",
+    "split": "catalog split to train on",
+    "where": "SQL predicate on the catalog's `samples` rows choosing the groups to train on, "
+             "e.g. \"NOT list_has_any(labels, ['dog'])\" (see `pipeline query`)",
+    "query_file": "file holding a SQL query that returns the group_key of the groups to train on",
+    "templates": "caption template-id prefixes to draw captions from (e.g. paper); default: each "
+                 "member's canonical caption",
+    "skip_missing_shards": "train on the rest when shards named by the catalog are missing "
+                           "(counted and logged) instead of stopping",
+    "seed": "seed of the data order and of any random init",
+    "max_steps": "optimizer steps to run (default: --epochs x steps per epoch)",
+    "epochs": "passes over the selected groups, when --max-steps is not given",
+    "groups_per_batch": "groups per rank and micro-batch (a stage-B group = forward, reversed "
+                        "and overlay clips of one pair)",
+    "grad_accum": "micro-batches per optimizer step (smooths the step; adds no negatives)",
+    "lr": "peak learning rate (AdamW)",
+    "lr_gamma": "learning-rate factor per epoch (StepLR by nominal epochs)",
+    "warmup_steps": "linear warm-up from lr/warmup_steps to lr over this many steps",
+    "weight_decay": "AdamW weight decay",
+    "logit_scale_lr_mult": "learning rate of the learnable temperature as a multiple of --lr",
+    "grad_clip": "max global gradient norm (omit in YAML as null for none)",
+    "trainable": "parameter-name patterns to train (fnmatch; 'default' = the model's default "
+                 "subset; '*' = everything); default: the model's default subset",
+    "audio_head": "add an order-aware audio head: temporal | pooled | a JSON object of head "
+                  "settings (models/heads.py)",
+    "global_negatives": "negatives span all ranks (all_gather with gradient)",
+    "lambda_a": "stage A loss weight (paper: total = lambda x InfoNCE)",
+    "alpha_same_time": "stage B: weight of the same pair reversed as a negative",
+    "alpha_cross_time": "stage B: weight of other pairs' reversed clips as negatives",
+    "alpha_same_overlap": "stage B: weight of the same pair overlaid as a negative",
+    "alpha_cross_overlap": "stage B: weight of other pairs' overlays as negatives",
+    "beta": "stage B: weight of the text-to-audio direction",
+    "retain_singles": "stage B: weight of the replayed single-sound loss that keeps zero-shot "
+                      "classification (0: off)",
+    "num_workers": "loader worker processes per rank (they decode the audio)",
+    "shuffle_buffer": "groups held (as raw bytes) per worker for shuffling",
+    "prefetch": "batches prefetched per worker",
+    "save_every": "optimizer steps between checkpoints (0: only at the end)",
+    "keep_checkpoints": "newest complete checkpoints kept",
+    "log_every": "optimizer steps between log lines",
+    "mixed_precision": "no | fp16 | bf16 (default: accelerate launch's setting)",
+    "cpu": "force the CPU (with several processes: gloo DDP)",
+    "find_unused_parameters": "DDP: allow trainable parameters that the loss does not reach",
+    "tensorboard": "write TensorBoard logs under OUT/logs",
+    "progress": "show a progress bar (quiet anyway when not on a terminal)",
+}
+
+
 def head_value(text: str | dict | None):
     """--audio-head value: a name ("temporal", "pooled") or a JSON object of HeadSpec fields."""
     if isinstance(text, str) and text.lstrip().startswith("{"):
@@ -173,19 +233,23 @@ def _flag_type(tp):
 
 
 def build_parser(stage: str, description: str = "") -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=f"train/{stage}.py", description=description,
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog=f"train/{stage}.py", description=description,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Precedence: a flag given here > the YAML file (--config, or the stage's default "
+               "file) > the built-in default shown in brackets.")
     p.add_argument("--config", help="YAML file of settings (default: the stage's file for "
                                     "the model family, under train/configs/)")
     hints = typing.get_type_hints(TrainConfig)
     for f in dataclasses.fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
+        text = f"{HELP[f.name]} [{f.default}]"
         if hints[f.name] is bool:
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text)
         else:
             tp, nargs = _flag_type(hints[f.name])
             p.add_argument(flag, type=tp, nargs=nargs, default=None,
-                           metavar=f.name.upper())
+                           metavar=f.name.upper(), help=text)
     return p
 
 

@@ -77,3 +77,16 @@ def test_unknown_settings_and_bad_values_are_explained(tmp_path):
         resolve("stage_a", [*REQUIRED, "--mixed-precision", "fp8"])
     with pytest.raises(FileNotFoundError, match="shipped configs"):
         resolve("stage_a", [*REQUIRED, "--config", str(tmp_path / "none.yaml")])
+
+
+def test_help_explains_every_setting_with_its_built_in_default():
+    import dataclasses
+
+    from teminal.train.run_config import HELP, TrainConfig, build_parser
+
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    assert set(HELP) == names  # a new setting without help text fails here
+    text = " ".join(build_parser("stage_b").format_help().split())
+    assert "stage B: weight of the replayed single-sound loss" in text
+    assert "peak learning rate (AdamW) [0.001]" in text
+    assert "Precedence: a flag given here > the YAML file" in text
