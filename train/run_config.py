@@ -22,55 +22,56 @@ CONFIG_DIR = Path(__file__).parent / "configs"
 
 @dataclass
 class TrainConfig:
+    # Every setting's meaning is its --help text, HELP below.
     # what to train, on what, where to write
-    model: str = "small"                 # a model spec: small | laion:PATH.pt | hf:DIR | msclap:PATH.pth?version=Y | checkpoint dir
-    data: str | None = None              # pipeline output folder (OUT)
-    out: str | None = None               # run folder
-    init: str | None = None              # checkpoint dir (or run dir) to start from
-    resume: bool = False                 # continue from out/checkpoints/step-* (latest complete)
-    resume_changed: bool = False         # let --resume change data/optimiser settings (recorded)
+    model: str = "small"
+    data: str | None = None
+    out: str | None = None
+    init: str | None = None
+    resume: bool = False
+    resume_changed: bool = False
     split: str = "train"
-    where: str | None = None             # SQL predicate on catalog `samples` rows
-    query_file: str | None = None        # file with a SQL query returning group_key
-    templates: list[str] | None = None   # caption template-id prefixes; None: canonical caption
-    skip_missing_shards: bool = False    # train on the rest when catalog shards are gone (counted)
+    where: str | None = None
+    query_file: str | None = None
+    templates: list[str] | None = None
+    skip_missing_shards: bool = False
     # schedule
     seed: int = 0
-    max_steps: int | None = None         # optimizer steps; None: epochs x steps per epoch
+    max_steps: int | None = None
     epochs: float = 1.0
-    groups_per_batch: int = 8            # per rank and micro-batch
-    grad_accum: int = 1                  # micro-batches per optimizer step (adds no negatives)
+    groups_per_batch: int = 8
+    grad_accum: int = 1
     lr: float = 1e-3
-    lr_gamma: float = 0.95               # StepLR factor per epoch
-    warmup_steps: int = 0                # linear warm-up from lr/warmup_steps (random-init towers)
+    lr_gamma: float = 0.95
+    warmup_steps: int = 0
     weight_decay: float = 0.0
     # The learnable temperature's lr as a multiple of lr. Adam moves a parameter by about lr per
     # step, so at lr 5e-4 the log logit scale can move 0.13 in 250 steps: a short run from random
     # init keeps its initial 14.3 (1 / 0.07). 1: as lr (the paper). Freeing it did not help the
     # small model's pretraining (BENCHMARKS.md): the scale went down, not up.
     logit_scale_lr_mult: float = 1.0
-    grad_clip: float | None = 0.5        # max global grad norm; None: no clipping
-    trainable: list[str] | None = None   # parameter-name patterns; None: the model's default
-    audio_head: str | None = None        # add an order-aware head: temporal | JSON (models/heads.py)
+    grad_clip: float | None = 0.5
+    trainable: list[str] | None = None
+    audio_head: str | None = None
     # loss
-    global_negatives: bool = True        # negatives span all ranks (all_gather with gradient)
-    lambda_a: float = 0.8                # stage A loss weight (paper's code: total = lambda * InfoNCE)
+    global_negatives: bool = True
+    lambda_a: float = 0.8
     alpha_same_time: float = 1.0
     alpha_cross_time: float = 1.0
     alpha_same_overlap: float = 1.0
     alpha_cross_overlap: float = 1.0
     beta: float = 1.0
-    retain_singles: float = 0.0          # stage B: weight of the replayed single-sound loss (0: off)
+    retain_singles: float = 0.0
     # machinery
-    num_workers: int = 2                 # loader worker processes per rank (decode audio)
-    shuffle_buffer: int = 64             # groups held (as raw bytes) per worker for shuffling
-    prefetch: int = 2                    # batches prefetched per worker
-    save_every: int = 100                # optimizer steps between save_state; 0: only at the end
-    keep_checkpoints: int = 2            # newest complete checkpoints kept
+    num_workers: int = 2
+    shuffle_buffer: int = 64
+    prefetch: int = 2
+    save_every: int = 100
+    keep_checkpoints: int = 2
     log_every: int = 10
-    mixed_precision: str | None = None   # no | fp16 | bf16; None: accelerate launch's setting
-    cpu: bool = False                    # force CPU (with several processes: gloo DDP)
-    find_unused_parameters: bool = True  # DDP: trainable parameters outside the loss are allowed
+    mixed_precision: str | None = None
+    cpu: bool = False
+    find_unused_parameters: bool = True
     tensorboard: bool = True
     progress: bool = True
 
@@ -131,7 +132,7 @@ HELP = {
     "resume": "continue from OUT/checkpoints/step-* (the newest complete one); the data stream "
               "is replayed from that step, so a resumed run equals an unbroken one",
     "resume_changed": "let --resume change data or optimiser settings (recorded in "
-                      "final/settings_history.json)",
+                      "OUT/settings_history.json)",
     "split": "catalog split to train on",
     "where": "SQL predicate on the catalog's `samples` rows choosing the groups to train on, "
              "e.g. \"NOT list_has_any(labels, ['dog'])\" (see `pipeline query`)",
@@ -146,10 +147,10 @@ HELP = {
     "groups_per_batch": "groups per rank and micro-batch (a stage-B group = forward, reversed "
                         "and overlay clips of one pair)",
     "grad_accum": "micro-batches per optimizer step (smooths the step; adds no negatives)",
-    "lr": "peak learning rate (AdamW)",
+    "lr": "peak learning rate (Adam)",
     "lr_gamma": "learning-rate factor per epoch (StepLR by nominal epochs)",
     "warmup_steps": "linear warm-up from lr/warmup_steps to lr over this many steps",
-    "weight_decay": "AdamW weight decay",
+    "weight_decay": "Adam's weight decay (L2, added to the gradient)",
     "logit_scale_lr_mult": "learning rate of the learnable temperature as a multiple of --lr",
     "grad_clip": "max global gradient norm (omit in YAML as null for none)",
     "trainable": "parameter-name patterns to train (fnmatch; 'default' = the model's default "
@@ -174,7 +175,7 @@ HELP = {
     "mixed_precision": "no | fp16 | bf16 (default: accelerate launch's setting)",
     "cpu": "force the CPU (with several processes: gloo DDP)",
     "find_unused_parameters": "DDP: allow trainable parameters that the loss does not reach",
-    "tensorboard": "write TensorBoard logs under OUT/logs",
+    "tensorboard": "write TensorBoard logs under OUT/tb",
     "progress": "show a progress bar (quiet anyway when not on a terminal)",
 }
 

@@ -88,5 +88,5 @@ def test_help_explains_every_setting_with_its_built_in_default():
     assert set(HELP) == names  # a new setting without help text fails here
     text = " ".join(build_parser("stage_b").format_help().split())
     assert "stage B: weight of the replayed single-sound loss" in text
-    assert "peak learning rate (AdamW) [0.001]" in text
+    assert "peak learning rate (Adam) [0.001]" in text
     assert "Precedence: a flag given here > the YAML file" in text
