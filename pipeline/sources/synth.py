@@ -70,12 +70,13 @@ def _sweep(sr, f0, f1, dur_s) -> np.ndarray:
 
 def _chirps(rng, p, n, sr, rising: bool) -> np.ndarray:
     # Rising and falling chirps share their band and envelope: only the direction tells them
-    # apart, so a sweep must span several frames of the small model's 160 ms hop. At 0.3-0.7 s
-    # (2-4 frames) its base could not learn the direction (chance on the chirps, BENCHMARKS.md
-    # "A base that knows its sounds"); at 0.8-1.3 s (5-8 frames) it does.
+    # apart, so a sweep must span many frames of the small model's 160 ms hop. At 0.3-0.7 s
+    # (2-4 frames) its base heard no direction (chance on the chirps: every error of a 0.87
+    # base); at 0.8-1.3 s two seeds of three still confused them, at 1.2-2 s (8-12 frames) one
+    # (BENCHMARKS.md, "A base that knows its sounds").
     out = np.zeros(n)
-    count = int(rng.integers(2, 4))
-    dur = rng.uniform(0.8, 1.3)
+    count = 2
+    dur = rng.uniform(1.2, 2.0)
     for start in _onsets(rng, n, sr, count, dur, 0.1):
         lo = rng.uniform(400, 700) * p
         hi = lo * rng.uniform(3.0, 5.0)
@@ -85,12 +86,12 @@ def _chirps(rng, p, n, sr, rising: bool) -> np.ndarray:
 
 
 def rising_chirp(rng, p, n, sr):
-    """2-3 upward sine sweeps of 0.8-1.3 s (about 0.5 -> 2.5 kHz)."""
+    """2 upward sine sweeps of 1.2-2 s (about 0.5 -> 2.5 kHz)."""
     return _chirps(rng, p, n, sr, rising=True)
 
 
 def falling_chirp(rng, p, n, sr):
-    """2-3 downward sine sweeps of 0.8-1.3 s (about 2.5 -> 0.5 kHz)."""
+    """2 downward sine sweeps of 1.2-2 s (about 2.5 -> 0.5 kHz)."""
     return _chirps(rng, p, n, sr, rising=False)
 
 
