@@ -15,6 +15,8 @@ A and B with `--where`. Rows:
     temporal         order-aware audio head (--audio-head temporal) in A and B
     temporal_retain  temporal + --retain-singles 1 (single clips replayed in stage B; the demo)
     temporal_retain_q  the same replay at a quarter of the weight (--retain-singles 0.25)
+    additive_retain  temporal_retain with a head without a mixer (`"layers": 0`): each time
+                     token projected on its own, so the head's residual is a sum over positions
     antisym          the head made antisymmetric in time (models/heads.py): singles and overlays
                      keep their pooled embedding exactly, order is all the head adds
     antisym_retain   antisym + --retain-singles 1 (a replay that cannot pass through the head)
@@ -45,6 +47,7 @@ REPO = Path(__file__).resolve().parents[1]
 # default, only the last of the small model's two text blocks trains.
 WHOLE_TEXT = ["default", "text_branch.resblocks.0.*"]
 STAGE_A = {"pooled": [], "temporal": ["--audio-head", "temporal"],
+           "additive": ["--audio-head", '{"layers": 0}'],
            "antisym": ["--audio-head", '{"antisymmetric": true}'],
            "temporal_text": ["--audio-head", "temporal", "--trainable", *WHOLE_TEXT]}
 ROWS = {  # name: (stage-A variant or None for B from the base, extra stage-B flags)
@@ -54,6 +57,7 @@ ROWS = {  # name: (stage-A variant or None for B from the base, extra stage-B fl
     "temporal": ("temporal", []),
     "temporal_retain": ("temporal", ["--retain-singles", "1"]),
     "temporal_retain_q": ("temporal", ["--retain-singles", "0.25"]),
+    "additive_retain": ("additive", ["--retain-singles", "1"]),
     "antisym": ("antisym", []),
     "antisym_retain": ("antisym", ["--retain-singles", "1"]),
     "temporal_text": ("temporal", ["--trainable", *WHOLE_TEXT]),

@@ -48,7 +48,7 @@ class HeadSpec:
     source: str = "segments"        # "segments" | "frames" (see the module docstring)
     tokens: int = 2                 # K ordered tokens (segments or time bins)
     width: int = 256
-    layers: int = 1
+    layers: int = 1                 # 0: no mixer, each token on its own (additive over time)
     heads: int = 4
     antisymmetric: bool = False     # residual(t) = g(t) - g(t reversed in time)
 
@@ -77,8 +77,10 @@ class HeadSpec:
             raise ValueError(f"audio_head.antisymmetric must be true or false, got "
                              f"{spec.antisymmetric!r}")
         for name in ("tokens", "width", "layers", "heads"):
-            if int(getattr(spec, name)) < 1:
-                raise ValueError(f"audio_head.{name} must be >= 1, got {getattr(spec, name)}")
+            least = 0 if name == "layers" else 1
+            if int(getattr(spec, name)) < least:
+                raise ValueError(f"audio_head.{name} must be >= {least}, got "
+                                 f"{getattr(spec, name)}")
         if spec.width % spec.heads:
             raise ValueError(f"audio_head.width ({spec.width}) must be a multiple of "
                              f"audio_head.heads ({spec.heads})")
@@ -96,9 +98,12 @@ class TemporalHead(nn.Module):
         self.spec = spec
         self.inp = nn.Sequential(nn.Linear(in_dim, spec.width), nn.LayerNorm(spec.width))
         self.position = nn.Parameter(torch.randn(spec.tokens, spec.width) * 0.02)
-        layer = nn.TransformerEncoderLayer(spec.width, spec.heads, 2 * spec.width, dropout=0.0,
-                                           batch_first=True, norm_first=True)
-        self.mixer = nn.TransformerEncoder(layer, spec.layers, enable_nested_tensor=False)
+        if spec.layers:
+            layer = nn.TransformerEncoderLayer(spec.width, spec.heads, 2 * spec.width,
+                                               dropout=0.0, batch_first=True, norm_first=True)
+            self.mixer = nn.TransformerEncoder(layer, spec.layers, enable_nested_tensor=False)
+        else:  # each token alone: the residual is a sum over time positions of W_k f(token_k)
+            self.mixer = nn.Identity()
         self.norm = nn.LayerNorm(spec.width)
         self.out = nn.Linear(spec.tokens * spec.width, out_dim)
         nn.init.zeros_(self.out.weight)  # a fresh head adds exactly 0: the base embedding

@@ -209,3 +209,24 @@ def test_an_antisymmetric_head_on_the_small_model_leaves_singles_at_the_base_emb
 def test_the_antisymmetric_head_learns_order_that_carries_to_held_out_pairs():
     seen, held = _order_task("head", antisymmetric=True)
     assert seen >= 0.95 and held >= 0.9, (seen, held)
+
+
+def test_a_head_without_a_mixer_is_a_sum_over_time_positions():
+    # layers 0: each token is projected on its own, so what the head adds for (a, d) and (c, b)
+    # equals what it adds for (a, b) and (c, d): order learned on some pairs is the same
+    # per-position term on every other pair
+    torch.manual_seed(0)
+    head = TemporalHead(HeadSpec.parse({"layers": 0, "width": 32, "heads": 2}), 16, 8)
+    torch.nn.init.normal_(head.out.weight, std=0.5)
+    a, b, c, d = (torch.randn(4, 1, 16) for _ in range(4))
+    pair = lambda x, y: head(torch.cat([x, y], 1))  # noqa: E731
+    assert torch.allclose(pair(a, b) + pair(c, d), pair(a, d) + pair(c, b), atol=1e-5)
+    mixed = TemporalHead(HeadSpec(width=32, heads=2), 16, 8)
+    torch.nn.init.normal_(mixed.out.weight, std=0.5)
+    mix = lambda x, y: mixed(torch.cat([x, y], 1))  # noqa: E731
+    assert not torch.allclose(mix(a, b) + mix(c, d), mix(a, d) + mix(c, b), atol=1e-3)
+
+
+def test_head_layers_below_zero_are_refused_with_the_field_named():
+    with pytest.raises(ValueError, match="audio_head.layers must be >= 0"):
+        HeadSpec.parse({"layers": -1})
