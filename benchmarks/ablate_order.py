@@ -47,7 +47,7 @@ REPO = Path(__file__).resolve().parents[1]
 # default, only the last of the small model's two text blocks trains.
 WHOLE_TEXT = ["default", "text_branch.resblocks.0.*"]
 STAGE_A = {"pooled": [], "temporal": ["--audio-head", "temporal"],
-           "additive": ["--audio-head", '{"layers": 0}'],
+           "additive": ["--audio-head", "additive"],
            "antisym": ["--audio-head", '{"antisymmetric": true}'],
            "temporal_text": ["--audio-head", "temporal", "--trainable", *WHOLE_TEXT]}
 ROWS = {  # name: (stage-A variant or None for B from the base, extra stage-B flags)

@@ -39,6 +39,10 @@ from torch import nn
 
 SOURCES = ("segments", "frames")
 KINDS = ("pooled", "temporal")
+# Named heads for --audio-head (besides "pooled"): "additive" has no mixer, so its residual is
+# a sum over time positions, W_1 f(first) + W_2 f(second): the row of the order ablation whose
+# order carried best to class pairs never seen in post-training (BENCHMARKS.md).
+PRESETS = {"temporal": {}, "additive": {"layers": 0}}
 
 
 @dataclass(frozen=True)
@@ -54,15 +58,16 @@ class HeadSpec:
 
     @classmethod
     def parse(cls, value) -> "HeadSpec | None":
-        """None / "pooled" -> None (laion's pooled embedding); "temporal" -> defaults; a dict ->
-        those fields. Unknown fields or values raise ValueError naming the accepted ones."""
+        """None / "pooled" -> None (laion's pooled embedding); "temporal" -> defaults;
+        "additive" -> no mixer (`layers` 0); a dict -> those fields. Unknown names, fields or
+        values raise ValueError naming the accepted ones."""
         if value is None or value == "pooled" or (isinstance(value, dict)
                                                   and value.get("type") == "pooled"):
             return None
-        if value == "temporal":
-            return cls()
+        if isinstance(value, str) and value in PRESETS:
+            value = {**PRESETS[value]}
         if not isinstance(value, dict):
-            raise ValueError(f"audio_head must be 'pooled', 'temporal' or a dict of "
+            raise ValueError(f"audio_head must be 'pooled', one of {sorted(PRESETS)} or a dict of "
                              f"{[f.name for f in fields(cls)]}, got {value!r}")
         unknown = sorted(set(value) - {f.name for f in fields(cls)})
         if unknown:

@@ -155,8 +155,8 @@ HELP = {
     "grad_clip": "max global gradient norm (omit in YAML as null for none)",
     "trainable": "parameter-name patterns to train (fnmatch; 'default' = the model's default "
                  "subset; '*' = everything); default: the model's default subset",
-    "audio_head": "add an order-aware audio head: temporal | pooled | a JSON object of head "
-                  "settings (models/heads.py)",
+    "audio_head": "add an order-aware audio head: additive (the ablation's best) | temporal | "
+                  "pooled | a JSON object of head settings (models/heads.py)",
     "global_negatives": "negatives span all ranks (all_gather with gradient)",
     "lambda_a": "stage A loss weight (paper: total = lambda x InfoNCE)",
     "alpha_same_time": "stage B: weight of the same pair reversed as a negative",
@@ -181,7 +181,7 @@ HELP = {
 
 
 def head_value(text: str | dict | None):
-    """--audio-head value: a name ("temporal", "pooled") or a JSON object of HeadSpec fields."""
+    """--audio-head value: a name ("additive", "temporal", "pooled") or a JSON object of HeadSpec fields."""
     if isinstance(text, str) and text.lstrip().startswith("{"):
         try:
             return json.loads(text)

@@ -230,3 +230,10 @@ def test_a_head_without_a_mixer_is_a_sum_over_time_positions():
 def test_head_layers_below_zero_are_refused_with_the_field_named():
     with pytest.raises(ValueError, match="audio_head.layers must be >= 0"):
         HeadSpec.parse({"layers": -1})
+
+
+def test_the_named_additive_head_is_the_head_without_a_mixer():
+    assert HeadSpec.parse("additive") == HeadSpec(layers=0)
+    assert HeadSpec.parse("temporal") == HeadSpec()
+    with pytest.raises(ValueError, match="additive"):
+        HeadSpec.parse("sequential")
