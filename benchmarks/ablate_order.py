@@ -13,10 +13,15 @@ A and B with `--where`. Rows:
     paper_alpha0     the same with --alpha-same-time 0 (no same-pair reversed negative)
     b_only           stage B straight from the base (no stage A)
     temporal         order-aware audio head (--audio-head temporal) in A and B
-    temporal_retain  temporal + --retain-singles 1 (single clips replayed in stage B; the demo)
+    temporal_retain  temporal + --retain-singles 1 (single clips replayed in stage B)
     temporal_retain_q  the same replay at a quarter of the weight (--retain-singles 0.25)
-    additive_retain  temporal_retain with a head without a mixer (`"layers": 0`): each time
-                     token projected on its own, so the head's residual is a sum over positions
+    additive_retain  temporal_retain with a head without a mixer (--audio-head additive): each
+                     time token projected on its own, so the head's residual is a sum over
+                     positions
+    additive_retain_ov2  the same with --alpha-same-overlap 2 (the same pair overlaid weighs
+                     twice as a negative: the held-out errors were "before" read as "while");
+                     the demo's recipe
+    additive_retain_ov4  the same with --alpha-same-overlap 4
     antisym          the head made antisymmetric in time (models/heads.py): singles and overlays
                      keep their pooled embedding exactly, order is all the head adds
     antisym_retain   antisym + --retain-singles 1 (a replay that cannot pass through the head)
@@ -58,6 +63,8 @@ ROWS = {  # name: (stage-A variant or None for B from the base, extra stage-B fl
     "temporal_retain": ("temporal", ["--retain-singles", "1"]),
     "temporal_retain_q": ("temporal", ["--retain-singles", "0.25"]),
     "additive_retain": ("additive", ["--retain-singles", "1"]),
+    "additive_retain_ov2": ("additive", ["--retain-singles", "1", "--alpha-same-overlap", "2"]),
+    "additive_retain_ov4": ("additive", ["--retain-singles", "1", "--alpha-same-overlap", "4"]),
     "antisym": ("antisym", []),
     "antisym_retain": ("antisym", ["--retain-singles", "1"]),
     "temporal_text": ("temporal", ["--trainable", *WHOLE_TEXT]),

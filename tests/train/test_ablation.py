@@ -1,6 +1,6 @@
 """The order ablation (benchmarks/ablate_order.py) in its smallest setting, so it cannot rot:
-one seed, two steps per stage, the demo's row (additive head with single-sound retention) and
-the row that widens the trainable subset with `default` through the command line, a few ZSTE
+one seed, two steps per stage, the additive head with single-sound retention (the demo's head)
+and the row that widens the trainable subset with `default` through the command line, a few ZSTE
 items. Its table has every column with mean, sd and a pooled Wilson interval."""
 from __future__ import annotations
 
