@@ -21,6 +21,7 @@ A and B with `--where`. Rows:
     additive_retain_ov2  the same with --alpha-same-overlap 2 (the same pair overlaid weighs
                      twice as a negative: the held-out errors were "before" read as "while");
                      the demo's recipe
+    additive_retain_ov4  the same with --alpha-same-overlap 4
     antisym          the head made antisymmetric in time (models/heads.py): singles and overlays
                      keep their pooled embedding exactly, order is all the head adds
     antisym_retain   antisym + --retain-singles 1 (a replay that cannot pass through the head)
@@ -63,6 +64,7 @@ ROWS = {  # name: (stage-A variant or None for B from the base, extra stage-B fl
     "temporal_retain_q": ("temporal", ["--retain-singles", "0.25"]),
     "additive_retain": ("additive", ["--retain-singles", "1"]),
     "additive_retain_ov2": ("additive", ["--retain-singles", "1", "--alpha-same-overlap", "2"]),
+    "additive_retain_ov4": ("additive", ["--retain-singles", "1", "--alpha-same-overlap", "4"]),
     "antisym": ("antisym", []),
     "antisym_retain": ("antisym", ["--retain-singles", "1"]),
     "temporal_text": ("temporal", ["--trainable", *WHOLE_TEXT]),
