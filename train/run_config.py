@@ -181,7 +181,8 @@ HELP = {
 
 
 def head_value(text: str | dict | None):
-    """--audio-head value: a name ("additive", "temporal", "pooled") or a JSON object of HeadSpec fields."""
+    """--audio-head value: a name ("additive", "temporal", "pooled") or a JSON object of
+    HeadSpec fields."""
     if isinstance(text, str) and text.lstrip().startswith("{"):
         try:
             return json.loads(text)

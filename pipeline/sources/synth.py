@@ -74,8 +74,8 @@ def _chirps(rng, p, n, sr, rising: bool) -> np.ndarray:
     # stack's local view. At 0.3-0.7 s sweeps (2-4 frames of the small model's 160 ms hop) its
     # base was at chance on them; at 1.2-2 s one seed of three still was, on two machines
     # (BENCHMARKS.md, "A base that knows its sounds"). The module's rule is that every class
-    # differs in spectrum too, so each direction now has its own band (rising about
-    # 0.2 -> 1.2 kHz, falling about 2.6 -> 0.7 kHz): the average spectrum tells them apart.
+    # differs in spectrum too, so each direction now has its own band (rising from 0.2-0.35 kHz
+    # by x3-4, falling from 2-3 kHz by x3-4): the average spectrum tells them apart.
     out = np.zeros(n)
     count = 2
     dur = rng.uniform(1.2, 2.0)
@@ -91,12 +91,12 @@ def _chirps(rng, p, n, sr, rising: bool) -> np.ndarray:
 
 
 def rising_chirp(rng, p, n, sr):
-    """2 upward sine sweeps of 1.2-2 s in the low band (about 0.3 -> 1.1 kHz)."""
+    """2 upward sine sweeps of 1.2-2 s in the low band (0.2-0.35 kHz up x3-4)."""
     return _chirps(rng, p, n, sr, rising=True)
 
 
 def falling_chirp(rng, p, n, sr):
-    """2 downward sine sweeps of 1.2-2 s in the upper band (about 2.5 -> 0.7 kHz)."""
+    """2 downward sine sweeps of 1.2-2 s in the upper band (2-3 kHz down x3-4)."""
     return _chirps(rng, p, n, sr, rising=False)
 
 

@@ -41,7 +41,8 @@ def _mean_log_spectrum(x: np.ndarray) -> np.ndarray:
     power = (np.abs(np.fft.rfft(frames * np.hanning(1024), axis=1)) ** 2).mean(0)
     freqs = np.fft.rfftfreq(1024, 1 / SR)
     edges = np.geomspace(100, 8000, 17)
-    bands = np.array([power[(freqs >= lo) & (freqs < hi)].sum() for lo, hi in zip(edges, edges[1:])])
+    bands = np.array([power[(freqs >= lo) & (freqs < hi)].sum()
+                      for lo, hi in zip(edges, edges[1:])])
     return np.log10(bands + 1e-12) - np.log10(bands.max() + 1e-12)
 
 
