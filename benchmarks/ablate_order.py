@@ -22,6 +22,10 @@ A and B with `--where`. Rows:
                      twice as a negative: the held-out errors were "before" read as "while");
                      the demo's recipe
     additive_retain_ov4  the same with --alpha-same-overlap 4
+    contrast_retain  additive_retain with the head's contrast term (--audio-head
+                     additive_contrast: how much the two halves differ, the same direction for
+                     every pair; an overlay's halves do not differ, a concatenation's do)
+    contrast_retain_ov2  the same with --alpha-same-overlap 2
     antisym          the head made antisymmetric in time (models/heads.py): singles and overlays
                      keep their pooled embedding exactly, order is all the head adds
     antisym_retain   antisym + --retain-singles 1 (a replay that cannot pass through the head)
@@ -53,6 +57,7 @@ REPO = Path(__file__).resolve().parents[1]
 WHOLE_TEXT = ["default", "text_branch.resblocks.0.*"]
 STAGE_A = {"pooled": [], "temporal": ["--audio-head", "temporal"],
            "additive": ["--audio-head", "additive"],
+           "contrast": ["--audio-head", "additive_contrast"],
            "antisym": ["--audio-head", '{"antisymmetric": true}'],
            "temporal_text": ["--audio-head", "temporal", "--trainable", *WHOLE_TEXT]}
 ROWS = {  # name: (stage-A variant or None for B from the base, extra stage-B flags)
@@ -65,6 +70,8 @@ ROWS = {  # name: (stage-A variant or None for B from the base, extra stage-B fl
     "additive_retain": ("additive", ["--retain-singles", "1"]),
     "additive_retain_ov2": ("additive", ["--retain-singles", "1", "--alpha-same-overlap", "2"]),
     "additive_retain_ov4": ("additive", ["--retain-singles", "1", "--alpha-same-overlap", "4"]),
+    "contrast_retain": ("contrast", ["--retain-singles", "1"]),
+    "contrast_retain_ov2": ("contrast", ["--retain-singles", "1", "--alpha-same-overlap", "2"]),
     "antisym": ("antisym", []),
     "antisym_retain": ("antisym", ["--retain-singles", "1"]),
     "temporal_text": ("temporal", ["--trainable", *WHOLE_TEXT]),

@@ -22,6 +22,15 @@ on some class pairs carries over to pairs never seen in training. The output pro
 at zero: a fresh head gives exactly the pooled base embedding, and post-training starts from the
 base's zero-shot skill.
 
+`contrast: true` adds one more term, c(|h_2 - h_1|) (the mean over adjacent tokens for K > 2):
+how much consecutive stretches of the clip differ, a feature that is the same whichever comes
+first. The additive head is nearly linear in its tokens, so an overlay of a and b (both halves
+hold a + b) lands near the midpoint of "a then b" and "b then a": "while" has no direction of
+its own, and on class pairs never seen in post-training "a before b" and "a while b" were the
+remaining confusion (BENCHMARKS.md). The contrast term gives every pair one shared "the halves
+differ" direction (concatenations) vs "they do not" (overlays, single sounds). Zero-initialised
+like the rest; with `antisymmetric` it is added outside the odd part (it is even in time).
+
 `antisymmetric: true` makes the head a pure order detector: residual(t) = g(t) - g(reversed t).
 A clip whose tokens read the same both ways (a repeat-padded single sound, an overlay of two
 sounds over the whole clip) gets exactly 0, its pooled base embedding, and "A then B" gets
@@ -42,7 +51,9 @@ KINDS = ("pooled", "temporal")
 # Named heads for --audio-head (besides "pooled"): "additive" has no mixer, so its residual is
 # a sum over time positions, W_1 f(first) + W_2 f(second): the row of the order ablation whose
 # order carried best to class pairs never seen in post-training (BENCHMARKS.md).
-PRESETS = {"temporal": {}, "additive": {"layers": 0}}
+# "additive_contrast" adds the contrast term (see the module docstring).
+PRESETS = {"temporal": {}, "additive": {"layers": 0},
+           "additive_contrast": {"layers": 0, "contrast": True}}
 
 
 @dataclass(frozen=True)
@@ -55,6 +66,7 @@ class HeadSpec:
     layers: int = 1                 # 0: no mixer, each token on its own (additive over time)
     heads: int = 4
     antisymmetric: bool = False     # residual(t) = g(t) - g(t reversed in time)
+    contrast: bool = False          # + c(|h_2 - h_1|): do consecutive tokens differ (even in time)
 
     @classmethod
     def parse(cls, value) -> "HeadSpec | None":
@@ -78,9 +90,10 @@ class HeadSpec:
             raise ValueError(f"audio_head.type must be one of {KINDS}, got {spec.type!r}")
         if spec.source not in SOURCES:
             raise ValueError(f"audio_head.source must be one of {SOURCES}, got {spec.source!r}")
-        if not isinstance(spec.antisymmetric, bool):
-            raise ValueError(f"audio_head.antisymmetric must be true or false, got "
-                             f"{spec.antisymmetric!r}")
+        for name in ("antisymmetric", "contrast"):
+            if not isinstance(getattr(spec, name), bool):
+                raise ValueError(f"audio_head.{name} must be true or false, got "
+                                 f"{getattr(spec, name)!r}")
         for name in ("tokens", "width", "layers", "heads"):
             least = 0 if name == "layers" else 1
             if int(getattr(spec, name)) < least:
@@ -113,20 +126,30 @@ class TemporalHead(nn.Module):
         self.out = nn.Linear(spec.tokens * spec.width, out_dim)
         nn.init.zeros_(self.out.weight)  # a fresh head adds exactly 0: the base embedding
         nn.init.zeros_(self.out.bias)
+        if spec.contrast:
+            self.contrast = nn.Linear(spec.width, out_dim)
+            nn.init.zeros_(self.contrast.weight)  # starts at the base too
+            nn.init.zeros_(self.contrast.bias)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         if tokens.dim() != 3 or tokens.shape[1] != self.spec.tokens:
             raise ValueError(f"TemporalHead wants [batch, {self.spec.tokens}, features], got "
                              f"{tuple(tokens.shape)}")
+        h = self.inp(tokens)
         if self.spec.antisymmetric:
-            both = self._g(torch.cat([tokens, tokens.flip(1)]))  # one pass for the two readings
+            both = self._g(torch.cat([h, h.flip(1)]))  # one pass for the two readings
             forward, backward = both.chunk(2)
-            return forward - backward
-        return self._g(tokens)
+            residual = forward - backward
+        else:
+            residual = self._g(h)
+        if self.spec.contrast:
+            # K == 1 has no neighbour: its contrast is 0
+            step = (h[:, 1:] - h[:, :-1]).abs().mean(1) if h.shape[1] > 1 else h[:, 0] * 0
+            residual = residual + self.contrast(step)
+        return residual
 
-    def _g(self, tokens: torch.Tensor) -> torch.Tensor:
-        h = self.inp(tokens) + self.position
-        h = self.norm(self.mixer(h))
+    def _g(self, h: torch.Tensor) -> torch.Tensor:
+        h = self.norm(self.mixer(h + self.position))
         return self.out(h.flatten(1))
 
 

@@ -155,8 +155,9 @@ HELP = {
     "grad_clip": "max global gradient norm (omit in YAML as null for none)",
     "trainable": "parameter-name patterns to train (fnmatch; 'default' = the model's default "
                  "subset; '*' = everything); default: the model's default subset",
-    "audio_head": "add an order-aware audio head: additive (the ablation's best) | temporal | "
-                  "pooled | a JSON object of head settings (models/heads.py)",
+    "audio_head": "add an order-aware audio head: additive | additive_contrast (+ a term of how "
+                  "much the halves differ, for before vs while) | temporal | pooled | a JSON "
+                  "object of head settings (models/heads.py)",
     "global_negatives": "negatives span all ranks (all_gather with gradient)",
     "lambda_a": "stage A loss weight (paper: total = lambda x InfoNCE)",
     "alpha_same_time": "stage B: weight of the same pair reversed as a negative",
