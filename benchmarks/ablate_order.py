@@ -26,6 +26,9 @@ A and B with `--where`. Rows:
                      additive_contrast: how much the two halves differ, the same direction for
                      every pair; an overlay's halves do not differ, a concatenation's do)
     contrast_retain_ov2  the same with --alpha-same-overlap 2
+    additive_frozen_ov2, contrast_frozen_ov2  those rows with the audio branch frozen in stage B
+                     (only the head, the audio projection and the default text subset train)
+    contrast_frozen_ov2_r2  contrast_frozen_ov2 with the replay weighing 2 (--retain-singles 2)
     antisym          the head made antisymmetric in time (models/heads.py): singles and overlays
                      keep their pooled embedding exactly, order is all the head adds
     antisym_retain   antisym + --retain-singles 1 (a replay that cannot pass through the head)
@@ -55,6 +58,11 @@ REPO = Path(__file__).resolve().parents[1]
 # The model's default subset (+ the head), widened to the text tower's first block: with the
 # default, only the last of the small model's two text blocks trains.
 WHOLE_TEXT = ["default", "text_branch.resblocks.0.*"]
+# The small model's default subset less the audio branch: in stage B only the head, the
+# audio projection and the text side train, so the conv stack cannot learn pair-specific
+# junction features and order has to go through the head's per-position terms.
+FROZEN_AUDIO = ["--trainable", "audio_head.*", "audio_projection.*", "text_branch.resblocks.1.*",
+                "ln_final.*", "text_projection.*", "logit_scale_a"]
 STAGE_A = {"pooled": [], "temporal": ["--audio-head", "temporal"],
            "additive": ["--audio-head", "additive"],
            "contrast": ["--audio-head", "additive_contrast"],
@@ -72,6 +80,12 @@ ROWS = {  # name: (stage-A variant or None for B from the base, extra stage-B fl
     "additive_retain_ov4": ("additive", ["--retain-singles", "1", "--alpha-same-overlap", "4"]),
     "contrast_retain": ("contrast", ["--retain-singles", "1"]),
     "contrast_retain_ov2": ("contrast", ["--retain-singles", "1", "--alpha-same-overlap", "2"]),
+    "additive_frozen_ov2": ("additive", ["--retain-singles", "1", "--alpha-same-overlap", "2",
+                                         *FROZEN_AUDIO]),
+    "contrast_frozen_ov2": ("contrast", ["--retain-singles", "1", "--alpha-same-overlap", "2",
+                                         *FROZEN_AUDIO]),
+    "contrast_frozen_ov2_r2": ("contrast", ["--retain-singles", "2", "--alpha-same-overlap", "2",
+                                            *FROZEN_AUDIO]),
     "antisym": ("antisym", []),
     "antisym_retain": ("antisym", ["--retain-singles", "1"]),
     "temporal_text": ("temporal", ["--trainable", *WHOLE_TEXT]),

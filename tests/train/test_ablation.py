@@ -1,6 +1,6 @@
 """The order ablation (benchmarks/ablate_order.py) in its smallest setting, so it cannot rot:
-one seed, two steps per stage, the additive head with single-sound retention (the demo's head)
-and the row that widens the trainable subset with `default` through the command line, a few ZSTE
+one seed, two steps per stage, the demo's row (contrast head, audio branch frozen in stage B,
+single sounds replayed) and the row that widens the trainable subset with `default` through the command line, a few ZSTE
 items. Its table has every column with mean, sd and a pooled Wilson interval."""
 from __future__ import annotations
 
@@ -24,27 +24,29 @@ def _ablation():
 @pytest.mark.slow
 def test_the_ablation_runs_end_to_end_and_reports_mean_sd_and_intervals(tmp_path, capsys):
     ablate = _ablation()
-    assert ablate.main(["--seeds", "0", "--quick", "--rows", "additive_retain",
+    assert ablate.main(["--seeds", "0", "--quick", "--rows", "contrast_frozen_ov2_r2",
                         "temporal_retain_text", "--out", str(tmp_path)]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary == json.loads((tmp_path / "ablation.json").read_text())
-    row = summary["table"]["additive_retain"]
+    row = summary["table"]["contrast_frozen_ov2_r2"]
     assert set(row) == set(ablate.COLUMNS)
     for cell in row.values():
         assert {"mean", "sd", "per_seed", "correct", "n", "ci95"} <= set(cell)
         assert 0 <= cell["ci95"][0] <= cell["mean"] <= cell["ci95"][1] <= 1
     assert "single" in summary["table"]["base"]
-    assert "| additive_retain |" in (tmp_path / "ablation.md").read_text()
-    config = json.loads((tmp_path / "seed0" / "b_additive_retain" / "final" / "config.json")
-                        .read_text())
+    assert "| contrast_frozen_ov2_r2 |" in (tmp_path / "ablation.md").read_text()
+    config = json.loads((tmp_path / "seed0" / "b_contrast_frozen_ov2_r2" / "final" /
+                         "config.json").read_text())
     # stage A's head carried into stage B
-    assert config["audio_head"]["type"] == "temporal" and config["audio_head"]["layers"] == 0
-    assert config["extra"]["train_config"]["retain_singles"] == 1.0
+    assert config["audio_head"]["layers"] == 0 and config["audio_head"]["contrast"] is True
+    train_config = config["extra"]["train_config"]
+    assert train_config["retain_singles"] == 2.0 and train_config["alpha_same_overlap"] == 2.0
+    assert train_config["trainable"] == ablate.FROZEN_AUDIO[1:]
     wide = json.loads((tmp_path / "seed0" / "b_temporal_retain_text" / "final" / "config.json")
                       .read_text())["extra"]["train_config"]["trainable"]
     assert wide == ["default", "text_branch.resblocks.0.*"]
     # a rerun reuses every finished stage and evaluation
-    assert ablate.main(["--seeds", "0", "--quick", "--rows", "additive_retain",
+    assert ablate.main(["--seeds", "0", "--quick", "--rows", "contrast_frozen_ov2_r2",
                         "temporal_retain_text", "--out", str(tmp_path)]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["train_seconds"] == {
         "pretrain": 0.0, "stage_a": 0.0, "stage_b": 0.0}
