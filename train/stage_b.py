@@ -5,10 +5,11 @@ The same pair in the other order and overlaid are the hard negatives; `--alpha-s
 the reversed and overlay rows against the forward ones (all 1: InfoNCE over 3N). Start from a
 stage-A checkpoint: stage B alone was reported ineffective.
 
-Beyond the paper: `--audio-head additive` (or `temporal`) adds an order-aware audio head
-(models/heads.py; zero-initialised, so training starts from the base), and `--retain-singles W`
-replays the first sound of every forward member as a single clip with its class prompt ("This
-is a sound of {label}.") and adds W x InfoNCE over those rows, so the single-sound skill is kept.
+Beyond the paper: `--audio-head additive_contrast` (or `additive`, `temporal`) adds an
+order-aware audio head (models/heads.py; zero-initialised, so training starts from the base),
+and `--retain-singles W` replays the first sound of every forward member as a single clip with
+its class prompt ("This is a sound of {label}.") and adds W x InfoNCE over those rows, so the
+single-sound skill is kept.
 
     accelerate launch train/stage_b.py --model small --init runs/a --data OUT --out runs/b
 """
