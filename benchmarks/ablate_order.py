@@ -20,7 +20,7 @@ A and B with `--where`. Rows:
                      positions
     additive_retain_ov2  the same with --alpha-same-overlap 2 (the same pair overlaid weighs
                      twice as a negative: the held-out errors were "before" read as "while");
-                     the demo's recipe
+                     the demo's recipe until 2026-12-06
     additive_retain_ov4  the same with --alpha-same-overlap 4
     contrast_retain  additive_retain with the head's contrast term (--audio-head
                      additive_contrast: how much the two halves differ, the same direction for
@@ -28,7 +28,8 @@ A and B with `--where`. Rows:
     contrast_retain_ov2  the same with --alpha-same-overlap 2
     additive_frozen_ov2, contrast_frozen_ov2  those rows with the audio branch frozen in stage B
                      (only the head, the audio projection and the default text subset train)
-    contrast_frozen_ov2_r2  contrast_frozen_ov2 with the replay weighing 2 (--retain-singles 2)
+    contrast_frozen_ov2_r2  contrast_frozen_ov2 with the replay weighing 2 (--retain-singles 2);
+                     the demo's recipe (scripts/demo.sh spells out the same FROZEN_AUDIO list)
     antisym          the head made antisymmetric in time (models/heads.py): singles and overlays
                      keep their pooled embedding exactly, order is all the head adds
     antisym_retain   antisym + --retain-singles 1 (a replay that cannot pass through the head)

@@ -49,9 +49,9 @@ from torch import nn
 SOURCES = ("segments", "frames")
 KINDS = ("pooled", "temporal")
 # Named heads for --audio-head (besides "pooled"): "additive" has no mixer, so its residual is
-# a sum over time positions, W_1 f(first) + W_2 f(second): the row of the order ablation whose
-# order carried best to class pairs never seen in post-training (BENCHMARKS.md).
-# "additive_contrast" adds the contrast term (see the module docstring).
+# a sum over time positions, W_1 f(first) + W_2 f(second), whose order carried better to class
+# pairs never seen in post-training than the transformer's; "additive_contrast" adds the
+# contrast term (the module docstring), the demo's head (BENCHMARKS.md, "Order ablation").
 PRESETS = {"temporal": {}, "additive": {"layers": 0},
            "additive_contrast": {"layers": 0, "contrast": True}}
 
@@ -143,8 +143,8 @@ class TemporalHead(nn.Module):
         else:
             residual = self._g(h)
         if self.spec.contrast:
-            # K == 1 has no neighbour: its contrast is 0
-            step = (h[:, 1:] - h[:, :-1]).abs().mean(1) if h.shape[1] > 1 else h[:, 0] * 0
+            # mean |difference| of neighbours; with K == 1 the sum is empty, i.e. 0
+            step = (h[:, 1:] - h[:, :-1]).abs().sum(1) / max(h.shape[1] - 1, 1)
             residual = residual + self.contrast(step)
         return residual
 

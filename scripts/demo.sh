@@ -41,7 +41,8 @@ BASE_ZSTE=$!
 # which gives "while" a direction of its own); in stage B the audio branch frozen (only the
 # head, the audio projection and the default text subset train, so order has to go through the
 # head rather than pair-specific conv features), single clips replayed at weight 2 to keep the
-# single-sound skill, and the same pair overlaid weighing twice as a negative.
+# single-sound skill, and the same pair overlaid weighing twice as a negative. (The ablation's
+# contrast_frozen_ov2_r2 row; FROZEN_AUDIO is the same list as benchmarks/ablate_order.py's.)
 FROZEN_AUDIO=("audio_head.*" "audio_projection.*" "text_branch.resblocks.1.*" "ln_final.*"
               "text_projection.*" "logit_scale_a")
 

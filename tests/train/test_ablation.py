@@ -1,7 +1,7 @@
 """The order ablation (benchmarks/ablate_order.py) in its smallest setting, so it cannot rot:
 one seed, two steps per stage, the demo's row (contrast head, audio branch frozen in stage B,
-single sounds replayed) and the row that widens the trainable subset with `default` through the command line, a few ZSTE
-items. Its table has every column with mean, sd and a pooled Wilson interval."""
+single sounds replayed) and the row that widens the trainable subset with `default` through the
+command line, a few ZSTE items. Its table has every column with mean, sd and a pooled Wilson interval."""
 from __future__ import annotations
 
 import importlib.util
