@@ -312,6 +312,11 @@ def format_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def _cosine(d: dict) -> str:
+    split = [f"{k} {_fmt(d[k])}" for k in ("seen", "unseen") if k in d]
+    return _fmt(d.get("mean")) + (f" ({', '.join(split)})" if split else "")
+
+
 def _footer(result: dict) -> list[str]:
     out = []
     m, t = result["metrics"], result.get("timing", {})
@@ -330,6 +335,11 @@ def _footer(result: dict) -> list[str]:
                        "a-before-b / b-before-a / a-while-b): " +
                        "  ".join(f"{short.get(lab, lab)} {row}"
                                  for lab, row in zip(conf["labels"], conf["counts"])))
+        cosine = m.get("task3_order", {}).get("order_cosine")
+        if cosine:
+            out.append(f"order cosine (1 = a tower cannot tell the orders apart): text "
+                       f"a-before-b vs b-before-a {_cosine(cosine['text'])}; audio forward vs "
+                       f"reversed {_cosine(cosine['audio'])}")
     if result["command"] == "retrieval":
         items = result.get("items", {})
         out.append(f"clips: {items.get('found')} found, {items.get('missing')} missing of "

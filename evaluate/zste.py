@@ -251,6 +251,30 @@ def _order_hits(pred: dict) -> dict[str, np.ndarray]:
     return {r: pred[r] == i for i, r in enumerate(ORDER_LABELS)}
 
 
+def _mean_cosine(x: np.ndarray, y: np.ndarray, seen: np.ndarray | None) -> dict:
+    unit = lambda v: v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)  # noqa: E731
+    cos = _rowdot(unit(x), unit(y))
+    out = {"mean": round(float(cos.mean()), 6) if len(cos) else None}
+    if seen is not None:
+        for name, mask in (("seen", seen), ("unseen", ~seen)):
+            out[name] = round(float(cos[mask].mean()), 6) if mask.any() else None
+    return out
+
+
+def order_cosines(emb: ZsteEmbeddings, cache: TextCache, template: OrderTemplate,
+                  seen: np.ndarray | None) -> dict:
+    """Which tower tells the two orders apart: the mean cosine of "{a} before {b}" with
+    "{b} before {a}" (text) and of the forward clip with the reversed one (audio), over all,
+    seen and unseen pairs. 1.0 on a side means that side cannot see order, so task 3 fails
+    whatever the other side learns; a side that is lower on seen than on unseen pairs has
+    learned order per pair rather than one that carries to new pairs."""
+    ab = _texts(cache, [template.order(g.a, g.b) for g in emb.groups])
+    ba = _texts(cache, [template.order(g.b, g.a) for g in emb.groups])
+    return {"description": "mean cosine between the two orders (1 = indistinguishable)",
+            "text": _mean_cosine(ab, ba, seen),
+            "audio": _mean_cosine(emb.members["forward"], emb.members["reversed"], seen)}
+
+
 def task3_order(emb: ZsteEmbeddings, cache: TextCache, template: OrderTemplate,
                 seen: np.ndarray | None) -> dict:
     pred = order_predictions(emb, cache, template)
@@ -267,6 +291,7 @@ def task3_order(emb: ZsteEmbeddings, cache: TextCache, template: OrderTemplate,
         "variants": {r: scored(hits[r], seen) for r in RELATIONS},
         "confusion": {"labels": list(ORDER_LABELS), "rows": "true relation",
                       "columns": "predicted caption", "counts": confusion.tolist()},
+        "order_cosine": order_cosines(emb, cache, template, seen),
     }
 
 

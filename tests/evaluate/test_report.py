@@ -78,7 +78,7 @@ def test_load_result_rejects_other_json(tmp_path):
 def test_table_is_readable(results):
     text = format_table(results[0])
     for needle in ("1 single", "3 order (fwd+rev)", "CompA-order group", "held-out wording",
-                   "SYNTHETIC", "unseen", "order confusion", "clips/s"):
+                   "SYNTHETIC", "unseen", "order confusion", "order cosine", "clips/s"):
         assert needle in text, needle
 
 

@@ -202,3 +202,23 @@ def test_evaluation_runs_in_eval_mode_and_restores_training():
     run(model)
     assert model.modes and not any(model.modes)
     assert model.training is True
+
+
+def test_order_cosine_says_which_tower_is_blind_to_order():
+    # FakeModel's "x before y" and its x-then-y clip share 3 of 5 unit coordinates with the
+    # other order: cosine 0.6 on both sides; the order-blind model's clips are identical (1.0)
+    perfect = run(FakeModel())["task3_order"]["order_cosine"]
+    assert perfect["text"]["mean"] == pytest.approx(0.6) == perfect["audio"]["mean"]
+    blind = run(OrderBlindModel())["task3_order"]["order_cosine"]
+    assert blind["audio"]["mean"] == pytest.approx(1.0)
+    assert blind["text"]["mean"] == pytest.approx(0.6)
+    assert abs(run(RandomModel())["task3_order"]["order_cosine"]["text"]["mean"]) < 0.2
+
+
+def test_order_cosine_splits_seen_and_unseen_pairs():
+    training = TrainingData(path="x", pairs={frozenset(("dog", "siren"))},
+                            template_ids={"paper.before", "paper.while"})
+    cos = run(FakeModel(), training=training)["task3_order"]["order_cosine"]
+    for side in ("text", "audio"):
+        assert cos[side]["seen"] == pytest.approx(0.6) == cos[side]["unseen"]
+    assert "seen" not in run(FakeModel())["task3_order"]["order_cosine"]["text"]
