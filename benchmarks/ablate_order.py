@@ -30,6 +30,14 @@ A and B with `--where`. Rows:
                      (only the head, the audio projection and the default text subset train)
     contrast_frozen_ov2_r2  contrast_frozen_ov2 with the replay weighing 2 (--retain-singles 2);
                      the demo's recipe (scripts/demo.sh spells out the same FROZEN_AUDIO list)
+    contrast_frozen_text_r2  the demo's row with the text tower's first block trained too
+    contrast_frozen_text_pos_r2  the same + the text's position embeddings
+    contrast_frozen_text_t2  contrast_frozen_text_r2 with --alpha-same-time 2
+    contrast_frozen_textproj_r2  the demo's row with the text transformer frozen (only
+                     ln_final and the projections train): text order cannot be learned per pair
+    contrast_frozen_r2_templates  the demo's row with stage-B captions drawn from several
+                     wordings per relation (TRAIN_TEMPLATES; "then", "first .., then" and "at the
+                     same time as" stay held out)
     antisym          the head made antisymmetric in time (models/heads.py): singles and overlays
                      keep their pooled embedding exactly, order is all the head adds
     antisym_retain   antisym + --retain-singles 1 (a replay that cannot pass through the head)
@@ -64,6 +72,13 @@ WHOLE_TEXT = ["default", "text_branch.resblocks.0.*"]
 # junction features and order has to go through the head's per-position terms.
 FROZEN_AUDIO = ["--trainable", "audio_head.*", "audio_projection.*", "text_branch.resblocks.1.*",
                 "ln_final.*", "text_projection.*", "logit_scale_a"]
+# FROZEN_AUDIO with the text transformer frozen too: only the projections, ln_final and the
+# temperature train, so the text side cannot learn order per class pair.
+TEXT_PROJECTION_ONLY = ["audio_head.*", "audio_projection.*", "ln_final.*", "text_projection.*",
+                        "logit_scale_a"]
+# Stage-B captions drawn from several wordings per relation (needs a build with
+# --template-set extended); "then", "first .., then" and "at the same time as" stay held out.
+TRAIN_TEMPLATES = ["paper.", "ext.after", "ext.followed_by", "ext.together", "ext.while_swapped"]
 STAGE_A = {"pooled": [], "temporal": ["--audio-head", "temporal"],
            "additive": ["--audio-head", "additive"],
            "contrast": ["--audio-head", "additive_contrast"],
@@ -87,6 +102,19 @@ ROWS = {  # name: (stage-A variant or None for B from the base, extra stage-B fl
                                          *FROZEN_AUDIO]),
     "contrast_frozen_ov2_r2": ("contrast", ["--retain-singles", "2", "--alpha-same-overlap", "2",
                                             *FROZEN_AUDIO]),
+    "contrast_frozen_text_r2": ("contrast", ["--retain-singles", "2", "--alpha-same-overlap", "2",
+                                             *FROZEN_AUDIO, "text_branch.resblocks.0.*"]),
+    "contrast_frozen_text_pos_r2": ("contrast", ["--retain-singles", "2", "--alpha-same-overlap",
+                                                 "2", *FROZEN_AUDIO, "text_branch.resblocks.0.*",
+                                                 "positional_embedding"]),
+    "contrast_frozen_text_t2": ("contrast", ["--retain-singles", "2", "--alpha-same-overlap", "2",
+                                             "--alpha-same-time", "2", *FROZEN_AUDIO,
+                                             "text_branch.resblocks.0.*"]),
+    "contrast_frozen_textproj_r2": ("contrast", ["--retain-singles", "2", "--alpha-same-overlap",
+                                                 "2", "--trainable", *TEXT_PROJECTION_ONLY]),
+    "contrast_frozen_r2_templates": ("contrast", ["--retain-singles", "2", "--alpha-same-overlap",
+                                                  "2", *FROZEN_AUDIO, "--templates",
+                                                  *TRAIN_TEMPLATES]),
     "antisym": ("antisym", []),
     "antisym_retain": ("antisym", ["--retain-singles", "1"]),
     "temporal_text": ("temporal", ["--trainable", *WHOLE_TEXT]),
@@ -127,7 +155,10 @@ def parse_args(argv):
 
 
 def build_data(args) -> Path:
-    """The demo's synthetic build (16 kHz, int16 PCM members, stages A and B)."""
+    """The demo's synthetic build (16 kHz, int16 PCM members, stages A and B), its members also
+    captioned with the extended wordings: the same audio and canonical captions as the demo's
+    build (the rows train on the canonical caption), and the wordings for
+    contrast_frozen_r2_templates."""
     from teminal.pipeline.cli import main as pipeline
 
     data = args.out / "data"
@@ -140,7 +171,7 @@ def build_data(args) -> Path:
     groups = ["--groups-per-clip", "1"] if args.quick else DEMO_GROUPS
     _cli(pipeline, ["build", "--dataset", "esc50", "--root", str(src), "--out", str(data),
                     "--stages", "a,b", "--sample-rate", "16000", "--codec", "pcm", "--seed", "0",
-                    "--workers", "2", "--no-progress", *groups])
+                    "--workers", "2", "--no-progress", "--template-set", "extended", *groups])
     return data
 
 

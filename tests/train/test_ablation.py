@@ -1,7 +1,7 @@
 """The order ablation (benchmarks/ablate_order.py) in its smallest setting, so it cannot rot:
 one seed, two steps per stage, the demo's row (contrast head, audio branch frozen in stage B,
-single sounds replayed) and the row that widens the trainable subset with `default` through the
-command line, a few ZSTE items. Its table has every column with mean, sd and a pooled Wilson interval."""
+single sounds replayed), the row that widens the trainable subset with `default` through the
+command line and the row that draws stage-B captions from several wordings, a few ZSTE items. Its table has every column with mean, sd and a pooled Wilson interval."""
 from __future__ import annotations
 
 import importlib.util
@@ -25,7 +25,8 @@ def _ablation():
 def test_the_ablation_runs_end_to_end_and_reports_mean_sd_and_intervals(tmp_path, capsys):
     ablate = _ablation()
     assert ablate.main(["--seeds", "0", "--quick", "--rows", "contrast_frozen_ov2_r2",
-                        "temporal_retain_text", "--out", str(tmp_path)]) == 0
+                        "temporal_retain_text", "contrast_frozen_r2_templates",
+                        "--out", str(tmp_path)]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary == json.loads((tmp_path / "ablation.json").read_text())
     row = summary["table"]["contrast_frozen_ov2_r2"]
@@ -45,9 +46,18 @@ def test_the_ablation_runs_end_to_end_and_reports_mean_sd_and_intervals(tmp_path
     wide = json.loads((tmp_path / "seed0" / "b_temporal_retain_text" / "final" / "config.json")
                       .read_text())["extra"]["train_config"]["trainable"]
     assert wide == ["default", "text_branch.resblocks.0.*"]
+    # the row with several wordings per relation draws them from the (extended) build, and ZSTE
+    # counts only the wordings it never trained on as held out
+    worded = json.loads((tmp_path / "seed0" / "b_contrast_frozen_r2_templates" / "final" /
+                         "config.json").read_text())["extra"]["train_config"]["templates"]
+    assert worded == ablate.TRAIN_TEMPLATES
+    zste = json.loads((tmp_path / "seed0" / "zste_contrast_frozen_r2_templates.json").read_text())
+    held_out = zste["metrics"]["template_generalisation"]["heldout"]["templates"]
+    assert held_out and not {"ext.after", "ext.followed_by"} & set(held_out)
     # a rerun reuses every finished stage and evaluation
     assert ablate.main(["--seeds", "0", "--quick", "--rows", "contrast_frozen_ov2_r2",
-                        "temporal_retain_text", "--out", str(tmp_path)]) == 0
+                        "temporal_retain_text", "contrast_frozen_r2_templates",
+                        "--out", str(tmp_path)]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["train_seconds"] == {
         "pretrain": 0.0, "stage_a": 0.0, "stage_b": 0.0}
 
