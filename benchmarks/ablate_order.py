@@ -72,6 +72,9 @@ WHOLE_TEXT = ["default", "text_branch.resblocks.0.*"]
 # junction features and order has to go through the head's per-position terms.
 FROZEN_AUDIO = ["--trainable", "audio_head.*", "audio_projection.*", "text_branch.resblocks.1.*",
                 "ln_final.*", "text_projection.*", "logit_scale_a"]
+# The demo's stage-B flags besides the trainable subset: single clips replayed at weight 2, the
+# same pair overlaid weighing twice as a negative.
+DEMO_B = ["--retain-singles", "2", "--alpha-same-overlap", "2"]
 # FROZEN_AUDIO with the text transformer frozen too: only the projections, ln_final and the
 # temperature train, so the text side cannot learn order per class pair.
 TEXT_PROJECTION_ONLY = ["audio_head.*", "audio_projection.*", "ln_final.*", "text_projection.*",
@@ -100,20 +103,16 @@ ROWS = {  # name: (stage-A variant or None for B from the base, extra stage-B fl
                                          *FROZEN_AUDIO]),
     "contrast_frozen_ov2": ("contrast", ["--retain-singles", "1", "--alpha-same-overlap", "2",
                                          *FROZEN_AUDIO]),
-    "contrast_frozen_ov2_r2": ("contrast", ["--retain-singles", "2", "--alpha-same-overlap", "2",
-                                            *FROZEN_AUDIO]),
-    "contrast_frozen_text_r2": ("contrast", ["--retain-singles", "2", "--alpha-same-overlap", "2",
-                                             *FROZEN_AUDIO, "text_branch.resblocks.0.*"]),
-    "contrast_frozen_text_pos_r2": ("contrast", ["--retain-singles", "2", "--alpha-same-overlap",
-                                                 "2", *FROZEN_AUDIO, "text_branch.resblocks.0.*",
+    "contrast_frozen_ov2_r2": ("contrast", [*DEMO_B, *FROZEN_AUDIO]),
+    "contrast_frozen_text_r2": ("contrast", [*DEMO_B, *FROZEN_AUDIO, "text_branch.resblocks.0.*"]),
+    "contrast_frozen_text_pos_r2": ("contrast", [*DEMO_B, *FROZEN_AUDIO,
+                                                 "text_branch.resblocks.0.*",
                                                  "positional_embedding"]),
-    "contrast_frozen_text_t2": ("contrast", ["--retain-singles", "2", "--alpha-same-overlap", "2",
-                                             "--alpha-same-time", "2", *FROZEN_AUDIO,
+    "contrast_frozen_text_t2": ("contrast", [*DEMO_B, "--alpha-same-time", "2", *FROZEN_AUDIO,
                                              "text_branch.resblocks.0.*"]),
-    "contrast_frozen_textproj_r2": ("contrast", ["--retain-singles", "2", "--alpha-same-overlap",
-                                                 "2", "--trainable", *TEXT_PROJECTION_ONLY]),
-    "contrast_frozen_r2_templates": ("contrast", ["--retain-singles", "2", "--alpha-same-overlap",
-                                                  "2", *FROZEN_AUDIO, "--templates",
+    "contrast_frozen_textproj_r2": ("contrast", [*DEMO_B, "--trainable",
+                                                 *TEXT_PROJECTION_ONLY]),
+    "contrast_frozen_r2_templates": ("contrast", [*DEMO_B, *FROZEN_AUDIO, "--templates",
                                                   *TRAIN_TEMPLATES]),
     "antisym": ("antisym", []),
     "antisym_retain": ("antisym", ["--retain-singles", "1"]),

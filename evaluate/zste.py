@@ -34,7 +34,7 @@ from typing import Sequence
 import numpy as np
 from teminal.pipeline.progress import progress_bar
 
-from teminal.evaluate.embed import AudioStats, TextCache, embed_stream, eval_mode
+from teminal.evaluate.embed import AudioStats, TextCache, embed_stream, eval_mode, normalize
 from teminal.evaluate.metrics import Score, argmax_first, top_k_sets
 from teminal.evaluate.testset import RELATIONS, PairGroup, SingleItem, TrainingData
 from teminal.evaluate.workers import DecodePool, decode_ahead, workers_for
@@ -252,8 +252,7 @@ def _order_hits(pred: dict) -> dict[str, np.ndarray]:
 
 
 def _mean_cosine(x: np.ndarray, y: np.ndarray, seen: np.ndarray | None) -> dict:
-    unit = lambda v: v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)  # noqa: E731
-    cos = _rowdot(unit(x), unit(y))
+    cos = _rowdot(normalize(x), normalize(y))
     out = {"mean": round(float(cos.mean()), 6) if len(cos) else None}
     if seen is not None:
         for name, mask in (("seen", seen), ("unseen", ~seen)):

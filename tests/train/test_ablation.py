@@ -1,7 +1,8 @@
 """The order ablation (benchmarks/ablate_order.py) in its smallest setting, so it cannot rot:
 one seed, two steps per stage, the demo's row (contrast head, audio branch frozen in stage B,
 single sounds replayed), the row that widens the trainable subset with `default` through the
-command line and the row that draws stage-B captions from several wordings, a few ZSTE items. Its table has every column with mean, sd and a pooled Wilson interval."""
+command line and the row that draws stage-B captions from several wordings, a few ZSTE items.
+Its table has every column with mean, sd and a pooled Wilson interval."""
 from __future__ import annotations
 
 import importlib.util
