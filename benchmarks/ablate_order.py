@@ -33,6 +33,11 @@ A and B with `--where`. Rows:
     contrast_frozen_text_r2  the demo's row with the text tower's first block trained too
     contrast_frozen_text_pos_r2  the same + the text's position embeddings
     contrast_frozen_text_t2  contrast_frozen_text_r2 with --alpha-same-time 2
+    contrast_frozen_text_lr03  contrast_frozen_text_r2 with the text transformer at 0.3 x the
+                     lr (`--lr-mult 'text_branch.*=0.3'`): it learns less per class pair
+    contrast_frozen_tok_r2  the demo's row with the text transformer frozen and the token
+                     embeddings trained: what the text side learns ("while", the class words)
+                     is the same for every pair by construction
     contrast_frozen_textproj_r2  the demo's row with the text transformer frozen (only
                      ln_final and the projections train): text order cannot be learned per pair
     contrast_frozen_r2_templates  the demo's row with stage-B captions drawn from several
@@ -79,6 +84,9 @@ DEMO_B = ["--retain-singles", "2", "--alpha-same-overlap", "2"]
 # temperature train, so the text side cannot learn order per class pair.
 TEXT_PROJECTION_ONLY = ["audio_head.*", "audio_projection.*", "ln_final.*", "text_projection.*",
                         "logit_scale_a"]
+# TEXT_PROJECTION_ONLY + the token embeddings: the words can move, the blocks that combine
+# them cannot.
+TOKENS_ONLY = [*TEXT_PROJECTION_ONLY, "token_embedding.*"]
 # Stage-B captions drawn from several wordings per relation (needs a build with
 # --template-set extended); "then", "first .., then" and "at the same time as" stay held out.
 TRAIN_TEMPLATES = ["paper.", "ext.after", "ext.followed_by", "ext.together", "ext.while_swapped"]
@@ -110,6 +118,9 @@ ROWS = {  # name: (stage-A variant or None for B from the base, extra stage-B fl
                                                  "positional_embedding"]),
     "contrast_frozen_text_t2": ("contrast", [*DEMO_B, "--alpha-same-time", "2", *FROZEN_AUDIO,
                                              "text_branch.resblocks.0.*"]),
+    "contrast_frozen_text_lr03": ("contrast", [*DEMO_B, *FROZEN_AUDIO, "text_branch.resblocks.0.*",
+                                               "--lr-mult", "text_branch.*=0.3"]),
+    "contrast_frozen_tok_r2": ("contrast", [*DEMO_B, "--trainable", *TOKENS_ONLY]),
     "contrast_frozen_textproj_r2": ("contrast", [*DEMO_B, "--trainable",
                                                  *TEXT_PROJECTION_ONLY]),
     "contrast_frozen_r2_templates": ("contrast", [*DEMO_B, *FROZEN_AUDIO, "--templates",

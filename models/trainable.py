@@ -94,6 +94,37 @@ def apply_named(named: dict, patterns: list[str] | str, what: str,
     return n_train, n_total
 
 
+def parse_multiplier(text: str) -> tuple[str, float]:
+    """`PATTERN=FACTOR` (e.g. `text_branch.*=0.3`) -> (pattern, factor); the factor a finite
+    number >= 0."""
+    pattern, sep, factor = str(text).rpartition("=")
+    try:
+        value = float(factor)
+    except ValueError:
+        value = None
+    if not sep or not pattern or value is None or not (0 <= value < float("inf")):
+        raise ValueError(f"{text!r} is not PATTERN=FACTOR with a finite FACTOR >= 0 (for example "
+                         f"'text_branch.*=0.3')")
+    return pattern, value
+
+
+def multiplier_of(name: str, rules: list[tuple[str, float]]) -> float:
+    """The factor of the first rule whose pattern matches `name` (same patterns as
+    --trainable); 1.0 when none does."""
+    for pattern, factor in rules:
+        if _matcher(pattern)(name):
+            return factor
+    return 1.0
+
+
+def weight_names(model) -> dict[int, str]:
+    """id(parameter) -> the name `--trainable` patterns see: the adapter's `named_weights()`
+    where it has one (laion's names, `audio_head.*`), else torch's parameter names."""
+    named = model.named_weights() if hasattr(model, "named_weights") else \
+        dict(model.named_parameters())
+    return {id(p): n for n, p in named.items()}
+
+
 def freeze_frozen_norms(module) -> None:
     """Batch-norm layers whose weights are frozen keep their running statistics too (in
     training mode): otherwise a frozen block would still drift with every training batch."""

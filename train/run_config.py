@@ -50,6 +50,9 @@ class TrainConfig:
     # init keeps its initial 14.3 (1 / 0.07). 1: as lr (the paper). Freeing it did not help the
     # small model's pretraining (BENCHMARKS.md): the scale went down, not up.
     logit_scale_lr_mult: float = 1.0
+    # Learning rates per parameter group, PATTERN=FACTOR (first match wins): e.g. the text
+    # tower slower than a fresh head, so it learns less per class pair (BENCHMARKS.md).
+    lr_mult: list[str] | None = None
     grad_clip: float | None = 0.5
     trainable: list[str] | None = None
     audio_head: str | None = None
@@ -106,6 +109,12 @@ class TrainConfig:
         if not (self.logit_scale_lr_mult >= 0 and self.logit_scale_lr_mult < float("inf")):
             problems.append(f"logit_scale_lr_mult must be a finite number >= 0, got "
                             f"{self.logit_scale_lr_mult}")
+        for rule in self.lr_mult or []:
+            from teminal.models.trainable import parse_multiplier
+            try:
+                parse_multiplier(rule)
+            except ValueError as e:
+                problems.append(f"--lr-mult: {e}")
         if not (self.retain_singles >= 0 and self.retain_singles < float("inf")):
             problems.append(f"retain_singles must be a finite number >= 0, got "
                             f"{self.retain_singles}")
@@ -152,6 +161,9 @@ HELP = {
     "warmup_steps": "linear warm-up from lr/warmup_steps to lr over this many steps",
     "weight_decay": "Adam's weight decay (L2, added to the gradient)",
     "logit_scale_lr_mult": "learning rate of the learnable temperature as a multiple of --lr",
+    "lr_mult": "learning rate per parameter group as PATTERN=FACTOR multiples of --lr, the "
+               "first matching rule wins (patterns as --trainable; the temperature follows "
+               "--logit-scale-lr-mult), e.g. 'text_branch.*=0.3'",
     "grad_clip": "max global gradient norm (omit in YAML as null for none)",
     "trainable": "parameter-name patterns to train (fnmatch; 'default' = the model's default "
                  "subset; '*' = everything); default: the model's default subset",

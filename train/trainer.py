@@ -48,7 +48,7 @@ DATA_ORDER_KEYS = ("data", "split", "where", "query_file", "templates", "seed",
 # (unless --resume-changed, and then final/config.json records the earlier settings too).
 RESUME_KEYS = DATA_ORDER_KEYS + (
     "model", "init", "lr", "lr_gamma", "weight_decay", "grad_clip", "trainable",
-    "logit_scale_lr_mult", "warmup_steps",
+    "logit_scale_lr_mult", "lr_mult", "warmup_steps",
     "global_negatives", "lambda_a", "alpha_same_time", "alpha_cross_time",
     "alpha_same_overlap", "alpha_cross_overlap", "beta", "mixed_precision")
 SETTINGS_HISTORY = "settings_history.json"  # earlier settings of a run resumed with changes
@@ -320,7 +320,7 @@ class Trainer:
                              f"globs, or re:REGEX)")
         log.info("model %s: %s of %s parameters train (%.1f%%)", self.spec, f"{n_train:,}",
                  f"{n_total:,}", 100 * n_train / max(1, n_total))
-        groups = param_groups(self.model, cfg.logit_scale_lr_mult)
+        groups = param_groups(self.model, cfg.logit_scale_lr_mult, cfg.lr_mult)
         self.params = [p for g in groups for p in g["params"]]
         optimizer = adam(groups, cfg.lr, cfg.weight_decay)
         self.step_module, self.optimizer = accelerator.prepare(EmbedStep(self.model), optimizer)
@@ -478,16 +478,28 @@ class Trainer:
 
 
 
-def param_groups(model, logit_scale_lr_mult: float = 1.0) -> list[dict]:
-    """The trainable parameters as optimizer groups: the temperature (every family names it
-    `...logit_scale...`) in a group of its own with `lr_mult` when its lr differs."""
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    scales = [p for n, p in named if "logit_scale" in n]
-    if logit_scale_lr_mult == 1.0 or not scales:
-        return [{"params": [p for _, p in named], "lr_mult": 1.0}]
-    rest = [p for n, p in named if "logit_scale" not in n]
-    return [g for g in ({"params": rest, "lr_mult": 1.0},
-                        {"params": scales, "lr_mult": float(logit_scale_lr_mult)}) if g["params"]]
+def param_groups(model, logit_scale_lr_mult: float = 1.0,
+                 lr_mult: list[str] | None = None) -> list[dict]:
+    """The trainable parameters as optimizer groups, one per learning-rate multiple: the
+    temperature (every family names it `...logit_scale...`) at `logit_scale_lr_mult`, the
+    rest at the factor of the first `lr_mult` rule (`PATTERN=FACTOR`, over the names
+    --trainable sees) that matches it, else 1. Parameters keep the model's order within a
+    group, so a run without multipliers is the single group it always was."""
+    from teminal.models.trainable import multiplier_of, parse_multiplier, weight_names
+
+    rules = [parse_multiplier(r) for r in lr_mult or []]
+    names = weight_names(model) if rules else {}
+    groups: dict[float, list] = {}
+    for n, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        mult = float(logit_scale_lr_mult) if "logit_scale" in n else \
+            multiplier_of(names.get(id(p), n), rules)
+        groups.setdefault(mult, []).append(p)
+    if not groups:
+        return [{"params": [], "lr_mult": 1.0}]
+    ordered = sorted(groups, key=lambda m: (m != 1.0, list(groups).index(m)))
+    return [{"params": groups[m], "lr_mult": m} for m in ordered]
 
 
 def adam(params, lr: float, weight_decay: float) -> torch.optim.Optimizer:

@@ -75,6 +75,11 @@ def test_unknown_settings_and_bad_values_are_explained(tmp_path):
         resolve("stage_a", ["--out", "R"])
     with pytest.raises(ValueError, match="mixed_precision"):
         resolve("stage_a", [*REQUIRED, "--mixed-precision", "fp8"])
+    with pytest.raises(ValueError, match=r"--lr-mult: 'text_branch\.\*' is not PATTERN=FACTOR"):
+        resolve("stage_b", [*REQUIRED, "--lr-mult", "text_branch.*"])
+    with pytest.raises(ValueError, match="FACTOR >= 0"):
+        resolve("stage_b", [*REQUIRED, "--lr-mult", "text_branch.*=-1"])
+    assert resolve("stage_b", [*REQUIRED, "--lr-mult", "a=0.3", "b.*=2"]).lr_mult == ["a=0.3", "b.*=2"]
     with pytest.raises(FileNotFoundError, match="shipped configs"):
         resolve("stage_a", [*REQUIRED, "--config", str(tmp_path / "none.yaml")])
 

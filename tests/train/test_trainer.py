@@ -187,6 +187,39 @@ def test_the_temperature_moves_at_its_own_learning_rate_when_asked(tiny_data, tm
     assert moved(fast) > 10 * moved(plain) > 0
 
 
+def test_lr_mult_groups_parameters_by_the_first_matching_pattern_under_trainable_names():
+    """--lr-mult sees the names --trainable sees: the small model's laion names and its head's
+    `audio_head.*` (the adapter's named_weights, not torch's `clap.`-prefixed ones)."""
+    from teminal.models import load_model
+    from teminal.train.trainer import param_groups
+
+    model = load_model("small")
+    model.add_audio_head("additive_contrast")
+    model.set_trainable(["audio_head.*", "text_branch.resblocks.1.*", "text_projection.*",
+                         "logit_scale_a"])
+    groups = param_groups(model, 1.0, ["text_branch.*=0.3", "audio_head.*=2", "text_*=5"])
+    names = {id(p): n for n, p in model.named_weights().items()}
+    by_mult = {g["lr_mult"]: sorted(names[id(p)] for p in g["params"]) for g in groups}
+    assert groups[0]["lr_mult"] == 1.0 and sorted(by_mult) == [0.3, 1.0, 2.0, 5.0]
+    assert by_mult[1.0] == ["logit_scale_a"]
+    assert by_mult[0.3] and all(n.startswith("text_branch.resblocks.1.") for n in by_mult[0.3])
+    assert by_mult[2.0] and all(n.startswith("audio_head.") for n in by_mult[2.0])
+    assert by_mult[5.0] and all(n.startswith("text_projection.") for n in by_mult[5.0])
+    assert sum(len(v) for v in by_mult.values()) == len(model.trainable_names())
+
+
+def test_a_zero_lr_mult_leaves_those_parameters_where_they_were(tiny_data, tmp_path):
+    from safetensors.torch import load_file
+
+    torch.manual_seed(1)  # the trainer seeds with cfg.seed (1) before it builds the model
+    start = {k: v.clone() for k, v in toy_factory("toy", "cpu").state_dict().items()}
+    run(config(tiny_data, tmp_path / "run", max_steps=4, lr_mult=["text_proj.*=0"]), stage(),
+        toy_factory)
+    end = load_file(str(tmp_path / "run" / "final" / "model.safetensors"))
+    torch.testing.assert_close(end["text_proj.weight"], start["text_proj.weight"], rtol=0, atol=0)
+    assert not torch.equal(end["audio_proj.0.weight"], start["audio_proj.0.weight"])
+
+
 def test_a_run_from_before_a_setting_existed_resumes_with_its_default(tiny_data, tmp_path):
     import yaml
 
