@@ -187,8 +187,12 @@ class HfClapModel(nn.Module):
         patterns = trainable.resolve(patterns, self.config["trainable"])
         return trainable.apply(self.hf, patterns, f"hf ({self.config.get('source')})")
 
+    def named_weights(self) -> dict[str, torch.nn.Parameter]:
+        """Every parameter under transformers' own names (those --trainable patterns match)."""
+        return dict(self.hf.named_parameters())
+
     def trainable_names(self) -> list[str]:
-        return [n for n, p in self.hf.named_parameters() if p.requires_grad]
+        return [n for n, p in self.named_weights().items() if p.requires_grad]
 
     def train(self, mode: bool = True):
         super().train(mode)

@@ -63,6 +63,8 @@ class AudioTextModel(Protocol):
 
     def trainable_names(self) -> list[str]: ...
 
+    def named_weights(self) -> dict[str, torch.nn.Parameter]: ...  # the names --trainable sees
+
     def save(self, directory: str | Path, extra: dict | None = None) -> Path: ...
 
 

@@ -340,8 +340,12 @@ class MsClapModel(nn.Module):
         patterns = trainable.resolve(patterns, self.config["trainable"])
         return trainable.apply(self.clap, patterns, f"msclap {self.config['version']}")
 
+    def named_weights(self) -> dict[str, torch.nn.Parameter]:
+        """Every parameter under msclap's own names (those --trainable patterns match)."""
+        return dict(self.clap.named_parameters())
+
     def trainable_names(self) -> list[str]:
-        return [n for n, p in self.clap.named_parameters() if p.requires_grad]
+        return [n for n, p in self.named_weights().items() if p.requires_grad]
 
     def train(self, mode: bool = True):
         super().train(mode)

@@ -119,7 +119,8 @@ def multiplier_of(name: str, rules: list[tuple[str, float]]) -> float:
 
 def weight_names(model) -> dict[int, str]:
     """id(parameter) -> the name `--trainable` patterns see: the adapter's `named_weights()`
-    where it has one (laion's names, `audio_head.*`), else torch's parameter names."""
+    (laion's names and `audio_head.*`, transformers' or msclap's own), else torch's parameter
+    names (test doubles)."""
     named = model.named_weights() if hasattr(model, "named_weights") else \
         dict(model.named_parameters())
     return {id(p): n for n, p in named.items()}

@@ -47,6 +47,19 @@ def test_hf_stage_b_steps_train_the_default_subset_and_export_for_plain_transfor
     assert len(metrics) == 2 and all(m["loss"] == m["loss"] for m in metrics)
 
 
+def test_lr_mult_patterns_match_the_names_trainable_patterns_match(tiny_hf_dir, tiny_msclap):
+    from teminal.train.trainer import param_groups
+
+    path, tok = tiny_msclap("2023")
+    for spec in (f"hf:{tiny_hf_dir}", f"msclap:{path}?version=2023&text={tok}"):
+        model = load_model(spec)
+        model.set_trainable(None)
+        first = next(n for n in model.trainable_names() if "logit_scale" not in n)
+        groups = param_groups(model, 1.0, [f"{first}=0.5"])
+        assert sorted(g["lr_mult"] for g in groups) == [0.5, 1.0], spec
+        assert [len(g["params"]) for g in groups if g["lr_mult"] == 0.5] == [1], spec
+
+
 def test_msclap_stage_b_steps_train_only_the_default_subset(tiny_data, tiny_msclap, tmp_path):
     from teminal.train import stage_b
 
