@@ -35,6 +35,8 @@ A and B with `--where`. Rows:
     contrast_frozen_text_t2  contrast_frozen_text_r2 with --alpha-same-time 2
     contrast_frozen_text_lr03  contrast_frozen_text_r2 with the text transformer at 0.3 x the
                      lr (`--lr-mult 'text_branch.*=0.3'`): it learns less per class pair
+    contrast_frozen_text_lr01  the same at 0.1 x the lr
+    contrast_frozen_lr03  the demo's row (the text's last block trained) with it at 0.3 x the lr
     contrast_frozen_tok_r2  the demo's row with the text transformer frozen and the token
                      embeddings trained: what the text side learns ("while", the class words)
                      is the same for every pair by construction
@@ -120,6 +122,9 @@ ROWS = {  # name: (stage-A variant or None for B from the base, extra stage-B fl
                                              "text_branch.resblocks.0.*"]),
     "contrast_frozen_text_lr03": ("contrast", [*DEMO_B, *FROZEN_AUDIO, "text_branch.resblocks.0.*",
                                                "--lr-mult", "text_branch.*=0.3"]),
+    "contrast_frozen_text_lr01": ("contrast", [*DEMO_B, *FROZEN_AUDIO, "text_branch.resblocks.0.*",
+                                               "--lr-mult", "text_branch.*=0.1"]),
+    "contrast_frozen_lr03": ("contrast", [*DEMO_B, *FROZEN_AUDIO, "--lr-mult", "text_branch.*=0.3"]),
     "contrast_frozen_tok_r2": ("contrast", [*DEMO_B, "--trainable", *TOKENS_ONLY]),
     "contrast_frozen_textproj_r2": ("contrast", [*DEMO_B, "--trainable",
                                                  *TEXT_PROJECTION_ONLY]),

@@ -485,16 +485,19 @@ def param_groups(model, logit_scale_lr_mult: float = 1.0,
     rest at the factor of the first `lr_mult` rule (`PATTERN=FACTOR`, over the names
     --trainable sees) that matches it, else 1. Parameters keep the model's order within a
     group, so a run without multipliers is the single group it always was."""
-    from teminal.models.trainable import multiplier_of, parse_multiplier, weight_names
+    from teminal.models.trainable import multiplier_of, parse_multiplier, select, weight_names
 
     rules = [parse_multiplier(r) for r in lr_mult or []]
     names = weight_names(model) if rules else {}
+    trainable = [(names.get(id(p), n), p) for n, p in model.named_parameters() if p.requires_grad]
+    unused = [rule for rule, (pattern, _) in zip(lr_mult or [], rules)
+              if select([n for n, _ in trainable], [pattern])[1]]
+    if unused:  # a typo would otherwise train at the full rate without a word
+        raise ValueError(f"--lr-mult {unused} match(es) no trainable parameter; trainable names "
+                         f"look like {[n for n, _ in trainable][:3]} (the --trainable patterns)")
     groups: dict[float, list] = {}
-    for n, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        mult = float(logit_scale_lr_mult) if "logit_scale" in n else \
-            multiplier_of(names.get(id(p), n), rules)
+    for n, p in trainable:
+        mult = float(logit_scale_lr_mult) if "logit_scale" in n else multiplier_of(n, rules)
         groups.setdefault(mult, []).append(p)
     if not groups:
         return [{"params": [], "lr_mult": 1.0}]

@@ -206,6 +206,8 @@ def test_lr_mult_groups_parameters_by_the_first_matching_pattern_under_trainable
     assert by_mult[2.0] and all(n.startswith("audio_head.") for n in by_mult[2.0])
     assert by_mult[5.0] and all(n.startswith("text_projection.") for n in by_mult[5.0])
     assert sum(len(v) for v in by_mult.values()) == len(model.trainable_names())
+    with pytest.raises(ValueError, match=r"--lr-mult \['text_brnch.\*=0.3'\] match\(es\) no trainable"):
+        param_groups(model, 1.0, ["text_branch.*=0.5", "text_brnch.*=0.3"])  # a typo
 
 
 def test_a_zero_lr_mult_leaves_those_parameters_where_they_were(tiny_data, tmp_path):
