@@ -35,7 +35,11 @@ A and B with `--where`. Rows:
     contrast_frozen_text_t2  contrast_frozen_text_r2 with --alpha-same-time 2
     contrast_frozen_text_lr03  contrast_frozen_text_r2 with the text transformer at 0.3 x the
                      lr (`--lr-mult 'text_branch.*=0.3'`): it learns less per class pair
-    contrast_frozen_text_lr01  the same at 0.1 x the lr
+    contrast_frozen_text_lr03_avg  the same, exporting the mean of the weights at steps 300,
+                     350, .., 500 (`--average-from 300`, train/averaging.py): one run's
+                     held-out order moves by 0.05-0.10 between checkpoints 50 steps apart
+    contrast_frozen_avg  the demo's row with the same averaging
+    contrast_frozen_text_lr01  contrast_frozen_text_lr03 at 0.1 x the lr
     contrast_frozen_lr03  the demo's row (the text's last block trained) with it at 0.3 x the lr
     contrast_frozen_tok_r2  the demo's row with the text transformer frozen and the token
                      embeddings trained: what the text side learns ("while", the class words)
@@ -86,6 +90,8 @@ DEMO_B = ["--retain-singles", "2", "--alpha-same-overlap", "2"]
 # temperature train, so the text side cannot learn order per class pair.
 TEXT_PROJECTION_ONLY = ["audio_head.*", "audio_projection.*", "ln_final.*", "text_projection.*",
                         "logit_scale_a"]
+# Export the mean of the weights at steps 300, 350, .., 500 of stage B (train/averaging.py).
+AVERAGE = ["--average-from", "300", "--average-every", "50"]
 # TEXT_PROJECTION_ONLY + the token embeddings: the words can move, the blocks that combine
 # them cannot.
 TOKENS_ONLY = [*TEXT_PROJECTION_ONLY, "token_embedding.*"]
@@ -122,6 +128,9 @@ ROWS = {  # name: (stage-A variant or None for B from the base, extra stage-B fl
                                              "text_branch.resblocks.0.*"]),
     "contrast_frozen_text_lr03": ("contrast", [*DEMO_B, *FROZEN_AUDIO, "text_branch.resblocks.0.*",
                                                "--lr-mult", "text_branch.*=0.3"]),
+    "contrast_frozen_text_lr03_avg": ("contrast", [*DEMO_B, *FROZEN_AUDIO, "text_branch.resblocks.0.*",
+                                                   "--lr-mult", "text_branch.*=0.3", *AVERAGE]),
+    "contrast_frozen_avg": ("contrast", [*DEMO_B, *AVERAGE, *FROZEN_AUDIO]),
     "contrast_frozen_text_lr01": ("contrast", [*DEMO_B, *FROZEN_AUDIO, "text_branch.resblocks.0.*",
                                                "--lr-mult", "text_branch.*=0.1"]),
     "contrast_frozen_lr03": ("contrast", [*DEMO_B, *FROZEN_AUDIO, "--lr-mult", "text_branch.*=0.3"]),

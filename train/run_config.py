@@ -54,6 +54,10 @@ class TrainConfig:
     # tower slower than a fresh head, so it learns less per class pair (BENCHMARKS.md).
     lr_mult: list[str] | None = None
     grad_clip: float | None = 0.5
+    # Export the mean of the trainable weights at every average_every-th step from
+    # average_from on (train/averaging.py); None: the last step's weights.
+    average_from: int | None = None
+    average_every: int = 50
     trainable: list[str] | None = None
     audio_head: str | None = None
     # loss
@@ -109,6 +113,9 @@ class TrainConfig:
         if not (self.logit_scale_lr_mult >= 0 and self.logit_scale_lr_mult < float("inf")):
             problems.append(f"logit_scale_lr_mult must be a finite number >= 0, got "
                             f"{self.logit_scale_lr_mult}")
+        if self.average_from is not None and (self.average_from < 1 or self.average_every < 1):
+            problems.append(f"average_from and average_every must be >= 1, got "
+                            f"{self.average_from} and {self.average_every}")
         for rule in self.lr_mult or []:
             from teminal.models.trainable import parse_multiplier
             try:
@@ -164,6 +171,10 @@ HELP = {
     "lr_mult": "learning rate per parameter group as PATTERN=FACTOR multiples of --lr, the "
                "first matching rule wins (patterns as --trainable; the temperature follows "
                "--logit-scale-lr-mult), e.g. 'text_branch.*=0.3'",
+    "average_from": "export the mean of the trainable weights at every --average-every-th step "
+                    "from this step on (weight averaging; the checkpoints keep the raw "
+                    "trajectory); default: the last step's weights",
+    "average_every": "steps between the snapshots that --average-from averages",
     "grad_clip": "max global gradient norm (omit in YAML as null for none)",
     "trainable": "parameter-name patterns to train (fnmatch; 'default' = the model's default "
                  "subset; '*' = everything); default: the model's default subset",

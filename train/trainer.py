@@ -33,6 +33,7 @@ from torch import nn
 from teminal.models.provenance import TrainingProvenance
 from teminal.models.registry import checkpoint_folder
 from teminal.pipeline.progress import progress_bar
+from teminal.train.averaging import WeightAverage
 from teminal.train.losses import positive_mask
 from teminal.train.run_config import TrainConfig, differences, dump, head_value
 from teminal.train.streaming import (CaptionFn, GroupStream, KeyFn, ShardIndex, StreamPlan,
@@ -48,7 +49,7 @@ DATA_ORDER_KEYS = ("data", "split", "where", "query_file", "templates", "seed",
 # (unless --resume-changed, and then final/config.json records the earlier settings too).
 RESUME_KEYS = DATA_ORDER_KEYS + (
     "model", "init", "lr", "lr_gamma", "weight_decay", "grad_clip", "trainable",
-    "logit_scale_lr_mult", "lr_mult", "warmup_steps",
+    "logit_scale_lr_mult", "lr_mult", "warmup_steps", "average_from", "average_every",
     "global_negatives", "lambda_a", "alpha_same_time", "alpha_cross_time",
     "alpha_same_overlap", "alpha_cross_overlap", "beta", "mixed_precision")
 SETTINGS_HISTORY = "settings_history.json"  # earlier settings of a run resumed with changes
@@ -327,6 +328,10 @@ class Trainer:
         self.step_module.train()
         self.progress = TrainProgress(world_size=self.world, num_workers=cfg.num_workers)
         accelerator.register_for_checkpointing(self.progress)
+        self.average = None
+        if cfg.average_from is not None:
+            self.average = WeightAverage(self.params, cfg.average_from, cfg.average_every)
+            accelerator.register_for_checkpointing(self.average)
 
         self.start = 0
         if cfg.resume:
@@ -380,6 +385,8 @@ class Trainer:
                             refresh=False)  # redraws follow the bar's own interval
             if done % max(1, cfg.log_every) == 0 or done in (1, self.max_steps):
                 loss = self._log(done, loss, lr, info, clock)
+            if self.average and self.average.due(done):
+                self.average.add(done)
             if cfg.save_every and done % cfg.save_every == 0 and done < self.max_steps:
                 save_checkpoint(self.acc, self.run_dir, done, cfg.keep_checkpoints)
         bar.close()
@@ -461,6 +468,12 @@ class Trainer:
         if done > 0 or not complete_checkpoints(self.run_dir):
             save_checkpoint(self.acc, self.run_dir, self.progress.step, self.cfg.keep_checkpoints)
         final_dir = self.run_dir / "final"
+        if self.average:  # after the checkpoint, which keeps the raw weights for a resume
+            if self.average.copy_to_params():
+                log.info("exporting the mean of the weights at steps %s", self.average.steps)
+            else:
+                log.warning("--average-from %d: no snapshot in %d steps; exporting the last "
+                            "step's weights", self.average.first, self.progress.step)
         if self.main:
             _export(self.acc.unwrap_model(self.step_module).model, final_dir, self.cfg,
                     self.stage, self.spec, self.progress.step, self.world)

@@ -88,6 +88,37 @@ def test_killed_and_resumed_run_ends_with_the_same_weights(tiny_data, tmp_path, 
         [r["loss"] for r in metrics(tmp_path / "whole")], rel=1e-5)
 
 
+def test_weight_averaging_exports_the_mean_of_the_snapshots_and_checkpoints_stay_raw(
+        tiny_data, tmp_path):
+    """--average-from 6 --average-every 3 over 12 steps: the export is the mean of the weights
+    after steps 6, 9 and 12, which the kept checkpoints hold; frozen weights do not move."""
+    from safetensors.torch import load_file
+
+    out = tmp_path / "run"
+    run(config(tiny_data, out, save_every=3, keep_checkpoints=10, average_from=6,
+               average_every=3, trainable=["audio_proj.*", "text_proj.*"]), stage(), toy_factory)
+    snaps = [load_file(str(out / "checkpoints" / f"step-{s}" / "model.safetensors"))
+             for s in (6, 9, 12)]
+    exported = load_file(str(out / "final" / "model.safetensors"))
+    for name in ("audio_proj.0.weight", "text_proj.bias"):
+        mean = sum(s[f"model.{name}"].double() for s in snaps) / 3
+        torch.testing.assert_close(exported[name], mean.float(), rtol=0, atol=0, msg=name)
+        assert not torch.equal(exported[name], snaps[-1][f"model.{name}"])  # not the last step
+    assert torch.equal(exported["words.weight"], snaps[0]["model.words.weight"])  # frozen
+
+
+def test_a_resumed_run_averages_the_same_snapshots_as_an_unbroken_one(tiny_data, tmp_path):
+    kw = dict(average_from=3, average_every=2)     # snapshots 3, 5, 7, 9, 11
+    run(config(tiny_data, tmp_path / "whole", **kw), stage(), toy_factory)
+    broken = tmp_path / "broken"
+    with pytest.raises(KeyboardInterrupt):          # dies in step 7, after the step-4 checkpoint
+        run(config(tiny_data, broken, **kw), stage(Loss(fail_at=7)), toy_factory)
+    run(config(tiny_data, broken, resume=True, **kw), stage(), toy_factory)
+    a, b = weights(tmp_path / "whole" / "final"), weights(broken / "final")
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=1e-5, atol=1e-6, msg=name)
+
+
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_data, tmp_path):
     out = tmp_path / "run"
     with pytest.raises(NonFiniteLoss, match=r"nan at step 7.*step-6"):
