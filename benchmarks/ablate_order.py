@@ -92,6 +92,8 @@ TEXT_PROJECTION_ONLY = ["audio_head.*", "audio_projection.*", "ln_final.*", "tex
                         "logit_scale_a"]
 # Export the mean of the weights at steps 300, 350, .., 500 of stage B (train/averaging.py).
 AVERAGE = ["--average-from", "300", "--average-every", "50"]
+# --quick's values for flags whose value only makes sense in a full run (keyed by the flag).
+QUICK = {"--average-from": "1", "--average-every": "1"}
 # TEXT_PROJECTION_ONLY + the token embeddings: the words can move, the blocks that combine
 # them cannot.
 TOKENS_ONLY = [*TEXT_PROJECTION_ONLY, "token_embedding.*"]
@@ -274,6 +276,8 @@ def run_seed(seed: int, args, data: Path, where: str, times: dict) -> dict[str, 
             folder / f"a_{variant}")
     for row in args.rows:
         variant, extra = ROWS[row]
+        if args.quick:  # 2 steps: average them, so the smoke run takes the averaging path
+            extra = [QUICK.get(prev, x) for prev, x in zip(["", *extra], extra)]
         init = folder / (f"a_{variant}" if variant else "base")
         times["stage_b"] = times.get("stage_b", 0) + train(
             "stage_b", [*cfg("stage_b"), "--model", str(init), *common, "--where", where,

@@ -1,7 +1,8 @@
 """The order ablation (benchmarks/ablate_order.py) in its smallest setting, so it cannot rot:
 one seed, two steps per stage, the demo's row (contrast head, audio branch frozen in stage B,
 single sounds replayed), the row that widens the trainable subset with `default` through the
-command line and the row that draws stage-B captions from several wordings, a few ZSTE items.
+command line, the row that draws stage-B captions from several wordings and the row with the
+text at its own learning rate and the weights averaged, a few ZSTE items.
 Its table has every column with mean, sd and a pooled Wilson interval."""
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ def test_the_ablation_runs_end_to_end_and_reports_mean_sd_and_intervals(tmp_path
     ablate = _ablation()
     assert ablate.main(["--seeds", "0", "--quick", "--rows", "contrast_frozen_ov2_r2",
                         "temporal_retain_text", "contrast_frozen_r2_templates",
-                        "--out", str(tmp_path)]) == 0
+                        "contrast_frozen_text_lr03_avg", "--out", str(tmp_path)]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary == json.loads((tmp_path / "ablation.json").read_text())
     row = summary["table"]["contrast_frozen_ov2_r2"]
@@ -55,10 +56,15 @@ def test_the_ablation_runs_end_to_end_and_reports_mean_sd_and_intervals(tmp_path
     zste = json.loads((tmp_path / "seed0" / "zste_contrast_frozen_r2_templates.json").read_text())
     held_out = zste["metrics"]["template_generalisation"]["heldout"]["templates"]
     assert held_out and not {"ext.after", "ext.followed_by"} & set(held_out)
+    # the text at its own learning rate, the export averaged (over both quick steps)
+    averaged = json.loads((tmp_path / "seed0" / "b_contrast_frozen_text_lr03_avg" / "final" /
+                           "config.json").read_text())["extra"]["train_config"]
+    assert averaged["lr_mult"] == ["text_branch.*=0.3"]
+    assert (averaged["average_from"], averaged["average_every"]) == (1, 1)
     # a rerun reuses every finished stage and evaluation
     assert ablate.main(["--seeds", "0", "--quick", "--rows", "contrast_frozen_ov2_r2",
                         "temporal_retain_text", "contrast_frozen_r2_templates",
-                        "--out", str(tmp_path)]) == 0
+                        "contrast_frozen_text_lr03_avg", "--out", str(tmp_path)]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["train_seconds"] == {
         "pretrain": 0.0, "stage_a": 0.0, "stage_b": 0.0}
 
