@@ -29,24 +29,23 @@ A and B with `--where`. Rows:
     additive_frozen_ov2, contrast_frozen_ov2  those rows with the audio branch frozen in stage B
                      (only the head, the audio projection and the default text subset train)
     contrast_frozen_ov2_r2  contrast_frozen_ov2 with the replay weighing 2 (--retain-singles 2);
-                     the demo's recipe (scripts/demo.sh spells out the same FROZEN_AUDIO list)
-    contrast_frozen_text_r2  the demo's row with the text tower's first block trained too
+                     the demo's recipe until the third session of 2026-12-06
+    contrast_frozen_text_r2  contrast_frozen_ov2_r2 with the text tower's first block trained too
     contrast_frozen_text_pos_r2  the same + the text's position embeddings
     contrast_frozen_text_t2  contrast_frozen_text_r2 with --alpha-same-time 2
     contrast_frozen_text_lr03  contrast_frozen_text_r2 with the text transformer at 0.3 x the
                      lr (`--lr-mult 'text_branch.*=0.3'`): it learns less per class pair
     contrast_frozen_text_lr03_avg  the same, exporting the mean of the weights at steps 300,
                      350, .., 500 (`--average-from 300`, train/averaging.py): one run's
-                     held-out order moves by 0.05-0.10 between checkpoints 50 steps apart
-    contrast_frozen_avg  the demo's row with the same averaging
-    contrast_frozen_text_lr01  contrast_frozen_text_lr03 at 0.1 x the lr
-    contrast_frozen_lr03  the demo's row (the text's last block trained) with it at 0.3 x the lr
-    contrast_frozen_tok_r2  the demo's row with the text transformer frozen and the token
+                     held-out order moves by 0.05-0.10 between checkpoints 50 steps apart;
+                     the demo's recipe (scripts/demo.sh spells out the same flags)
+    contrast_frozen_avg  contrast_frozen_ov2_r2 with the same averaging
+    contrast_frozen_tok_r2  contrast_frozen_ov2_r2 with the text transformer frozen and the token
                      embeddings trained: what the text side learns ("while", the class words)
                      is the same for every pair by construction
-    contrast_frozen_textproj_r2  the demo's row with the text transformer frozen (only
+    contrast_frozen_textproj_r2  contrast_frozen_ov2_r2 with the text transformer frozen (only
                      ln_final and the projections train): text order cannot be learned per pair
-    contrast_frozen_r2_templates  the demo's row with stage-B captions drawn from several
+    contrast_frozen_r2_templates  contrast_frozen_ov2_r2 with stage-B captions drawn from several
                      wordings per relation (TRAIN_TEMPLATES; "then", "first .., then" and "at the
                      same time as" stay held out)
     antisym          the head made antisymmetric in time (models/heads.py): singles and overlays
@@ -133,9 +132,6 @@ ROWS = {  # name: (stage-A variant or None for B from the base, extra stage-B fl
     "contrast_frozen_text_lr03_avg": ("contrast", [*DEMO_B, *FROZEN_AUDIO, "text_branch.resblocks.0.*",
                                                    "--lr-mult", "text_branch.*=0.3", *AVERAGE]),
     "contrast_frozen_avg": ("contrast", [*DEMO_B, *AVERAGE, *FROZEN_AUDIO]),
-    "contrast_frozen_text_lr01": ("contrast", [*DEMO_B, *FROZEN_AUDIO, "text_branch.resblocks.0.*",
-                                               "--lr-mult", "text_branch.*=0.1"]),
-    "contrast_frozen_lr03": ("contrast", [*DEMO_B, *FROZEN_AUDIO, "--lr-mult", "text_branch.*=0.3"]),
     "contrast_frozen_tok_r2": ("contrast", [*DEMO_B, "--trainable", *TOKENS_ONLY]),
     "contrast_frozen_textproj_r2": ("contrast", [*DEMO_B, "--trainable",
                                                  *TEXT_PROJECTION_ONLY]),
