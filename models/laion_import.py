@@ -84,16 +84,51 @@ def _roberta_from_config(hf_config: dict | None):
         model_module.RobertaModel = original
 
 
-def build_clap(clap_config: dict, roberta_config: dict | None = None) -> torch.nn.Module:
+def build_clap(clap_config: dict, roberta_config: dict | None = None,
+               text_module: torch.nn.Module | None = None) -> torch.nn.Module:
     """laion-clap's `CLAP` from a config dict (the keyword arguments of `CLAP.__init__`:
     embed_dim, audio_cfg, text_cfg, joint_embed_shape, ...). Random init, no network.
     A text tower of model_type 'roberta' is built from `roberta_config` (a transformers
-    RobertaConfig dict); 'bert' and 'bart' towers are not supported offline."""
+    RobertaConfig dict); one of model_type 'bert' is `text_module`, an already built
+    transformers encoder (BERT- or RoBERTa-like, any width: the text projection is sized to
+    it); 'bart' is not supported offline."""
     model_module = _submodule("model")
     text_type = clap_config["text_cfg"].get("model_type")
-    if text_type in ("bert", "bart"):
+    if text_type == "bart" or (text_type == "bert" and text_module is None):
         raise ValueError(f"text tower {text_type!r} needs hub files; teminal.models supports "
-                         "'transformer' (bundled BPE) and 'roberta' (local tokenizer files)")
+                         "'transformer' (bundled BPE), 'roberta' (local tokenizer files) and "
+                         "'bert' with a local encoder folder (config text.encoder = 'hf')")
     cfg = copy.deepcopy(clap_config)
-    with _roberta_from_config(roberta_config):
-        return model_module.CLAP(**cfg)
+    with _roberta_from_config(roberta_config), _bert_module(text_module):
+        clap = model_module.CLAP(**cfg)
+    if text_module is not None:
+        _fit_text_projection(clap, text_module.config.hidden_size)
+    return clap
+
+
+@contextlib.contextmanager
+def _bert_module(module: torch.nn.Module | None):
+    """Within the block, laion's `BertModel.from_pretrained(...)` returns `module`."""
+    model_module = _submodule("model")
+    original = model_module.BertModel
+
+    class _Given:
+        @staticmethod
+        def from_pretrained(*_args, **_kwargs):
+            return module
+
+    model_module.BertModel = _Given
+    try:
+        yield
+    finally:
+        model_module.BertModel = original
+
+
+def _fit_text_projection(clap: torch.nn.Module, width: int) -> None:
+    """laion sizes a BERT tower's projection for width 768; any other width gets the same MLP
+    (Linear, laion's activation, Linear) over its own width."""
+    first, act, last = clap.text_projection
+    if first.in_features != width:
+        clap.text_projection = torch.nn.Sequential(
+            torch.nn.Linear(width, first.out_features), act,
+            torch.nn.Linear(last.in_features, last.out_features))

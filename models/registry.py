@@ -1,7 +1,11 @@
 """Model families and the one parser of model specs.
 
-    small | NAME | /path/config.json          family "small": laion-clap's CLAP from a bundled or
-                                               user config, random init from its seed
+    small | NAME | /path/config.json [?text=DIR]
+                                               family "small": laion-clap's CLAP from a bundled or
+                                               user config, random init from its seed; a config
+                                               whose text tower is a Hugging Face encoder
+                                               (small-minilm) starts from that encoder's
+                                               pretrained weights, from DIR when given
     laion:PATH.pt[?text=DIR]                   family "laion": a released LAION-CLAP checkpoint
     hf:DIR[?text=DIR]                          family "hf": a transformers ClapModel save_pretrained
                                                folder (+ its tokenizer / feature extractor files)
@@ -42,7 +46,8 @@ class Family:
 
 
 FAMILIES: dict[str, Family] = {f.name: f for f in (
-    Family("small", None, (), "small | NAME | /path/config.json", "teminal.models.specs"),
+    Family("small", None, ("text",), "small | NAME | /path/config.json [?text=DIR]",
+           "teminal.models.specs"),
     Family("laion", "laion:", ("text",), "laion:PATH.pt[?text=DIR]", "teminal.models.specs"),
     Family("hf", "hf:", ("text",), "hf:DIR[?text=DIR]", "teminal.models.hf_clap"),
     Family("msclap", "msclap:", ("version", "text"),
@@ -76,11 +81,13 @@ def parse_spec(spec: str) -> ParsedSpec:
             return _parse_prefixed(spec, fam)
     from teminal.models.specs import ALIASES, bundled_configs
 
-    if spec in ALIASES or spec in bundled_configs():
-        return ParsedSpec(spec, "small")
+    base, _, query = spec.partition("?")
+    if base in ALIASES or base in bundled_configs():
+        return ParsedSpec(spec, "small", None, _options(spec, query, FAMILIES["small"]))
+    if base.endswith(".json") and Path(base).expanduser().is_file():
+        return ParsedSpec(spec, "small", Path(base).expanduser(),
+                          _options(spec, query, FAMILIES["small"]))
     path = Path(spec).expanduser()
-    if spec.endswith(".json") and path.is_file():
-        return ParsedSpec(spec, "small", path)
     if path.is_dir():
         return _parse_folder(spec, path)
     from teminal.models.specs import _looks_like_a_path, _missing_path
@@ -101,13 +108,17 @@ def _parse_prefixed(spec: str, fam: Family) -> ParsedSpec:
     path, _, query = body.partition("?")
     if not path:
         raise ModelSpecError(f"{spec!r} names no checkpoint file or folder: use {fam.syntax}")
+    return ParsedSpec(spec, fam.name, Path(path).expanduser(), _options(spec, query, fam))
+
+
+def _options(spec: str, query: str, fam: Family) -> dict:
+    """The ?key=value options of a spec, checked against what its family takes."""
     raw = parse_qs(query, keep_blank_values=True) if query else {}
     unknown = sorted(set(raw) - set(fam.options))
     if unknown:
-        raise ModelSpecError(f"{spec!r}: unknown option(s) {unknown}; {fam.prefix} takes "
-                             f"{list(fam.options)} ({fam.syntax})")
-    options = {k: v[-1] for k, v in raw.items() if v and v[-1]}
-    return ParsedSpec(spec, fam.name, Path(path).expanduser(), options)
+        raise ModelSpecError(f"{spec!r}: unknown option(s) {unknown}; {fam.prefix or fam.name} "
+                             f"takes {list(fam.options)} ({fam.syntax})")
+    return {k: v[-1] for k, v in raw.items() if v and v[-1]}
 
 
 def _read_config(path: Path) -> dict:

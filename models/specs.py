@@ -26,13 +26,14 @@ from teminal.models import laion_checkpoint
 from teminal.models.clap import CONFIG_FILE, WEIGHTS_FILE, ClapModel
 from teminal.models.errors import MissingFile, ModelFilesNotFound, ModelSpecError
 from teminal.models.registry import ParsedSpec
-from teminal.models.text import (ROBERTA_FILES, BpeTokenizer, RobertaTokenizerFiles,
-                                 find_roberta_dir)
+from teminal.models.text import (POOLINGS, ROBERTA_FILES, BpeTokenizer, HfTokenizerFiles,
+                                 RobertaTokenizerFiles, find_roberta_dir,
+                                 missing_encoder_files, resolve_encoder_dir)
 
 log = logging.getLogger(__name__)
 
 CONFIG_DIR = Path(__file__).parent / "configs"
-ALIASES = {"small": "small-cnn6"}
+ALIASES = {"small": "small-cnn6", "small-minilm": "small-cnn6-minilm"}
 
 
 def bundled_configs() -> list[str]:
@@ -43,10 +44,12 @@ def load(parsed: ParsedSpec) -> ClapModel:
     """Family "small" (a bundled or user config, random init) or "laion" (a LAION checkpoint)."""
     if parsed.family == "laion":
         return _load_laion(parsed)
+    text_dir = parsed.options.get("text")
     if parsed.path is None:
-        name = ALIASES.get(parsed.spec, parsed.spec)
-        return _from_config(_read_json(CONFIG_DIR / f"{name}.json"), parsed.spec)
-    return _from_config(_read_json(parsed.path), parsed.spec)
+        base = parsed.spec.partition("?")[0]
+        name = ALIASES.get(base, base)
+        return _from_config(_read_json(CONFIG_DIR / f"{name}.json"), parsed.spec, text_dir)
+    return _from_config(_read_json(parsed.path), parsed.spec, text_dir)
 
 
 def _looks_like_a_path(spec: str) -> bool:
@@ -77,13 +80,39 @@ def _read_json(path: Path) -> dict:
         raise ModelSpecError(f"{path} is not valid JSON: {e}") from None
 
 
-def build(config: dict, tokenizer_dir: str | Path | None = None, spec: str = "") -> ClapModel:
+def build(config: dict, tokenizer_dir: str | Path | None = None, spec: str = "",
+          pretrained_text: bool = False) -> ClapModel:
     """A randomly initialised ClapModel for a resolved config, seeded by config['seed'] without
-    touching the caller's random state."""
+    touching the caller's random state. A Hugging Face text encoder (config text.encoder "hf")
+    starts from its own pretrained weights when `pretrained_text` (a model built from a config),
+    else from its recorded architecture (a checkpoint, whose weights are loaded next)."""
     tokenizer = make_tokenizer(config, tokenizer_dir, spec or config.get("name", "?"))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(config.get("seed", 0)))
-        return ClapModel(config, tokenizer)
+        text_module = _hf_text_module(config, tokenizer_dir, pretrained_text)
+        return ClapModel(config, tokenizer, text_module)
+
+
+def _hf_text_module(config: dict, folder, pretrained: bool):
+    """The transformers encoder of a config whose text.encoder is "hf" (else None); its
+    architecture is recorded in config["text"]["hf_config"] so a checkpoint rebuilds it
+    without the original folder."""
+    text = config.get("text", {})
+    if text.get("encoder") != "hf":
+        return None
+    from transformers import AutoConfig, AutoModel
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # "Loading weights" bars in every log otherwise
+    if pretrained:
+        module = AutoModel.from_pretrained(str(folder), local_files_only=True,
+                                           use_safetensors=True)
+    else:
+        hf_config = dict(text["hf_config"])
+        module = AutoModel.from_config(AutoConfig.for_model(hf_config.pop("model_type"),
+                                                            **hf_config))
+    text["hf_config"] = module.config.to_diff_dict() if pretrained else text["hf_config"]
+    return module
 
 
 def make_tokenizer(config: dict, tokenizer_dir: str | Path | None, spec: str):
@@ -95,15 +124,28 @@ def make_tokenizer(config: dict, tokenizer_dir: str | Path | None, spec: str):
         if missing:
             raise ModelFilesNotFound(spec, missing)
         return RobertaTokenizerFiles(folder, config["text"].get("max_length", 77))
-    raise ModelSpecError(f"{spec}: unknown text tokenizer {kind!r} (bpe or roberta)")
+    if kind == "hf":
+        return HfTokenizerFiles(tokenizer_dir, config["text"].get("max_length", 32))
+    raise ModelSpecError(f"{spec}: unknown text tokenizer {kind!r} (bpe, roberta or hf)")
 
 
-def _from_config(config: dict, spec: str) -> ClapModel:
+def _from_config(config: dict, spec: str, text_dir: str | None = None) -> ClapModel:
     if "clap" not in config:
         raise ModelSpecError(f"model config {spec!r} has no 'clap' section (laion-clap's CLAP "
                              "arguments; see models/configs/small-cnn6.json)")
     config = {**config, "family": "small", "source": spec, "extra": {}, "weights": None}
-    return build(config, config.get("text", {}).get("dir"), spec)
+    text = config.setdefault("text", {})
+    if text.get("encoder") != "hf":
+        return build(config, text_dir or text.get("dir"), spec)
+    if text.get("pooling", "mean") not in POOLINGS:
+        raise ModelSpecError(f"model config {spec!r}: text.pooling {text['pooling']!r} is not "
+                             f"one of {POOLINGS}")
+    folder = resolve_encoder_dir(text_dir or text.get("dir") or "")
+    missing = missing_encoder_files(folder)
+    if missing:
+        raise ModelFilesNotFound(spec, missing)
+    config["text"] = {**text, "tokenizer": "hf", "dir": str(folder.resolve())}
+    return build(config, folder, spec, pretrained_text=True)
 
 
 def _load_laion(parsed: ParsedSpec) -> ClapModel:
@@ -140,7 +182,11 @@ def load_checkpoint(parsed: ParsedSpec) -> ClapModel:
     text_dir = config.get("text", {}).get("dir")
     if text_dir and not Path(text_dir).is_absolute():
         text_dir = folder / text_dir
-    if text_dir and not all((Path(text_dir) / f).is_file() for f in ROBERTA_FILES):
+    if config.get("text", {}).get("encoder") == "hf":
+        missing = missing_encoder_files(Path(text_dir or folder / "tokenizer"), weights=False)
+        if missing:
+            raise ModelFilesNotFound(str(folder), missing)
+    elif text_dir and not all((Path(text_dir) / f).is_file() for f in ROBERTA_FILES):
         text_dir = None  # fall back to $TEMINAL_ROBERTA_DIR / the Hugging Face cache
     config["source"] = str(folder)
     config["family"] = parsed.family

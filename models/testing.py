@@ -29,6 +29,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import json
+import shutil
 import zlib
 from itertools import permutations
 from pathlib import Path
@@ -372,6 +373,44 @@ def write_fake_bert_vocab(folder: Path) -> Path:
     tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + chars + [f"##{c}" for c in chars]
     (folder / "vocab.txt").write_text("\n".join(tokens + words) + "\n")
     return folder
+
+
+def write_tiny_hf_encoder(folder: Path, seed: int = 0) -> Path:
+    """A tiny random BERT encoder folder as `transformers` saves one (config.json,
+    model.safetensors, tokenizer files): what the small family's pretrained text tower
+    (`text.encoder = "hf"`, small-minilm) reads, at test size."""
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    folder = Path(folder)
+    vocab = write_fake_bert_vocab(folder / "vocab-src") / "vocab.txt"
+    n = len(vocab.read_text().splitlines())
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = BertModel(BertConfig(vocab_size=n, hidden_size=32, num_hidden_layers=2,
+                                     num_attention_heads=2, intermediate_size=64,
+                                     max_position_embeddings=64))
+    model.save_pretrained(str(folder), safe_serialization=True)
+    BertTokenizerFast(vocab_file=str(vocab), do_lower_case=True).save_pretrained(str(folder))
+    shutil.rmtree(vocab.parent)
+    return folder
+
+
+def tiny_small_hf_config(folder: Path, encoder_dir: Path) -> Path:
+    """A small-family model config (the bundled small-cnn6-minilm, text tower from
+    `encoder_dir`): the config JSON path, to load as `PATH` or `PATH?text=DIR`."""
+    import json
+
+    from teminal.models.specs import CONFIG_DIR
+
+    config = json.loads((CONFIG_DIR / "small-cnn6-minilm.json").read_text())
+    config["name"] = "tiny-small-hf"
+    config["text"]["dir"] = str(encoder_dir)
+    config["trainable"] = [t for t in config["trainable"] if "layer.5" not in t] + [
+        "text_branch.encoder.layer.1.*"]
+    path = Path(folder) / "tiny-small-hf.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(config, indent=2))
+    return path
 
 
 def write_fake_gpt2_tokenizer(folder: Path) -> Path:

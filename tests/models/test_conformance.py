@@ -1,7 +1,8 @@
 """One conformance suite over every model family, on tiny random weights: what trainers and
 evaluators rely on (teminal.models.interface.AudioTextModel) holds for each of them.
 
-Stand-ins: laion = a LAION-layout checkpoint with a PANN audio tower in place of HTSAT (as in
+Stand-ins: small-hf = the small model with a tiny random BERT as its pretrained text tower
+(the path small-minilm takes); laion = a LAION-layout checkpoint with a PANN audio tower in place of HTSAT (as in
 test_laion_spec.py); hf = a tiny transformers ClapModel; msclap-2023 = tiny HTSAT + GPT-2;
 msclap-2022 = msclap's real CNN14 (fixed size) + a tiny BERT."""
 from __future__ import annotations
@@ -16,7 +17,7 @@ import torch.nn.functional as F
 from teminal.models import AudioTextModel, load_model, weights_file
 from teminal.models.interface import file_sha256
 
-FAMILIES = ["small", "laion", "hf", "msclap-2023", "msclap-2022"]
+FAMILIES = ["small", "small-hf", "laion", "hf", "msclap-2023", "msclap-2022"]
 TEXTS = ["a dog barks", "siren before rain", "rain while a dog barks"]
 
 # hop 160: 100 frames a second; laion's stock SpecAugment drops up to 64 frames in training
@@ -65,6 +66,12 @@ def spec_of(tmp_path_factory, tiny_hf_dir, tiny_msclap):
         if family not in made:
             if family == "small":
                 made[family] = "small"
+            elif family == "small-hf":
+                from teminal.models.testing import tiny_small_hf_config, write_tiny_hf_encoder
+
+                folder = tmp_path_factory.mktemp("small-hf")
+                made[family] = str(tiny_small_hf_config(
+                    folder, write_tiny_hf_encoder(folder / "encoder")))
             elif family == "laion":
                 folder = tmp_path_factory.mktemp("laion")
                 tok = write_fake_roberta_tokenizer(folder / "roberta")
