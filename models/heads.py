@@ -53,7 +53,9 @@ KINDS = ("pooled", "temporal")
 # pairs never seen in post-training than the transformer's; "additive_contrast" adds the
 # contrast term (the module docstring), the demo's head (BENCHMARKS.md, "Order ablation").
 PRESETS = {"temporal": {}, "additive": {"layers": 0},
-           "additive_contrast": {"layers": 0, "contrast": True}}
+           "additive_contrast": {"layers": 0, "contrast": True},
+           "moment_contrast": {"layers": 0, "tokens": 4, "moment": True, "contrast": True,
+                               "positional": False}}
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,8 @@ class HeadSpec:
     heads: int = 4
     antisymmetric: bool = False     # residual(t) = g(t) - g(t reversed in time)
     contrast: bool = False          # + c(|h_2 - h_1|): do consecutive tokens differ (even in time)
+    moment: bool = False            # + m(sum_k (tau_k - mean tau) h_k): where content sits in time
+    positional: bool = True         # the per-position term (tokens concatenated in time order)
 
     @classmethod
     def parse(cls, value) -> "HeadSpec | None":
@@ -90,7 +94,7 @@ class HeadSpec:
             raise ValueError(f"audio_head.type must be one of {KINDS}, got {spec.type!r}")
         if spec.source not in SOURCES:
             raise ValueError(f"audio_head.source must be one of {SOURCES}, got {spec.source!r}")
-        for name in ("antisymmetric", "contrast"):
+        for name in ("antisymmetric", "contrast", "moment", "positional"):
             if not isinstance(getattr(spec, name), bool):
                 raise ValueError(f"audio_head.{name} must be true or false, got "
                                  f"{getattr(spec, name)!r}")
@@ -99,6 +103,9 @@ class HeadSpec:
             if int(getattr(spec, name)) < least:
                 raise ValueError(f"audio_head.{name} must be >= {least}, got "
                                  f"{getattr(spec, name)}")
+        if not (spec.positional or spec.contrast or spec.moment):
+            raise ValueError("audio_head: positional, contrast and moment are all off; the "
+                             "head would add nothing")
         if spec.width % spec.heads:
             raise ValueError(f"audio_head.width ({spec.width}) must be a multiple of "
                              f"audio_head.heads ({spec.heads})")
@@ -115,33 +122,40 @@ class TemporalHead(nn.Module):
         super().__init__()
         self.spec = spec
         self.inp = nn.Sequential(nn.Linear(in_dim, spec.width), nn.LayerNorm(spec.width))
-        self.position = nn.Parameter(torch.randn(spec.tokens, spec.width) * 0.02)
-        if spec.layers:
-            layer = nn.TransformerEncoderLayer(spec.width, spec.heads, 2 * spec.width,
-                                               dropout=0.0, batch_first=True, norm_first=True)
-            self.mixer = nn.TransformerEncoder(layer, spec.layers, enable_nested_tensor=False)
-        else:  # each token alone: the residual is a sum over time positions of W_k f(token_k)
-            self.mixer = nn.Identity()
-        self.norm = nn.LayerNorm(spec.width)
-        self.out = nn.Linear(spec.tokens * spec.width, out_dim)
-        nn.init.zeros_(self.out.weight)  # a fresh head adds exactly 0: the base embedding
-        nn.init.zeros_(self.out.bias)
+        if spec.positional:  # (in this order, so a seed gives the heads it always gave)
+            self.position = nn.Parameter(torch.randn(spec.tokens, spec.width) * 0.02)
+            if spec.layers:
+                layer = nn.TransformerEncoderLayer(spec.width, spec.heads, 2 * spec.width,
+                                                   dropout=0.0, batch_first=True, norm_first=True)
+                self.mixer = nn.TransformerEncoder(layer, spec.layers, enable_nested_tensor=False)
+            else:  # each token alone: the residual is a sum over time positions of W_k f(token_k)
+                self.mixer = nn.Identity()
+            self.norm = nn.LayerNorm(spec.width)
+            self.out = _zero_linear(spec.tokens * spec.width, out_dim)  # a fresh head adds 0
         if spec.contrast:
-            self.contrast = nn.Linear(spec.width, out_dim)
-            nn.init.zeros_(self.contrast.weight)  # starts at the base too
-            nn.init.zeros_(self.contrast.bias)
+            self.contrast = _zero_linear(spec.width, out_dim)  # starts at the base too
+        if spec.moment:
+            self.moment = _zero_linear(spec.width, out_dim)
+            # token k's centre in time, centred on the clip's: odd in time by construction
+            tau = (torch.arange(spec.tokens, dtype=torch.float32) + 0.5) / spec.tokens
+            self.register_buffer("tau", tau - tau.mean(), persistent=False)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         if tokens.dim() != 3 or tokens.shape[1] != self.spec.tokens:
             raise ValueError(f"TemporalHead wants [batch, {self.spec.tokens}, features], got "
                              f"{tuple(tokens.shape)}")
         h = self.inp(tokens)
-        if self.spec.antisymmetric:
+        residual = 0
+        if self.spec.positional and self.spec.antisymmetric:
             both = self._g(torch.cat([h, h.flip(1)]))  # one pass for the two readings
             forward, backward = both.chunk(2)
             residual = forward - backward
-        else:
+        elif self.spec.positional:
             residual = self._g(h)
+        if self.spec.moment:
+            # "a then b" with the junction at j: ~ j (1 - j) (h_b - h_a) wherever j falls;
+            # the reversed clip gets the opposite, an overlay or a steady sound ~ 0
+            residual = residual + self.moment(torch.einsum("k,bkw->bw", self.tau, h))
         if self.spec.contrast:
             # mean |difference| of neighbours; with K == 1 the sum is empty, i.e. 0
             step = (h[:, 1:] - h[:, :-1]).abs().sum(1) / max(h.shape[1] - 1, 1)
@@ -151,6 +165,14 @@ class TemporalHead(nn.Module):
     def _g(self, h: torch.Tensor) -> torch.Tensor:
         h = self.norm(self.mixer(h + self.position))
         return self.out(h.flatten(1))
+
+
+def _zero_linear(n_in: int, n_out: int) -> nn.Linear:
+    """A linear output layer that starts at exactly zero (a fresh head is the base model)."""
+    layer = nn.Linear(n_in, n_out)
+    nn.init.zeros_(layer.weight)
+    nn.init.zeros_(layer.bias)
+    return layer
 
 
 def split_segments(wave: torch.Tensor, k: int) -> torch.Tensor:
