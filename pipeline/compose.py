@@ -222,7 +222,10 @@ def _timing_range(name: str, value) -> tuple[float, float]:
 
 
 def _shown(value) -> str:
+    """A timing value as the options take it: X, or LOW,HIGH."""
     if isinstance(value, (tuple, list)):
+        if len(value) == 2 and _shown(value[0]) == _shown(value[1]):
+            return _shown(value[0])
         return ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value)
     return f"{value:g}" if isinstance(value, float) else repr(value)
 
