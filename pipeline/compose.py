@@ -185,7 +185,7 @@ def check_timing(junction, gap, overlay_start, clip_seconds: float) -> dict:
     that could leave an event less than `min_event_seconds`."""
     ranges = {name: _timing_range(name, value) for name, value in
               (("junction", junction), ("gap", gap), ("overlay_start", overlay_start))}
-    (j_lo, j_hi), (g_lo, g_hi), (_, s_hi) = ranges.values()
+    (j_lo, j_hi), (_, g_hi), (_, s_hi) = ranges.values()
     least, eps = min_event_seconds(clip_seconds), 1e-9
     first, second = j_lo * clip_seconds - g_hi, (1 - j_hi) * clip_seconds
     if min(first, second) < least - eps:
@@ -405,8 +405,8 @@ def retime(recipe: SampleRecipe, junction: float, waves: Mapping[str, np.ndarray
     if recipe.relation not in CONCATENATIONS:
         return out
     n, sr = recipe.num_samples, recipe.sample_rate
-    (start0, start1), (end0, _) = _slots(recipe)
-    gap = start1 - end0
+    (first, second) = part_slots(recipe)
+    gap = second[0] - first[1]   # silence between the end of the first slot and the second
     check_timing(junction, gap / sr, 0.0, n / sr)
     timing = None if (junction, gap) == (0.5, 0) else Timing(math.floor(junction * n), gap)
     out.offsets, out.slot_lengths = plan_layout(recipe.relation, timing, n, sr)
