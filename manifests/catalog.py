@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterable, Mapping
 
-from teminal.manifests.schema import SORT_KEYS, TABLES, columns
+from teminal.manifests.schema import OPTIONAL_COLUMNS, SORT_KEYS, TABLES, optional_columns
 
 CATALOG_FILE = "catalog.duckdb"
 
@@ -138,15 +138,20 @@ def _configure(con) -> None:
 
 
 def _load(con, table: str, rows: Iterable[Mapping]) -> None:
-    spec = TABLES[table]
+    rows = list(rows)
+    known = {n for n, _ in TABLES[table] + OPTIONAL_COLUMNS.get(table, [])}
+    for row in rows:
+        unknown = set(row) - known
+        if unknown:
+            raise ValueError(f"table {table}: unknown column(s) {sorted(unknown)}")
+    # an optional column exists only when a row sets it (schema.OPTIONAL_COLUMNS)
+    used = {n for n in optional_columns(table) if any(row.get(n) is not None for row in rows)}
+    spec = TABLES[table] + [(n, t) for n, t in OPTIONAL_COLUMNS.get(table, []) if n in used]
     con.execute(f"CREATE TABLE {table} ({', '.join(f'{n} {t}' for n, t in spec)})")
-    names = columns(table)
+    names = [n for n, _ in spec]
     with tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False, encoding="utf-8") as f:
         count = 0
         for row in rows:
-            unknown = set(row) - set(names)
-            if unknown:
-                raise ValueError(f"table {table}: unknown column(s) {sorted(unknown)}")
             f.write(json.dumps({n: row.get(n) for n in names}, ensure_ascii=False))
             f.write("\n")
             count += 1

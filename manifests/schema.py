@@ -2,8 +2,8 @@
 
 Types are DuckDB SQL types; Parquet files are written from them, so every reader (DuckDB,
 pyarrow, pandas) sees the same schema whether a table has rows or not.
-`samples` is `teminal.pipeline.compose.SampleRecipe`, field for field and in order
-(tests/manifests/test_schema.py checks that they agree).
+`samples` is `teminal.pipeline.compose.SampleRecipe`, field for field and in order, its
+optional columns last (tests/manifests/test_schema.py checks that they agree).
 """
 from __future__ import annotations
 
@@ -38,6 +38,14 @@ TABLES: dict[str, list[tuple[str, str]]] = {
     ],
 }
 
+# Columns a table holds only when some row sets them (non-null), after its other columns: a
+# build that never sets them writes the Parquet bytes it wrote before the column existed.
+# samples.slot_lengths: timed builds only (issue 25); a missing or null value is the midpoint
+# layout (compose.SampleRecipe).
+OPTIONAL_COLUMNS: dict[str, list[tuple[str, str]]] = {
+    "samples": [("slot_lengths", "DOUBLE[]")],
+}
+
 # Rows are written in this order so that the Parquet bytes do not depend on build order.
 SORT_KEYS: dict[str, list[str]] = {
     "sources": ["source_id"],
@@ -49,4 +57,9 @@ SORT_KEYS: dict[str, list[str]] = {
 
 
 def columns(table: str) -> list[str]:
+    """The columns every `table` holds (its optional ones excluded)."""
     return [name for name, _ in TABLES[table]]
+
+
+def optional_columns(table: str) -> list[str]:
+    return [name for name, _ in OPTIONAL_COLUMNS.get(table, [])]

@@ -121,7 +121,8 @@ def synth(name: str, out_dir: Path, seed: int, clips_per_class_per_fold: int,
 @click.option("--sample-rate", default=48000, show_default=True,
               help="Rate of the rendered audio (LAION-CLAP: 48000; a small CPU model: 16000).")
 @click.option("--clip-seconds", default=10.0, show_default=True,
-              help="Length of every rendered sample; concatenations get two halves.")
+              help="Length of every rendered sample; concatenations get two slots split at "
+                   "--junction.")
 @click.option("--codec", default="flac", show_default=True, type=click.Choice(["flac", "pcm"]),
               help="Member encoding: FLAC, or raw int16 .npy (about 2.3x bytes, ~50x faster to "
                    "decode).")
@@ -138,6 +139,17 @@ def synth(name: str, out_dir: Path, seed: int, clips_per_class_per_fold: int,
                    "(seeded per group, parameters recorded). Default: off.")
 @click.option("--snr-range", default="-5,5", show_default=True,
               help="Overlay SNR range in dB (level of a over b), drawn per group.")
+@click.option("--junction", default="0.5", show_default=True,
+              help="Where the second event of double/forward starts, as a fraction of the clip: "
+                   "X, or LOW,HIGH drawn per group; reversed mirrors it (1 - X), so each event "
+                   "keeps its length. 0.5 is the paper's midpoint.")
+@click.option("--gap", default="0", show_default=True,
+              help="Seconds of silence before the second event of a concatenation: X, or "
+                   "LOW,HIGH drawn per group. Each event keeps at least 0.5 s (0.1 of the clip "
+                   "if shorter).")
+@click.option("--overlay-start", default="0", show_default=True,
+              help="Where an overlay's second sound starts, as a fraction of the clip: X, or "
+                   "LOW,HIGH drawn per group; it then plays to the end (a partial overlap).")
 @click.option("--pad", default="repeat", show_default=True, type=click.Choice(PAD_POLICIES),
               help="Padding of short parts of singles and overlays (concatenations zero-pad).")
 @click.option("--target-db", default=-20.0, show_default=True, type=float,
@@ -154,8 +166,9 @@ def synth(name: str, out_dir: Path, seed: int, clips_per_class_per_fold: int,
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 def build(dataset, root, out, stages, splits, groups, groups_per_clip, seed, workers, executor,
           ray_address, retries, shard_size,
-          sample_rate, clip_seconds, codec, template_set, name_template, augment, snr_range, pad,
-          target_db, ceiling, part, overwrite, keep_cache, no_progress) -> None:
+          sample_rate, clip_seconds, codec, template_set, name_template, augment, snr_range,
+          junction, gap, overlay_start, pad, target_db, ceiling, part, overwrite, keep_cache,
+          no_progress) -> None:
     """Compose pairs of source clips into WebDataset shards, Parquet manifests and a DuckDB
     catalog. Rerunning a killed build finishes it; a finished build is not redone."""
     from teminal.pipeline.build import run_build
@@ -173,7 +186,10 @@ def build(dataset, root, out, stages, splits, groups, groups_per_clip, seed, wor
             compose=ComposeConfig(sample_rate=sample_rate, clip_seconds=clip_seconds, pad=pad,
                                   snr_range=(lo, hi), template_set=template_set,
                                   augment=augment or None, key_prefix=dataset,
-                                  target_db=target_db, ceiling=ceiling),
+                                  target_db=target_db, ceiling=ceiling,
+                                  junction=parse_range("--junction", junction),
+                                  gap=parse_range("--gap", gap),
+                                  overlay_start=parse_range("--overlay-start", overlay_start)),
             workers=workers, part=parse_part(part), overwrite=overwrite, keep_cache=keep_cache,
             name_template=name_template, executor=executor, ray_address=ray_address,
             retries=retries)
@@ -299,6 +315,7 @@ def info(out: Path) -> None:
             click.echo(f"  dataset {cfg.get('dataset')}  root {cfg.get('root')}  seed {cfg.get('seed')}  "
                        f"{comp.get('sample_rate')} Hz x {comp.get('clip_seconds')} s  "
                        f"codec {cfg.get('codec')}  templates {comp.get('template_set')}")
+            click.echo(f"  timing  {_timing_text(comp)}")
         click.echo("\nsources by dataset, split")
         _echo_query(con, "SELECT dataset, split, count(*) AS clips, count(DISTINCT label) AS labels, "
                          "coalesce(sum(len(captions)), 0) AS captions "
@@ -306,6 +323,7 @@ def info(out: Path) -> None:
         click.echo("\nsamples by dataset, stage, split, relation")
         _echo_query(con, "SELECT dataset, stage, split, relation, count(*) AS samples, "
                          "count(DISTINCT group_key) AS groups FROM samples GROUP BY ALL ORDER BY ALL")
+        _echo_timing(con)
         click.echo("\nshards")
         _echo_query(con, "SELECT stage, split, count(*) AS shards, sum(num_groups) AS groups, "
                          "sum(num_samples) AS samples, round(sum(bytes) / 1e6, 1) AS MB "
@@ -319,6 +337,36 @@ def info(out: Path) -> None:
                              "count(*) AS n FROM rejects GROUP BY ALL ORDER BY n DESC, reason")
     finally:
         con.close()
+
+
+def _timing_text(compose: dict) -> str:
+    """A build's timing settings (its builds-table config names only those it changed)."""
+    from teminal.pipeline.compose import TIMING_DEFAULTS
+
+    if all(name not in compose for name in TIMING_DEFAULTS):
+        return "junction 0.5 (the paper's midpoint)  gap 0 s  overlay start 0"
+
+    def shown(name: str, unit: str = "") -> str:
+        lo, hi = compose.get(name, TIMING_DEFAULTS[name])
+        return f"{lo:g}{unit}" if lo == hi else f"{lo:g}..{hi:g}{unit} (drawn per group)"
+
+    return (f"junction {shown('junction')}, reversed mirrored  gap {shown('gap', ' s')}  "
+            f"overlay start {shown('overlay_start')}")
+
+
+def _echo_timing(con) -> None:
+    """Where the second part of each two-part member starts (fraction of the clip) and, for a
+    timed build's concatenations, the silence before it."""
+    timed = "slot_lengths" in {r[0] for r in con.execute("DESCRIBE samples").fetchall()}
+    start = "offsets[2] * sample_rate / num_samples"
+    gap = ("CASE WHEN relation IN ('double', 'forward', 'reversed') THEN "
+           "coalesce(offsets[2] - offsets[1] - slot_lengths[1], 0) END")
+    gaps = f", round(min({gap}), 3) AS gap_min_s, round(max({gap}), 3) AS gap_max_s" if timed else ""
+    click.echo("\ntiming: where the second part starts (fraction of the clip)")
+    _echo_query(con, f"SELECT dataset, stage, relation, count(*) AS samples, "
+                     f"round(min({start}), 3) AS start_min, round(avg({start}), 3) AS start_mean, "
+                     f"round(max({start}), 3) AS start_max{gaps} "
+                     "FROM samples WHERE len(offsets) = 2 GROUP BY ALL ORDER BY ALL")
 
 
 @main.command(context_settings=CONTEXT)
@@ -441,6 +489,20 @@ def parse_snr_range(text: str) -> tuple[float, float]:
         raise ValueError(f"--snr-range {text!r}: expected two numbers LOW,HIGH in dB, for "
                          f"example -5,5 (finite, -60..60, LOW <= HIGH)") from None
     return lo, hi
+
+
+def parse_range(option: str, text: str) -> tuple[float, float]:
+    """"0.3" -> (0.3, 0.3); "0.3,0.7" -> (0.3, 0.7): a fixed value or a LOW,HIGH range drawn
+    per group (ComposeConfig checks the values)."""
+    parts = [p.strip() for p in str(text).split(",")]
+    try:
+        if len(parts) not in (1, 2):
+            raise ValueError
+        values = [float(p) for p in parts]
+    except ValueError:
+        raise ValueError(f"{option} {text!r}: expected a number X or two numbers LOW,HIGH, for "
+                         f"example 0.3 or 0.2,0.8") from None
+    return values[0], values[-1]
 
 
 def parse_part(text: str | None) -> tuple[int, int]:

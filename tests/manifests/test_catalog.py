@@ -50,6 +50,18 @@ def test_unknown_columns_are_refused(tmp_path):
         write_table("shards", [{"path": "x", "colour": "red"}], tmp_path / "x.parquet")
 
 
+def test_an_optional_column_is_written_only_when_a_row_sets_it(tmp_path):
+    # slot_lengths (timed builds, issue 25): a build without it keeps its earlier bytes
+    plain = [sample(f"g{i}.forward") for i in range(3)]
+    before = write_table("samples", plain, tmp_path / "a.parquet").read_bytes()
+    with_none = [r | {"slot_lengths": None} for r in plain]
+    assert write_table("samples", with_none, tmp_path / "b.parquet").read_bytes() == before
+    mixed = plain[:2] + [plain[2] | {"slot_lengths": [3.0, 7.0]}]
+    rows = read_table(write_table("samples", mixed, tmp_path / "c.parquet"))
+    assert list(rows[0]) == columns("samples") + ["slot_lengths"]
+    assert [r["slot_lengths"] for r in rows] == [None, None, [3.0, 7.0]]
+
+
 def test_catalog_holds_every_table_and_opens_read_only(tmp_path):
     created = dt.datetime(2026, 1, 2, 3, 4, 5)
     write_catalog(tmp_path, tables([sample("g1.forward")]), created=created)
