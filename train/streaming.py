@@ -455,11 +455,15 @@ def class_label_key(rows: list, relation: str, text: str) -> str:
 
 
 def replay_single(concatenation: np.ndarray, row: dict) -> tuple[np.ndarray, str]:
-    """The first sound of a concatenation (its first half: the pipeline renders two equal
-    slots), repeat-padded to the full length as the pipeline pads singles, with its class
-    prompt. Stage B replays these so post-training keeps the single-sound skill."""
-    half = concatenation[:len(concatenation) // 2]
-    wave = np.resize(half, len(concatenation)).astype(np.float32, copy=False)
+    """The first sound of a concatenation (its slot as the recipe planned it: half the clip
+    at the paper's midpoint, anywhere with `--junction`), repeat-padded to the full length as
+    the pipeline pads singles, with its class prompt. Stage B replays these so post-training
+    keeps the single-sound skill."""
+    from teminal.pipeline.compose import SampleRecipe, part_slots
+
+    start, end = part_slots(SampleRecipe.from_dict(row))[0]
+    first = concatenation[start:end]
+    wave = np.resize(first, len(concatenation)).astype(np.float32, copy=False)
     label = label_text(row["labels"][0]) if row.get("labels") else row["caption"]
     return wave, CLASS_PROMPT.format(label=label)
 
