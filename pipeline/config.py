@@ -10,6 +10,7 @@ from typing import Mapping, Sequence
 
 from teminal.pipeline.compose import STAGE_RELATIONS, ComposeConfig
 from teminal.pipeline.executors import EXECUTORS
+from teminal.pipeline.paths import safe_name
 from teminal.pipeline.sources import DATASETS
 from teminal.pipeline.sources.base import SourceClip
 
@@ -52,6 +53,8 @@ class BuildConfig:
             raise ValueError(f"--part {i}/{n}: need whole numbers with 0 <= i < n, e.g. 0/4")
         if not _whole(self.workers, 1, 1024):
             raise ValueError(f"--workers {self.workers!r}: give 1..1024 processes")
+        for name in self.splits or ():
+            safe_name(name, "--splits", "split name")   # becomes shards/<stage>/<split>-N.tar
         if not _whole(self.seed, 0, 2**63 - 1):
             raise ValueError(f"--seed {self.seed!r}: give a whole number >= 0")
         if not (isinstance(self.groups_per_clip, (int, float)) and
