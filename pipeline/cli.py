@@ -217,7 +217,7 @@ def catalog(builds: tuple[Path, ...], merge: bool, merged: Path | None, link: st
             raise click.UsageError("give one build folder, or --merge OUT1 OUT2 ... --out MERGED")
         try:
             path = write_build_catalog(builds[0])
-        except (FileNotFoundError, RuntimeError) as e:
+        except (FileNotFoundError, RuntimeError, ValueError) as e:
             raise click.ClickException(str(e)) from None
         click.echo(f"catalog written: {path}")
         return

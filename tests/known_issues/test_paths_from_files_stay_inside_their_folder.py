@@ -344,3 +344,27 @@ def test_download_refuses_an_archive_member_outside_the_folder(tmp_path, member)
     with pytest.raises(dl.DownloadError, match="outside the folder"):
         dl.extract(archive, "zip", tmp_path / "dest", scratch=tmp_path / "scratch")
     assert not list(tmp_path.rglob("evil.txt")) and os.listdir(tmp_path) == ["a.zip"]
+
+
+# ---------------------------------------------------------------------------------------------
+# pipeline catalog OUT: the build record's shard list
+
+@pytest.mark.parametrize("bad", ["../outside.tar", "/etc/hostname", "shards/b/../../../x.tar"])
+def test_catalog_refuses_a_build_record_listing_a_shard_outside_out(data, bad):
+    record = data / "manifests" / "parts" / "build.json"
+    build = json.loads(record.read_text())
+    build["shards"][0] = bad
+    record.write_text(json.dumps(build))
+    result = CliRunner().invoke(main, ["catalog", str(data)])
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    assert f"build.json: shard path {bad!r}" in result.output
+
+
+def test_catalog_takes_a_fragment_naming_another_shard_for_stale(data):
+    first = first_shard(data)
+    fragment = data / "manifests" / "parts" / "b" / (Path(first).stem + ".json")
+    saved = json.loads(fragment.read_text())
+    saved["shard"]["path"] = "../../elsewhere.tar"
+    fragment.write_text(json.dumps(saved))
+    result = CliRunner().invoke(main, ["catalog", str(data)])
+    assert result.exit_code == 1 and f"first: {first}" in result.output, result.output
