@@ -7,6 +7,7 @@ the one non-deterministic field, which never reaches a Parquet file.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import os
@@ -110,10 +111,24 @@ READ_ONLY_OFFLINE = {"enable_external_access": False, "autoinstall_known_extensi
                      "autoload_known_extensions": False, "lock_configuration": True}
 
 
+class CatalogUnreadable(FileNotFoundError):
+    """The catalog file is truncated, damaged or not a catalog; the message names the file and
+    how to rewrite it (a FileNotFoundError, as a missing catalog is, so callers catch both)."""
+
+
+# A DuckDB file is three 4 KiB headers, then `total_blocks` blocks of `block_size` bytes (checked
+# on files of 1 to 70 blocks written by duckdb 2.0): a shorter file was cut off.
+_FILE_HEADERS = 3 * 4096
+
+
 def connect(out: str | os.PathLike, read_only: bool = True):
     """A read-only, offline DuckDB connection on OUT/manifests/catalog.duckdb: the one way the
-    project reads a catalog (`pipeline query/info`, trainers' --where/--query-file, evaluators).
-    Queries on it cannot write a file, reach the network, or load an extension."""
+    project reads a catalog (`pipeline query/info/verify/render`, trainers' --where/--query-file,
+    evaluators). Queries on it cannot write a file, reach the network, or load an extension.
+
+    A missing catalog is a FileNotFoundError; a truncated or damaged file, or a DuckDB file
+    without the catalog's tables, a CatalogUnreadable naming the file and the fix. Damage inside
+    a block shows only when a query reads it: run the project's own queries in `reading(out)`."""
     import duckdb
 
     if not read_only:
@@ -125,10 +140,65 @@ def connect(out: str | os.PathLike, read_only: bool = True):
             f"no catalog at {path}: build one with `pipeline build --out {out}` (or run "
             f"`pipeline catalog {out}` if the build's shards are complete)")
     try:
-        return duckdb.connect(str(path), read_only=True, config=dict(READ_ONLY_OFFLINE))
+        con = duckdb.connect(str(path), read_only=True, config=dict(READ_ONLY_OFFLINE))
     except duckdb.Error as e:
-        raise FileNotFoundError(f"cannot open the catalog {path}: {' '.join(str(e).split())}; "
-                                f"rebuild it with `pipeline catalog {out}`") from None
+        raise CatalogUnreadable(unreadable_message(out, e)) from None
+    try:
+        problem = _file_problem(con, path)
+    except duckdb.Error as e:
+        problem = " ".join(str(e).split())
+    if problem:
+        con.close()
+        raise CatalogUnreadable(unreadable_message(out, problem))
+    return con
+
+
+@contextlib.contextmanager
+def reading(out: str | os.PathLike):
+    """`connect(out)` for the project's own queries, closed on exit: a DuckDB error inside the
+    block (a block failing its checksum, a missing column) becomes one CatalogUnreadable naming
+    the file and the fix, since none of those queries fails on a sound catalog."""
+    import duckdb
+
+    con = connect(out)
+    try:
+        yield con
+    except duckdb.Error as e:
+        raise CatalogUnreadable(unreadable_message(out, e)) from None
+    finally:
+        con.close()
+
+
+def unreadable_message(out: str | os.PathLike, error) -> str:
+    """One line: which catalog cannot be read, why, and how to write it again."""
+    detail = " ".join(str(error).split())[:300]
+    return (f"the catalog {catalog_path(out)} is damaged or not a catalog ({detail}); write it "
+            f"again: `pipeline catalog {out}` for a build (its shards are kept), or rerun the "
+            f"`pipeline catalog --merge ... --out {out}` that made a merged one")
+
+
+def is_damage(error) -> bool:
+    """True when a DuckDB error from a query says the catalog file itself is bad (a short read,
+    a failed checksum), not the query."""
+    import duckdb
+
+    text = str(error)
+    return (isinstance(error, (duckdb.IOException, duckdb.InternalException))
+            or "Corrupt database file" in text or "checksum" in text)
+
+
+def _file_problem(con, path: Path) -> str | None:
+    block_size, blocks = con.execute(
+        "SELECT block_size, total_blocks FROM pragma_database_size() "
+        "WHERE database_name = current_database()").fetchone()
+    expected, size = _FILE_HEADERS + block_size * blocks, path.stat().st_size
+    if size < expected:
+        return f"truncated: {size} of {expected} bytes"
+    present = {r[0] for r in con.execute(
+        "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database()"
+    ).fetchall()}
+    missing = [t for t in TABLES if t not in present]
+    return f"no table {', '.join(missing)}" if missing else None
 
 
 def _configure(con) -> None:

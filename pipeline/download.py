@@ -32,6 +32,7 @@ import os
 import re
 import shutil
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -339,6 +340,10 @@ def extract(archive: Path, kind: str, target: Path, scratch: Path) -> None:
             _extract_7z(archive, scratch)
         else:
             raise ValueError(f"unknown archive kind {kind!r}")
+        links = [p for p in scratch.rglob("*") if p.is_symlink()]   # (whatever the extractor)
+        if links:
+            raise DownloadError(f"{archive}: refusing {links[0].relative_to(scratch)}, a "
+                                f"symbolic link; a dataset archive holds only files and folders")
         entries = list(scratch.iterdir())
         content = entries[0] if len(entries) == 1 and entries[0].is_dir() else scratch
         target.mkdir(parents=True, exist_ok=True)
@@ -350,8 +355,9 @@ def extract(archive: Path, kind: str, target: Path, scratch: Path) -> None:
 def _extract_zip(archive: Path, out: Path) -> None:
     try:
         with zipfile.ZipFile(archive) as z:
-            for member in z.namelist():
-                _check_member(member, archive)
+            for info in z.infolist():
+                _check_member(info.filename, archive,
+                              link=stat.S_ISLNK(info.external_attr >> 16))
             z.extractall(out)
     except zipfile.BadZipFile as e:
         raise DownloadError(f"{archive}: not a valid zip archive ({e}); delete it and run again") from None
@@ -365,8 +371,8 @@ def _extract_7z(archive: Path, out: Path) -> None:
     if py7zr is not None:
         try:
             with py7zr.SevenZipFile(archive, mode="r") as z:
-                for member in z.getnames():
-                    _check_member(member, archive)
+                for member in z.files:
+                    _check_member(member.filename, archive, link=member.is_symlink)
                 z.extractall(path=out)
         except py7zr.exceptions.Bad7zFile as e:
             raise DownloadError(f"{archive}: not a valid 7z archive ({e}); delete it and run again") from None
@@ -377,16 +383,35 @@ def _extract_7z(archive: Path, out: Path) -> None:
             f"{archive} is a 7z archive and neither the py7zr package nor a 7z program is "
             f"installed: `pip install py7zr` (or `apt-get install p7zip-full`), then run again; "
             f"the downloaded archive is kept")
+    listing = subprocess.run([program, "l", "-slt", str(archive)], capture_output=True, text=True)
+    for member, link in _listed_7z_members(listing.stdout):
+        _check_member(member, archive, link=link)
     done = subprocess.run([program, "x", "-y", f"-o{out}", str(archive)], capture_output=True, text=True)
     if done.returncode != 0:
         raise DownloadError(f"{program} could not extract {archive}: {done.stderr.strip()[-500:]}")
 
 
-def _check_member(member: str, archive: Path) -> None:
+def _listed_7z_members(listing: str) -> list[tuple[str, bool]]:
+    """(path, is a symlink) of each entry of `7z l -slt` (blocks of "Key = value" lines): a
+    link shows as a "Symbolic Link" value or an l-mode in "Attributes" (e.g. "A lrwxrwxrwx")."""
+    members = []
+    for block in listing.split("\n\n"):
+        fields = dict(line.split(" = ", 1) for line in block.splitlines() if " = " in line)
+        if "Path" in fields and ("Attributes" in fields or "Size" in fields):
+            link = bool(fields.get("Symbolic Link")) or bool(
+                re.search(r"l[r-][w-][xsS-][r-][w-][xsS-][r-][w-][xtT-]", fields.get("Attributes", "")))
+            members.append((fields["Path"], link))
+    return members
+
+
+def _check_member(member: str, archive: Path, link: bool = False) -> None:
     parts = Path(member.replace("\\", "/")).parts
     # a drive ("C:/x") is refused, a colon inside a name ("Kitchen: 12:30.wav") is not
     if member.startswith(("/", "\\")) or ".." in parts or re.match(r"[A-Za-z]:([\\/]|$)", member):
         raise DownloadError(f"{archive}: refusing to extract {member!r}, a path outside the folder")
+    if link:   # a link could send the members after it (or any later reader) anywhere
+        raise DownloadError(f"{archive}: refusing to extract {member!r}, a symbolic link; a "
+                            f"dataset archive holds only files and folders")
 
 
 def _merge_move(src: Path, dst: Path) -> None:

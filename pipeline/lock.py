@@ -6,6 +6,9 @@ behind by a dead build is stale and is simply taken over. The file records who h
 host, start time, part) for the message the second build prints. Parts of one build
 (`--part i/n`) take one lock each, so machines can share one build; they agree on the build
 through OUT/manifests/parts/build.json, which is claimed under the lock.
+
+Lock files are opened with O_NOFOLLOW: a `.build-lock` that is a symlink is refused naming it,
+never followed, so a build cannot truncate the file it points to.
 """
 from __future__ import annotations
 
@@ -15,6 +18,8 @@ import json
 import os
 import socket
 from pathlib import Path
+
+from teminal.pipeline.paths import open_nofollow
 
 LOCK_FILE = ".build-lock"
 
@@ -27,7 +32,7 @@ def build_lock(out: Path, part: tuple[int, int] = (0, 1)):
 
     i, n = part
     path = out / (LOCK_FILE if n == 1 else f"{LOCK_FILE}.part-{i}-of-{n}")
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = open_nofollow(path, os.O_RDWR | os.O_CREAT)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -49,7 +54,7 @@ def claim_lock(out: Path):
     """A short lock around checking and writing OUT's build.json, shared by all parts."""
     import fcntl
 
-    fd = os.open(out / f"{LOCK_FILE}.claim", os.O_RDWR | os.O_CREAT, 0o644)
+    fd = open_nofollow(out / f"{LOCK_FILE}.claim", os.O_RDWR | os.O_CREAT)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield

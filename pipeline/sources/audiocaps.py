@@ -130,7 +130,7 @@ def _scan_split(root: Path, split: str, source: str, path: Path, templates: list
     rows, _encoding = read_csv(path, HEADER)
     clips: dict[tuple[str, str], dict] = {}
     for row in rows:
-        problem = _row_problem(row.fields)
+        problem = row.problem or _row_problem(row.fields)
         if problem:
             out.rejects.append(row_reject(path, row, problem, DATASET))
             continue

@@ -129,9 +129,10 @@ def _scan_split(root: Path, split: str, source: str, path: Path, templates: list
     first_line: dict[str, int] = {}
     found: list[SourceClip] = []
     for row in rows:
-        if len(row.fields) != len(HEADER):
-            out.rejects.append(row_reject(path, row, f"expected {len(HEADER)} fields "
-                                          f"({','.join(HEADER)}), got {len(row.fields)}", DATASET))
+        if row.problem or len(row.fields) != len(HEADER):
+            out.rejects.append(row_reject(path, row, row.problem or f"expected {len(HEADER)} "
+                                          f"fields ({','.join(HEADER)}), got {len(row.fields)}",
+                                          DATASET))
             continue
         file_name = row.fields[0].strip()
         captions = tuple(c.strip() for c in row.fields[1:] if c.strip())

@@ -6,8 +6,6 @@ only a folder that is not ESC-50 at all (no root, no CSV, wrong CSV header) rais
 """
 from __future__ import annotations
 
-import csv
-import io
 import hashlib
 from pathlib import Path
 
@@ -89,11 +87,11 @@ def scan(root, splits: dict[str, list[int]] | None = None) -> SourceScan:
     def reject(path: str, reason: str) -> None:
         result.rejects.append(Reject(path=path, reason=reason, dataset=dataset, phase="scan"))
 
-    for line, row in _read_rows(csv_file):
+    for line, row, unparsed in _read_rows(csv_file):
         where = f"{CSV_PATH.as_posix()} line {line}"
         name = (row.get("filename") or "").strip()
         path = str(audio_dir / name) if name else f"{csv_file}:{line}"
-        problem = _row_problem(row, name)
+        problem = unparsed or _row_problem(row, name)
         if problem:
             reject(path, f"malformed CSV row ({where}): {problem}")
             continue
@@ -140,29 +138,42 @@ def source_stem(filename: str) -> str:
 
 
 def _read_rows(csv_file: Path):
-    """(line number, row dict) for each data row; a wrong header raises up front."""
-    # the captioned readers' fallback (UTF-8, then Windows-1252, then ISO-8859-1), so a CSV
-    # saved in another encoding is read instead of failing with a decode error naming no file
-    from teminal.pipeline.sources.captioned import decode_text
+    """(line number, row dict as csv.DictReader makes it, problem) for each data row; problem
+    is set (and the row empty) when the line cannot be parsed. A wrong header raises up front."""
+    # the captioned readers' fallback (UTF-8, then ISO-8859-1), so a CSV saved in another
+    # encoding is read instead of failing with a decode error naming no file; and their parser,
+    # which turns a row the csv module refuses (a 1 MB field) into a problem of that row
+    from teminal.pipeline.sources.captioned import decode_text, parse_csv
 
     try:
         text, _encoding = decode_text(csv_file.read_bytes())
+        parsed = parse_csv(text)
     except OSError as e:
         raise FileNotFoundError(f"{csv_file}: cannot read the CSV ({e.strerror or e})") from None
-    with io.StringIO(text, newline="") as f:
-        reader = csv.DictReader(f)
-        header = [h.strip() for h in (reader.fieldnames or [])]
-        missing = [c for c in REQUIRED_COLUMNS if c not in header]
-        if missing:
-            raise ValueError(
-                f"{csv_file}: CSV header {','.join(header) or '(empty)'} lacks column(s) "
-                f"{', '.join(missing)}; expected the official ESC-50 header "
-                f"{','.join(OFFICIAL_HEADER)}")
-        reader.fieldnames = header
-        for row in reader:
-            if not any((v or "").strip() for k, v in row.items() if k is not None):
-                continue  # blank line
-            yield reader.line_num, row
+    except ValueError as e:
+        raise ValueError(f"{csv_file}: cannot be read as CSV ({e})") from None
+    first = parsed[0] if parsed else None
+    if first is not None and first.problem:
+        raise ValueError(f"{csv_file}: the header line cannot be read ({first.problem}); expected "
+                         f"the official ESC-50 header {','.join(OFFICIAL_HEADER)}")
+    header = [h.strip() for h in (first.fields if first else [])]
+    missing = [c for c in REQUIRED_COLUMNS if c not in header]
+    if missing:
+        raise ValueError(
+            f"{csv_file}: CSV header {','.join(header) or '(empty)'} lacks column(s) "
+            f"{', '.join(missing)}; expected the official ESC-50 header "
+            f"{','.join(OFFICIAL_HEADER)}")
+    for row in parsed[1:]:
+        if row.problem:
+            yield row.line, {}, row.problem
+            continue
+        fields = dict(zip(header, row.fields))
+        if len(row.fields) > len(header):
+            fields[None] = row.fields[len(header):]
+        fields.update({h: None for h in header[len(row.fields):]})
+        if not any((v or "").strip() for k, v in fields.items() if k is not None):
+            continue  # blank line
+        yield row.line, fields, None
 
 
 def _row_problem(row: dict, name: str) -> str | None:
