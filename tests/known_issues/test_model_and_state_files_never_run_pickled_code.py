@@ -130,9 +130,16 @@ def test_a_laion_file_with_numpy_scalars_still_loads_as_released_checkpoints_do(
     assert torch.equal(read_state_dict(ckpt)["w"], torch.arange(3.0))
 
 
-def test_clean_msclap_and_hf_bin_files_still_load(tiny_msclap, tiny_hf_dir, tmp_path):
-    weights, tok = tiny_msclap("2023")
-    assert load_model(f"msclap:{weights}?version=2023&text={tok}").family == "msclap"
+def test_a_clean_msclap_file_still_reads(tiny_msclap):
+    """(The conformance suite loads the whole model from it.)"""
+    from teminal.models.msclap_family import _read_state
+
+    weights, _tok = tiny_msclap("2023")
+    state = _read_state(weights)
+    assert state and all(isinstance(v, torch.Tensor) for v in state.values())
+
+
+def test_a_clean_hf_pytorch_model_bin_still_loads_with_the_same_weights(tiny_hf_dir, tmp_path):
     folder = _hf_with_bin(tiny_hf_dir, tmp_path / "hf")
     texts = ["a dog barks"]
     torch.testing.assert_close(load_model(f"hf:{folder}").embed_text(texts),
