@@ -134,10 +134,9 @@ class Bound:
     def problem(self, name: str, value) -> str | None:
         if value is None and getattr(TrainConfig, name, 0) is None:
             return None
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and \
-            (not self.whole or float(value).is_integer()) and \
-            (value > self.low if self.above else value >= self.low) and value <= self.high
-        if ok:
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if number and (value > self.low if self.above else value >= self.low) and \
+                value <= self.high and (not self.whole or float(value).is_integer()):
             return None
         kind = "a whole number" if self.whole else "a finite number"
         low = f"> {_num(self.low)}" if self.above else f">= {_num(self.low)}"
@@ -189,6 +188,7 @@ BOUNDS = {
 def bounds() -> dict[str, Bound]:
     """BOUNDS and the machine-dependent ones (loader workers: by the CPUs this process has)."""
     return {**BOUNDS, "num_workers": _worker_bound()}
+
 
 # Settings a resume may change: how a run is executed, logged, stopped or extended, never what
 # or how it learns. Every other field of TrainConfig is compared on --resume (resume_keys), so a

@@ -59,3 +59,22 @@ def test_the_shipped_configs_are_valid():
 
     for path in sorted(CONFIG_DIR.glob("*.yaml")):
         TrainConfig.from_dict({**load_yaml(path), "data": "d", "out": "o"}, str(path)).validate()
+
+
+def test_every_numeric_setting_has_a_range():
+    """A numeric setting added later must say its range in run_config.BOUNDS."""
+    import dataclasses
+    import typing
+
+    from teminal.train.run_config import bounds
+
+    hints = typing.get_type_hints(TrainConfig)
+    numeric = {f.name for f in dataclasses.fields(TrainConfig)
+               if {int, float} & set(typing.get_args(hints[f.name]) or (hints[f.name],))}
+    assert numeric - set(bounds()) == set()
+
+
+@pytest.mark.parametrize("value", [10**400, -(10**400), float("1e308") * 10])
+def test_numbers_beyond_floats_are_refused_not_a_traceback(value):
+    with pytest.raises(ValueError, match=r"seed \(--seed\) must be"):
+        TrainConfig(data="d", out="o", seed=value).validate()
