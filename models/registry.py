@@ -198,11 +198,37 @@ def _loader(family: str) -> Callable:
 
 
 def load_model(spec: str, device: str | torch.device = "cpu"):
-    """Build the model a spec names (see the module docstring) on `device`, in eval mode."""
+    """Build the model a spec names (see the module docstring) on `device`, in eval mode. Weights
+    holding NaN or inf are refused (ModelSpecError naming the file and the tensor)."""
     parsed = parse_spec(spec)
     module = _loader(parsed.family)
     if parsed.is_checkpoint:
         model = module.load_checkpoint(parsed)
     else:
         model = module.load(parsed)
+    refuse_non_finite(model, str(weights_file(spec) or spec))
     return model.to(device).eval()
+
+
+def non_finite_tensor(named_tensors) -> str | None:
+    """The name of the first floating-point tensor holding NaN or inf, else None."""
+    for name, tensor in named_tensors:
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            return name
+    return None
+
+
+# The adapters hold their family's own module under these attributes (ClapModel and
+# MsClapModel: `clap`, HfClapModel: `hf`); weight files name tensors without them.
+WRAPPER_PREFIXES = ("clap.", "hf.")
+
+
+def refuse_non_finite(model: torch.nn.Module, source: str) -> None:
+    """A model whose saved weights hold NaN/inf scores nothing and trains nothing: refuse it."""
+    name = non_finite_tensor(model.state_dict().items())
+    if name is not None:
+        name = name.split(".", 1)[1] if name.startswith(WRAPPER_PREFIXES) else name
+        raise ModelSpecError(
+            f"{source}: weight {name} holds NaN or inf values; this checkpoint is unusable "
+            f"(a diverged training run?): use an earlier checkpoint, or retrain with a lower "
+            f"--lr")
