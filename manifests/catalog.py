@@ -2,8 +2,9 @@
 
 OUT/manifests/<table>.parquet holds each table with rows sorted by its key, written by DuckDB
 with one thread, so equal rows give equal bytes. OUT/manifests/catalog.duckdb holds the same
-tables for `duckdb OUT/manifests/catalog.duckdb`; its `builds` table adds the `created` time,
-the one non-deterministic field, which never reaches a Parquet file.
+tables for `duckdb OUT/manifests/catalog.duckdb` (in DuckDB's v1.2.0 storage format, which
+1.x and 2.x clients both open); its `builds` table adds the `created` time, the one
+non-deterministic field, which never reaches a Parquet file.
 """
 from __future__ import annotations
 
@@ -17,6 +18,10 @@ from typing import Iterable, Mapping
 from teminal.manifests.schema import SORT_KEYS, TABLES, columns
 
 CATALOG_FILE = "catalog.duckdb"
+# The storage format catalog.duckdb is written in. duckdb 2.x writes version 69 by default,
+# which every 1.x client (the newest `duckdb` command-line tool on the package index is 1.5.6)
+# refuses to open; v1.2.0's format is read by duckdb >= 1.2 and by 2.x alike.
+CATALOG_STORAGE_VERSION = "v1.2.0"
 
 
 def manifests_dir(out: str | os.PathLike) -> Path:
@@ -88,7 +93,8 @@ def write_catalog(out: str | os.PathLike, tables: Mapping[str, Iterable[Mapping]
         for table in TABLES:
             _load(con, table, tables[table])
             _copy_to_parquet(con, table, mdir / f"{table}.parquet")
-        con.execute(f"ATTACH '{_sql_path(tmp)}' AS catalog")
+        con.execute(f"ATTACH '{_sql_path(tmp)}' AS catalog "
+                    f"(STORAGE_VERSION '{CATALOG_STORAGE_VERSION}')")
         for table in TABLES:
             src = _sql_path(mdir / f"{table}.parquet")
             extra = ", TIMESTAMP '" + created.strftime("%Y-%m-%d %H:%M:%S") + "' AS created" \
