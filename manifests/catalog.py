@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Iterable, Mapping
@@ -133,8 +134,32 @@ def connect(out: str | os.PathLike, read_only: bool = True):
     try:
         return duckdb.connect(str(path), read_only=True, config=dict(READ_ONLY_OFFLINE))
     except duckdb.Error as e:
-        raise FileNotFoundError(f"cannot open the catalog {path}: {' '.join(str(e).split())}; "
-                                f"rebuild it with `pipeline catalog {out}`") from None
+        raise _open_error(e, path, out) from None
+
+
+class CatalogInUse(FileNotFoundError):
+    """The catalog is held by another connection. A FileNotFoundError like every other "cannot
+    open the catalog", so the commands that print those as one line print this one too."""
+
+
+def _open_error(e: Exception, path: Path, out) -> FileNotFoundError:
+    """What to do about a catalog DuckDB would not open: the file is fine when another
+    connection holds it (close that one), damaged or foreign otherwise (rewrite it)."""
+    message = " ".join(str(e).split())
+    holder = re.search(r"Conflicting lock is held in (.*?)(?: \(PID (\d+)\))?\.?(?: See |$)", message)
+    if holder:  # another process opened it for writing (e.g. duckdb.connect(path) in a notebook)
+        who = f"{holder[1]} (PID {holder[2]})" if holder[2] else holder[1]
+        return CatalogInUse(
+            f"the catalog {path} is open for writing in another process, {who}: close that "
+            f"connection (`con.close()`, or open it with `duckdb.connect(..., read_only=True)`, "
+            f"which lets both read) and run again")
+    if "different configuration" in message:  # this process already holds another connection
+        return CatalogInUse(
+            f"the catalog {path} is already open in this process with other settings: close "
+            f"that connection (`con.close()`) first, or read it through "
+            f"`teminal.manifests.catalog.connect({str(out)!r})` only")
+    return FileNotFoundError(f"cannot open the catalog {path}: {message}; rebuild it with "
+                             f"`pipeline catalog {out}`")
 
 
 def _configure(con) -> None:
