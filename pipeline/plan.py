@@ -24,7 +24,7 @@ def scan_sources(config: BuildConfig) -> tuple[SourceScan, Path]:
     root = Path(config.root).expanduser() if config.root else spec.default_root()
     if not root.exists():
         raise FileNotFoundError(f"{config.dataset} data not found at {root}. {spec.how_to_get}")
-    problem = spec.layout_problem(root)
+    problem = spec.root_problem(root)
     if problem:
         raise FileNotFoundError(f"{problem}. {spec.how_to_get}")
     options = {name: getattr(config, name) for name in spec.scan_options

@@ -56,10 +56,11 @@ DEFAULT_NAME_TEMPLATES = (
 CLIP_SECONDS = 10
 MISSING_AUDIO = "missing audio"
 CSV_URL = "https://raw.githubusercontent.com/cdjkim/audiocaps/master/dataset"
-HOW_TO_GET = ("AudioCaps distributes captions only: `pipeline download audiocaps-captions "
-              "data/audiocaps` fetches them, and `pipeline download audiocaps` explains how to "
-              "obtain the audio and where to put it (clips without audio are rejected as "
-              "\"missing audio\" and the build uses the rest).")
+HOW_TO_GET = ("AudioCaps distributes captions only: `pipeline download audiocaps-captions` "
+              "fetches them (into data/audiocaps, or $TEMINAL_DATA/audiocaps: where `pipeline "
+              "build --dataset audiocaps` looks without --root), and `pipeline download "
+              "audiocaps` explains how to obtain the audio and where to put it (clips without "
+              "audio are rejected as \"missing audio\" and the build uses the rest).")
 
 __all__ = ["SPEC", "scan", "retrieval_items", "csv_path", "audio_dir", "DEFAULT_NAME_TEMPLATES",
            "HEADER", "SPLITS", "MISSING_AUDIO"]

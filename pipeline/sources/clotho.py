@@ -53,8 +53,9 @@ DEFAULT_NAME_TEMPLATES = ("{file_name}", "{stem}.{ext}")
 MISSING_AUDIO = "missing audio"
 STEM_CHARS = 48
 RECORD_URL = "https://zenodo.org/records/4783391/files"     # Clotho v2.1 on Zenodo
-HOW_TO_GET = ("Get Clotho v2.1 (captions and audio) with `pipeline download clotho data/clotho`, "
-              "or point --root at a copy holding clotho_csv_files/ and "
+HOW_TO_GET = ("Get Clotho v2.1 (captions and audio) with `pipeline download clotho` (into "
+              "data/clotho, or $TEMINAL_DATA/clotho: where `pipeline build --dataset clotho` "
+              "looks without --root), or point --root at a copy holding clotho_csv_files/ and "
               "clotho_audio_files/<split>/.")
 
 __all__ = ["SPEC", "scan", "retrieval_items", "captions_csv", "audio_dir", "source_id", "HEADER",

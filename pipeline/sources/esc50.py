@@ -25,10 +25,11 @@ OFFICIAL_FOLDS = (1, 2, 3, 4, 5)
 DEFAULT_SPLITS: dict[str, list[int]] = {"test": [5], "val": [4], "train": [1, 2, 3]}
 
 ZIP_URL = "https://github.com/karolpiczak/ESC-50/archive/master.zip"
-HOW_TO_GET = ("Get ESC-50 from https://github.com/karolpiczak/ESC-50 (`pipeline download esc50 "
-              "data/ESC-50-master`, clone or unzip it into data/ESC-50-master, or set "
-              "TEMINAL_DATA=DIR holding DIR/esc50), or write the clearly-labelled synthetic "
-              "stand-in and build from it: `pipeline synth esc50 data/esc50-synthetic` then "
+HOW_TO_GET = ("Get ESC-50 from https://github.com/karolpiczak/ESC-50: `pipeline download esc50` "
+              "puts it where `pipeline build` looks without --root (data/ESC-50-master, or "
+              "$TEMINAL_DATA/esc50 when TEMINAL_DATA is set); a clone or unzipped copy elsewhere "
+              "is read with --root DIR. Or write the clearly-labelled synthetic stand-in and "
+              "build from it: `pipeline synth esc50 data/esc50-synthetic` then "
               "`pipeline build --root data/esc50-synthetic ...`.")
 
 

@@ -59,3 +59,14 @@ class DatasetSpec:
 
     def reader(self):
         return importlib.import_module(self.module)
+
+    def root_problem(self, root: Path) -> str | None:
+        """`layout_problem`, plus the child folder to use when `root` holds the dataset one
+        level down (the folder an archive or a clone made inside it)."""
+        problem = self.layout_problem(root)
+        if problem is None or not root.is_dir():
+            return problem
+        inside = sorted(c for c in root.iterdir() if c.is_dir() and self.layout_problem(c) is None)
+        if inside:
+            problem += f"; {inside[0]} is one: pass --root {inside[0]}"
+        return problem
