@@ -92,6 +92,11 @@ def layout_problem(root) -> str | None:
     return f"no AudioCaps captions CSV (train.csv, val.csv, test.csv) under {root}"
 
 
+def check_splits(root, splits) -> None:
+    """Unknown split names of --splits are refused before any work (see split_plan)."""
+    split_plan(splits, SPLIT_ALIASES, DATASET)
+
+
 def scan(root, splits=None, name_template: str | None = None, *,
          extensions: Sequence[str] = AUDIO_EXTENSIONS, progress: bool = True) -> SourceScan:
     """Clips of AudioCaps under `root` whose audio exists, and a Reject for every other row.
@@ -261,5 +266,6 @@ CAPTIONS = RemoteDataset(
 SPEC = DatasetSpec(
     name=DATASET, module=__name__, env_subdir="audiocaps", fallback_root="data/audiocaps",
     how_to_get=HOW_TO_GET, layout_problem=layout_problem, compatible=distinct_captions,
+    check_splits=check_splits,
     scan_options=("name_template",), remote=CAPTIONS, manual_download=how_to_get_audio,
     retrieval=True)

@@ -86,6 +86,11 @@ def layout_problem(root) -> str | None:
     return f"no Clotho captions CSV (clotho_captions_<split>.csv) under {root} or {root}/clotho_csv_files"
 
 
+def check_splits(root, splits) -> None:
+    """Unknown split names of --splits are refused before any work (see split_plan)."""
+    split_plan(splits, SPLIT_ALIASES, DATASET)
+
+
 def scan(root, splits=None, name_template: str | None = None, *,
          extensions: Sequence[str] = AUDIO_EXTENSIONS, progress: bool = True) -> SourceScan:
     """Clips of Clotho under `root` whose audio exists, and a Reject for every other row.
@@ -227,4 +232,5 @@ def _remote() -> RemoteDataset:
 SPEC = DatasetSpec(
     name=DATASET, module=__name__, env_subdir="clotho", fallback_root="data/clotho",
     how_to_get=HOW_TO_GET, layout_problem=layout_problem, compatible=distinct_captions,
+    check_splits=check_splits,
     scan_options=("name_template",), remote=_remote(), retrieval=True)

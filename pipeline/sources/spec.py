@@ -45,6 +45,9 @@ class DatasetSpec:
     layout_problem: Callable[[Path], str | None] = lambda root: None
     compatible: Callable[[SourceClip, SourceClip], bool] = different_labels
     split_values: Callable[[str], object] = str   # parses one value of --splits (fold -> int)
+    # (root, --splits or None) -> None; raises ValueError on a split or unit the data lacks,
+    # reading metadata only, so a build refuses it before any work
+    check_splits: Callable[[Path, object], None] = lambda root, splits: None
     scan_options: tuple[str, ...] = ()            # BuildConfig fields passed to scan() by name
     default_splits: tuple[str, ...] = ("train", "val", "test")   # what a build without --splits makes
     aliases: tuple[str, ...] = ()        # other `dataset` values its rows carry (esc50-synthetic)
