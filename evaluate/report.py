@@ -11,6 +11,7 @@ Every evaluation writes one JSON object:
     seed            int
     protocol        how the numbers were obtained, in words and settings
     metrics         per task; every accuracy is {accuracy (0..1 or null), n, correct, ci95}
+    warnings        (retrieval) lines the table prints above it, e.g. too few clips evaluated
     timing          {audio_clips, clips_per_s, wall_seconds, ...}
     created         ISO time (the only field that differs between identical runs)
 """
@@ -289,6 +290,7 @@ def header_lines(result: dict) -> list[str]:
     if data.get("synthetic"):
         lines.append("NOTE: SYNTHETIC data (procedural sounds): numbers show the method works, "
                      "not how it does on real audio")
+    lines += [f"WARNING: {w}" for w in result.get("warnings", [])]
     return lines
 
 
@@ -342,8 +344,10 @@ def _footer(result: dict) -> list[str]:
                        f"reversed {_cosine(cosine['audio'])}")
     if result["command"] == "retrieval":
         items = result.get("items", {})
+        coverage = items.get("coverage")
         out.append(f"clips: {items.get('found')} found, {items.get('missing')} missing of "
-                   f"{items.get('listed')} listed; captions {items.get('captions')}")
+                   f"{items.get('listed')} listed; captions {items.get('captions')}"
+                   + (f"; coverage {coverage:.1%}" if coverage is not None else ""))
     if t:
         # zeroshot/retrieval count model inputs: a long clip is several windows
         what, unit = ("audio clips", "clips/s") if result["command"] == "zste" else \
@@ -375,6 +379,7 @@ def compare_table(results: Sequence[dict], labels: Sequence[str] | None = None) 
     for label, r in zip(labels, results):
         syn = "  SYNTHETIC" if r["data"].get("synthetic") else ""
         lines.append(f"{label}: {r['model']['spec']} (sha256 {str(r['model']['checkpoint_sha256'])[:12]}){syn}")
+        lines += [f"WARNING ({label}): {w}" for w in r.get("warnings", [])]
     builds = {r["data"].get("catalog_build_id") for r in results}
     if len(builds) > 1:
         lines.append(f"NOTE: results come from different data builds: {sorted(map(str, builds))}")
