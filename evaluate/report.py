@@ -244,24 +244,29 @@ def rows(result: dict) -> list[Row]:
 
 def headline(result: dict) -> dict[str, float | None]:
     """The few numbers a comparison plot shows per model."""
+    return {name: _acc(score) for name, score in headline_scores(result).items()}
+
+
+def headline_scores(result: dict) -> dict[str, dict]:
+    """The headline metrics with their scores: accuracy, ci95 and, where defined, the task's
+    own chance level (a seen/unseen part inherits its task's) and the order-blind ceiling."""
     m = result["metrics"]
     if result["command"] != "zste":
-        return {row.name: _acc(row.score) for row in rows(result)}
-    out = {}
-    for task, name in (("task1_single", "1 single"), ("task2_mixture", "2 mixture"),
-                       ("task3_order", "3 order")):
-        if task in m:
-            out[name] = _acc(m[task])
-    if "task3_order" in m and "unseen" in m["task3_order"]:
-        out["3 order, unseen pairs"] = _acc(m["task3_order"]["unseen"])
+        return {row.name: row.score for row in rows(result)}
+    order = m.get("task3_order", {})
+    ceiling = {"order_blind_ceiling": order.get("order_blind_ceiling", 0.5)}
+    picks = [("1 single", m.get("task1_single"), {}), ("2 mixture", m.get("task2_mixture"), {}),
+             ("3 order", order or None, {})]
+    if "unseen" in order:
+        picks.append(("3 order, unseen pairs", order["unseen"],
+                      {"chance": order.get("chance"), **ceiling}))
     if "template_generalisation" in m:
-        out["3 order, held-out wording"] = _acc(m["template_generalisation"]["heldout"])
-    for task, name in (("task4_compositional", "4 compositional"), ("task5_position", "5 position")):
-        if task in m:
-            out[name] = _acc(m[task])
+        picks.append(("3 order, held-out wording", m["template_generalisation"]["heldout"], ceiling))
+    picks += [("4 compositional", m.get("task4_compositional"), {}),
+              ("5 position", m.get("task5_position"), {})]
     if "compa_order" in m:
-        out["CompA group"] = _acc(m["compa_order"]["group"])
-    return out
+        picks.append(("CompA group", m["compa_order"]["group"], {}))
+    return {name: {**extra, **score} for name, score, extra in picks if score is not None}
 
 
 # ---------------------------------------------------------------------------------------------
