@@ -110,7 +110,7 @@ def write_catalog(out: str | os.PathLike, tables: Mapping[str, Iterable[Mapping]
 
 # DuckDB's read_only=True still lets a query write files (`COPY ... TO`), install and load
 # extensions and open URLs (`read_csv('https://...')`). These settings refuse all of that and
-# `lock_configuration` stops the query from switching them back (FIELD-NOTES: "DuckDB
+# `lock_configuration` stops the query from switching them back (docs/STACK-NOTES.md: "DuckDB
 # read-only and offline"). File access is off altogether, which works because every catalog
 # table lives inside catalog.duckdb (no views over the Parquet files).
 READ_ONLY_OFFLINE = {"enable_external_access": False, "autoinstall_known_extensions": False,
