@@ -297,7 +297,7 @@ def checkpoint_folder(spec) -> Path | None:
     """The project checkpoint folder a spec names (a run folder: its final/), else None."""
     try:
         p = parse_spec(str(spec))
-    except (ModelSpecError, ModelFilesNotFound):
+    except ModelSpecError:
         return None
     return p.path if p.is_checkpoint else None
 
