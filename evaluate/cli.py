@@ -72,7 +72,10 @@ def _finish(result: dict, out: Path, quiet: bool) -> None:
 
     write_result(result, out)
     if not quiet:
-        click.echo(format_table(result))
+        click.echo(format_table(result))  # warnings included, above the table
+    else:
+        for warning in result.get("warnings", []):
+            click.echo(f"WARNING: {warning}", err=True)
     click.echo(f"wrote {out}")
 
 

@@ -4,7 +4,7 @@ A pattern is a shell-style glob over parameter names (`fnmatch`, e.g. `audio_bra
 or, prefixed with `re:`, a regular expression that must match the whole name
 (`re:text_branch\\.encoder\\.layer\\.(10|11)\\..*`). The STFT and mel filter bank of the audio
 front end stay frozen whatever the patterns say: training them cost single-sound accuracy
-(FIELD-NOTES), and they are fixed signal processing, not learned features.
+(docs/STACK-NOTES.md), and they are fixed signal processing, not learned features.
 
 The word `default` in a list of patterns stands for the model's own default subset, so a subset
 can be widened without spelling it out: `--trainable default 'text_branch.resblocks.0.*'`.
