@@ -15,7 +15,9 @@ THIS = Path(__file__).resolve()
 
 def project_texts():
     for folder, dirs, files in os.walk(ROOT):
-        dirs[:] = [d for d in dirs if d not in SKIP and not d.startswith(".")]  # prune: no .venv
+        # prune: no .venv, no generated egg-info (a copy of the README as of the last install)
+        dirs[:] = [d for d in dirs if d not in SKIP and not d.startswith(".")
+                   and not d.endswith(".egg-info")]
         for name in files:
             path = Path(folder) / name
             if (path.suffix in SUFFIXES and path.resolve() != THIS
