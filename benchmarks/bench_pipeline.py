@@ -16,7 +16,7 @@ be shared: each phase runs `--repeat` times, interleaved, and the fastest run of
 the CPU-time ratio (process + its workers) is given beside the wall-time one, as it stays
 meaningful when other work holds the cores (the 2-worker speed-up needs 2 idle cores). The last
 line is one JSON object with every figure.
-Run it with the MALLOC_* settings of the Makefile (FIELD-NOTES: page faults on large numpy
+Run it with the MALLOC_* settings of the Makefile (docs/STACK-NOTES.md: page faults on large numpy
 buffers otherwise cost about 25%); `make bench` exports them.
 """
 from __future__ import annotations

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Every benchmark of the project, one per line. `make bench` runs this with the Makefile's
-# MALLOC_* tuning exported (see FIELD-NOTES: large numpy buffers otherwise page-fault heavily).
+# MALLOC_* tuning exported (see docs/STACK-NOTES.md: large numpy buffers otherwise page-fault heavily).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"

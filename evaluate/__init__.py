@@ -1,6 +1,6 @@
 """Evaluation of audio-language models (`evaluate` command, teminal.evaluate.cli).
 
-- zste.py       the five ZSTE tasks of METHOD.md, CompA-order scores, seen/unseen class pairs,
+- zste.py       the five ZSTE tasks of docs/METHOD.md, CompA-order scores, seen/unseen class pairs,
                 held-out caption wordings (`evaluate zste`)
 - zeroshot.py   ESC-50 zero-shot classification (`evaluate zeroshot`)
 - retrieval.py  AudioCaps / Clotho audio-text retrieval (`evaluate retrieval`)

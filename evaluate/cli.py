@@ -17,6 +17,37 @@ from pathlib import Path
 import click
 
 
+def _check_workers(workers: int | None) -> None:
+    """More decode processes than the machine can run are refused before the model loads."""
+    from teminal.evaluate.workers import workers_problem
+
+    problem = workers_problem("--workers", workers) if workers is not None else None
+    if problem:
+        raise click.BadParameter(problem, param_hint="--workers")
+
+
+def _check_batch_memory(model, batch_size: int) -> None:
+    """A batch of clips at the model's rate and length, decoded and on its way to the model
+    (float32, twice), must fit in the memory available."""
+    from teminal.evaluate.workers import memory_problem
+
+    clip = int(getattr(model, "clip_samples", 0) or 0)
+    problem = memory_problem("--batch-size", batch_size, 2 * batch_size * clip * 4,
+                             f"{batch_size} clips of {clip} samples (twice: decoded and "
+                             f"embedded)")
+    if problem:
+        raise click.BadParameter(problem, param_hint="--batch-size")
+
+
+def _model_for(spec: str, device: str, seed: int, batch_size: int, workers: int | None):
+    """The model, after checking the counts that depend only on the machine, and before the
+    batch's memory, which depends on the model's clip length."""
+    _check_workers(workers)
+    model = _load_model(spec, device, seed)
+    _check_batch_memory(model, batch_size)
+    return model
+
+
 def _load_model(spec: str, device: str, seed: int):
     import torch
 
@@ -41,7 +72,10 @@ def _finish(result: dict, out: Path, quiet: bool) -> None:
 
     write_result(result, out)
     if not quiet:
-        click.echo(format_table(result))
+        click.echo(format_table(result))  # warnings included, above the table
+    else:
+        for warning in result.get("warnings", []):
+            click.echo(f"WARNING: {warning}", err=True)
     click.echo(f"wrote {out}")
 
 
@@ -55,9 +89,10 @@ common = [
                       "or a checkpoint folder (README, Models)."),
     click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
                  help="Where to write the result JSON."),
-    click.option("--seed", type=int, default=0, show_default=True),
-    click.option("--batch-size", type=int, default=32, show_default=True,
-                 help="Audio clips per embedding call."),
+    click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True),
+    click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True,
+                 help="Audio clips per embedding call (refused when they would not fit in "
+                      "memory)."),
     click.option("--device", default="cpu", show_default=True),
     click.option("--label", default=None, help="Name of this model in comparisons (default: "
                                                "derived from the spec)."),
@@ -66,7 +101,7 @@ common = [
                  help="Processes that decode and render the audio while the model embeds "
                       "(0: in the main process; results are the same). Default: none for a "
                       "model on the CPU (its embedding is far slower than decoding), else "
-                      "CPUs - 1, at most 8."),
+                      "CPUs - 1, at most 8. At most two per CPU (8 on small machines)."),
 ]
 
 
@@ -92,7 +127,7 @@ def main():
 @click.option("--train-data", type=click.Path(exists=True, file_okay=False, path_type=Path),
               default=None, help="The build the model was trained on (default: the one recorded "
                                  "in the checkpoint); defines seen vs unseen class pairs.")
-@click.option("--max-items", type=int, default=None,
+@click.option("--max-items", type=click.IntRange(min=1), default=None,
               help="Evaluate at most N single clips and N pair groups (quick runs).")
 @click.option("--split", default="test", show_default=True)
 @click.option("--plots", type=click.Path(file_okay=False, path_type=Path), default=None,
@@ -102,12 +137,16 @@ def zste(spec, out, seed, batch_size, device, label, quiet, workers, data, templ
     """The five ZSTE tasks, CompA-order scores, seen/unseen pairs and held-out wordings."""
     from teminal.evaluate import zste as Z
 
-    model = _load_model(spec, device, seed)
+    from teminal.pipeline.lock import read_lock
+
+    model = _model_for(spec, device, seed, batch_size, workers)
     try:
-        result = Z.run(model, spec, data, seed=seed, batch_size=batch_size, templates=templates,
-                       train_data=train_data, max_items=max_items, split=split, label=label,
-                       argv=_argv(), progress=not quiet, workers=workers)
-    except (FileNotFoundError, ValueError) as e:
+        with read_lock(data, "an evaluation"):  # no build replaces the data while it is read
+            result = Z.run(model, spec, data, seed=seed, batch_size=batch_size,
+                           templates=templates, train_data=train_data, max_items=max_items,
+                           split=split, label=label, argv=_argv(), progress=not quiet,
+                           workers=workers)
+    except (FileNotFoundError, FileExistsError, ValueError) as e:
         raise click.ClickException(str(e)) from None
     _finish(result, out, quiet)
     if plots is not None and "task3_order" in result["metrics"]:
@@ -132,7 +171,7 @@ def zeroshot(spec, out, seed, batch_size, device, label, quiet, workers, dataset
         chosen = ZS.parse_folds(folds)
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--folds") from None
-    model = _load_model(spec, device, seed)
+    model = _model_for(spec, device, seed, batch_size, workers)
     try:
         result = ZS.run(model, spec, root, chosen, batch_size=batch_size, seed=seed, label=label,
                         argv=_argv(), progress=not quiet, workers=workers)
@@ -147,13 +186,14 @@ def zeroshot(spec, out, seed, batch_size, device, label, quiet, workers, dataset
 @click.option("--root", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True)
 @click.option("--split", default="test", show_default=True,
               help="AudioCaps test / Clotho evaluation ('test').")
-@click.option("--max-items", type=int, default=None, help="Evaluate at most N clips.")
+@click.option("--max-items", type=click.IntRange(min=1), default=None,
+              help="Evaluate at most N clips.")
 def retrieval(spec, out, seed, batch_size, device, label, quiet, workers, dataset, root, split,
               max_items):
     """Text->audio and audio->text R@1/5/10 and mAP@10 (LAION-CLAP's definitions)."""
     from teminal.evaluate import retrieval as R
 
-    model = _load_model(spec, device, seed)
+    model = _model_for(spec, device, seed, batch_size, workers)
     try:
         result = R.run(model, spec, dataset, root, split, batch_size=batch_size, seed=seed,
                        max_items=max_items, label=label, argv=_argv(), progress=not quiet,

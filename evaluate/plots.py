@@ -7,6 +7,9 @@ from typing import Sequence
 import numpy as np
 
 
+MISSING_HEIGHT = 0.05  # the hatched stub standing where a model has no value
+
+
 def _pyplot():
     import matplotlib
 
@@ -42,35 +45,74 @@ def plot_order_confusion(result: dict, path) -> Path:
 
 
 def plot_compare(results: Sequence[dict], labels: Sequence[str], path) -> Path:
-    """Grouped bars: one group per headline metric, one bar per model."""
-    from teminal.evaluate.report import headline
+    """Grouped bars: one group per headline metric, one bar per model, with the 95% interval
+    as an error bar, each task's own chance level (and the order tasks' order-blind ceiling)
+    drawn across its bar, and "n/a" where a model has no value for a metric."""
+    from teminal.evaluate.report import headline_scores
 
-    heads = [headline(r) for r in results]
+    heads = [headline_scores(r) for r in results]
     names = list(max(heads, key=len))          # the fullest result's order, then the rest
     names += [n for h in heads for n in h if n not in names]
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(names) + 2), 4.2), dpi=120)
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(names) + 2), 4.4), dpi=120)
     width = 0.8 / max(1, len(results))
     x = np.arange(len(names))
-    for i, (label, h) in enumerate(zip(labels, heads)):
-        values = [h.get(n) for n in names]
-        bars = ax.bar(x + (i - (len(results) - 1) / 2) * width,
-                      [np.nan if v is None else v for v in values], width, label=label)
-        for bar, v in zip(bars, values):
-            if v is not None:
-                ax.text(bar.get_x() + bar.get_width() / 2, v + 0.01, f"{v:.2f}", ha="center",
-                        va="bottom", fontsize=6)
-    if "3 order" in names:
-        ax.axhline(1 / 3, color="grey", lw=0.8, ls=":", label="order chance (1/3)")
-        ax.axhline(0.5, color="grey", lw=0.8, ls="--", label="order-blind ceiling (0.5)")
+    for i, (label, head) in enumerate(zip(labels, heads)):
+        at = x + (i - (len(results) - 1) / 2) * width
+        _bars(ax, at, [head.get(n) or {} for n in names], width, label, f"C{i}")
     ax.set_xticks(x, names, rotation=30, ha="right", fontsize=8)
     ax.set_ylim(0, 1.25)
     ax.set_ylabel("accuracy / score")
     synthetic = any(r["data"].get("synthetic") for r in results)
-    ax.set_title("model comparison" + (" (SYNTHETIC data)" if synthetic else ""), fontsize=10)
-    ax.legend(fontsize=7, loc="upper center", ncol=min(4, len(results) + 2), frameon=False)
+    ax.set_title("model comparison: accuracy with 95% intervals"
+                 + (" (SYNTHETIC data)" if synthetic else ""), fontsize=10)
+    bars, _ = ax.get_legend_handles_labels()
+    ax.legend(handles=[*bars, *_marks_legend()], fontsize=7, loc="upper center",
+              ncol=min(6, len(results) + 3), frameon=False)
     fig.tight_layout()
     return _save(fig, path, plt)
+
+
+def bar_marks(score: dict) -> dict:
+    """What one bar shows: value (None: no value), the interval as distances below and above
+    it, and the levels drawn across it (chance, order-blind ceiling; None when undefined)."""
+    value, ci = score.get("accuracy"), score.get("ci95")
+    low, high = (value - ci[0], ci[1] - value) if value is not None and ci else (0.0, 0.0)
+    return {"value": value, "below": low, "above": high, "chance": score.get("chance"),
+            "ceiling": score.get("order_blind_ceiling")}
+
+
+def _bars(ax, at: np.ndarray, scores: list[dict], width: float, label: str, color: str) -> None:
+    """One model's bars, intervals, value labels, chance/ceiling marks and missing marks."""
+    marks = [bar_marks(s) for s in scores]
+    heights = [np.nan if m["value"] is None else m["value"] for m in marks]
+    ax.bar(at, heights, width, label=label, color=color)
+    ax.errorbar(at, heights, yerr=[[m["below"] for m in marks], [m["above"] for m in marks]],
+                fmt="none", ecolor="black", elinewidth=0.8, capsize=2)
+    for pos, m in zip(at, marks):
+        if m["value"] is None:   # not measured for this model (or no items): say so, not a gap
+            ax.bar(pos, MISSING_HEIGHT, width, fill=False, hatch="///", edgecolor="dimgrey",
+                   linewidth=0.6)
+            ax.text(pos, MISSING_HEIGHT + 0.01, "n/a", ha="center", va="bottom", fontsize=6,
+                    color="dimgrey")
+            continue
+        ax.text(pos, m["value"] + m["above"] + 0.01, f"{m['value']:.2f}", ha="center",
+                va="bottom", fontsize=6)
+        for level, style in ((m["chance"], ":"), (m["ceiling"], "--")):
+            if level is not None:
+                ax.hlines(level, pos - width / 2, pos + width / 2, colors="black", linestyles=style,
+                          linewidth=1.1)
+
+
+def _marks_legend() -> list:
+    """Legend entries for the marks drawn per bar (proxies: nothing is drawn)."""
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    return [Line2D([], [], color="black", ls=":", lw=1.1, label="chance (each task's own)"),
+            Line2D([], [], color="black", ls="--", lw=1.1, label="order-blind ceiling"),
+            Patch(fill=False, hatch="///", edgecolor="dimgrey", linewidth=0.6,
+                  label="n/a: no value")]
 
 
 def _save(fig, path, plt) -> Path:

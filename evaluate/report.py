@@ -11,6 +11,7 @@ Every evaluation writes one JSON object:
     seed            int
     protocol        how the numbers were obtained, in words and settings
     metrics         per task; every accuracy is {accuracy (0..1 or null), n, correct, ci95}
+    warnings        (retrieval) lines the table prints above it, e.g. too few clips evaluated
     timing          {audio_clips, clips_per_s, wall_seconds, ...}
     created         ISO time (the only field that differs between identical runs)
 """
@@ -243,24 +244,29 @@ def rows(result: dict) -> list[Row]:
 
 def headline(result: dict) -> dict[str, float | None]:
     """The few numbers a comparison plot shows per model."""
+    return {name: _acc(score) for name, score in headline_scores(result).items()}
+
+
+def headline_scores(result: dict) -> dict[str, dict]:
+    """The headline metrics with their scores: accuracy, ci95 and, where defined, the task's
+    own chance level (a seen/unseen part inherits its task's) and the order-blind ceiling."""
     m = result["metrics"]
     if result["command"] != "zste":
-        return {row.name: _acc(row.score) for row in rows(result)}
-    out = {}
-    for task, name in (("task1_single", "1 single"), ("task2_mixture", "2 mixture"),
-                       ("task3_order", "3 order")):
-        if task in m:
-            out[name] = _acc(m[task])
-    if "task3_order" in m and "unseen" in m["task3_order"]:
-        out["3 order, unseen pairs"] = _acc(m["task3_order"]["unseen"])
+        return {row.name: row.score for row in rows(result)}
+    order = m.get("task3_order", {})
+    ceiling = {"order_blind_ceiling": order.get("order_blind_ceiling", 0.5)}
+    picks = [("1 single", m.get("task1_single"), {}), ("2 mixture", m.get("task2_mixture"), {}),
+             ("3 order", order or None, {})]
+    if "unseen" in order:
+        picks.append(("3 order, unseen pairs", order["unseen"],
+                      {"chance": order.get("chance"), **ceiling}))
     if "template_generalisation" in m:
-        out["3 order, held-out wording"] = _acc(m["template_generalisation"]["heldout"])
-    for task, name in (("task4_compositional", "4 compositional"), ("task5_position", "5 position")):
-        if task in m:
-            out[name] = _acc(m[task])
+        picks.append(("3 order, held-out wording", m["template_generalisation"]["heldout"], ceiling))
+    picks += [("4 compositional", m.get("task4_compositional"), {}),
+              ("5 position", m.get("task5_position"), {})]
     if "compa_order" in m:
-        out["CompA group"] = _acc(m["compa_order"]["group"])
-    return out
+        picks.append(("CompA group", m["compa_order"]["group"], {}))
+    return {name: {**extra, **score} for name, score, extra in picks if score is not None}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -289,6 +295,7 @@ def header_lines(result: dict) -> list[str]:
     if data.get("synthetic"):
         lines.append("NOTE: SYNTHETIC data (procedural sounds): numbers show the method works, "
                      "not how it does on real audio")
+    lines += [f"WARNING: {w}" for w in result.get("warnings", [])]
     return lines
 
 
@@ -342,8 +349,10 @@ def _footer(result: dict) -> list[str]:
                        f"reversed {_cosine(cosine['audio'])}")
     if result["command"] == "retrieval":
         items = result.get("items", {})
+        coverage = items.get("coverage")
         out.append(f"clips: {items.get('found')} found, {items.get('missing')} missing of "
-                   f"{items.get('listed')} listed; captions {items.get('captions')}")
+                   f"{items.get('listed')} listed; captions {items.get('captions')}"
+                   + (f"; coverage {coverage:.1%}" if coverage is not None else ""))
     if t:
         # zeroshot/retrieval count model inputs: a long clip is several windows
         what, unit = ("audio clips", "clips/s") if result["command"] == "zste" else \
@@ -375,6 +384,7 @@ def compare_table(results: Sequence[dict], labels: Sequence[str] | None = None) 
     for label, r in zip(labels, results):
         syn = "  SYNTHETIC" if r["data"].get("synthetic") else ""
         lines.append(f"{label}: {r['model']['spec']} (sha256 {str(r['model']['checkpoint_sha256'])[:12]}){syn}")
+        lines += [f"WARNING ({label}): {w}" for w in r.get("warnings", [])]
     builds = {r["data"].get("catalog_build_id") for r in results}
     if len(builds) > 1:
         lines.append(f"NOTE: results come from different data builds: {sorted(map(str, builds))}")

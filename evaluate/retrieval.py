@@ -9,7 +9,9 @@ Protocol (written into every result):
   repetition then zeros ("repeatpad");
 - every caption of every clip is a query/target (any number of captions per clip);
 - metrics as defined in `teminal.evaluate.metrics` (text->audio: each caption ranked on its own;
-  audio->text: best rank of the clip's captions for R@k, AP@10 over all its captions).
+  audio->text: best rank of the clip's captions for R@k, AP@10 over all its captions);
+- coverage: the share of the split's listed clips that were evaluated; below MIN_COVERAGE the
+  result carries a warning (in `warnings` and above the printed table).
 """
 from __future__ import annotations
 
@@ -25,6 +27,9 @@ from teminal.evaluate.metrics import audio_to_text_metrics, text_to_audio_metric
 from teminal.evaluate.workers import DecodePool, decode_ahead, workers_for
 
 FILL = "repeatpad"
+# Below this share of the split's clips, R@k and mAP say little about the model: with 7 of
+# Clotho's 1,045 evaluation clips, R@10 ranks each caption among 7 candidates and reads 1.000.
+MIN_COVERAGE = 0.5
 
 
 def retrieval_datasets() -> tuple[str, ...]:
@@ -132,8 +137,25 @@ def run(model, spec: str, dataset: str, root, split: str = "test", batch_size: i
     out = evaluate_retrieval(model, items, batch_size, progress, workers)
     out["items"].update(listed=found + missing, found=found, missing=missing, rejected_other=other,
                         max_items=max_items)
+    warnings = coverage_warnings(out["items"], f"{dataset} {split}")
     return new_result("retrieval", spec=spec, model=model, label=label, argv=argv, seed=seed,
                       data={"dataset": dataset, "root": str(Path(root)), "split": split,
                             "catalog_build_id": None, "synthetic": synthetic},
                       protocol=protocol(dataset, split), metrics=out["metrics"],
-                      items=out["items"], timing=out["timing"])
+                      items=out["items"], warnings=warnings, timing=out["timing"])
+
+
+def coverage_warnings(items: dict, what: str) -> list[str]:
+    """Records the coverage in `items` and returns the warning when it is below MIN_COVERAGE."""
+    listed, evaluated = items["listed"], items["evaluated"]
+    coverage = evaluated / listed if listed else 0.0
+    items.update(coverage=round(coverage, 4), min_coverage=MIN_COVERAGE)
+    if coverage >= MIN_COVERAGE:
+        return []
+    why = [f"{items['missing']} without audio here"] if items.get("missing") else []
+    if items.get("max_items"):
+        why.append(f"--max-items {items['max_items']}")
+    return [f"only {evaluated} of {listed} {what} clips evaluated ({coverage:.1%}"
+            f"{': ' + ', '.join(why) if why else ''}), below the minimum coverage of "
+            f"{MIN_COVERAGE:.0%}: each caption is ranked among {evaluated} clips, so these figures "
+            f"are not comparable to published ones"]

@@ -11,6 +11,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +43,41 @@ def _connect(out: Path):
     from teminal.manifests.catalog import connect
 
     return connect(out, read_only=True)
+
+
+@contextlib.contextmanager
+def _catalog(out: Path):
+    """A read-only connection to OUT's catalog; a damaged file (truncated, overwritten) is one
+    ValueError naming it and the fix, not DuckDB's traceback."""
+    import duckdb
+
+    con = None
+    try:
+        con = _connect(out)
+        yield con
+    except duckdb.Error as e:
+        raise ValueError(f"{out / 'manifests' / 'catalog.duckdb'} cannot be read "
+                         f"({' '.join(str(e).split())[:200]}): the catalog is damaged; rewrite "
+                         f"it with `pipeline catalog {out}` or rerun the build") from None
+    finally:
+        if con is not None:
+            con.close()
+
+
+def _shard_members(shards) -> Iterator[tuple[str, dict[str, bytes]]]:
+    """(key, members) of every group of the shards; a tar that breaks mid-read (truncated) is
+    CorruptShard naming the shard."""
+    import tarfile
+
+    from teminal.pipeline.shards import CorruptShard, iter_members
+
+    for shard in shards:
+        try:
+            yield from iter_members([shard])
+        except (tarfile.TarError, EOFError) as e:
+            raise CorruptShard(f"{shard}: unreadable shard ({e}); `pipeline verify OUT` lists "
+                               f"every damaged shard; rerunning the same `pipeline build` "
+                               f"re-creates them") from None
 
 
 def _rows(con, sql: str, params=()) -> list[dict]:
@@ -91,8 +127,7 @@ class CatalogTestSet:
         self.out = Path(out)
         self.split = split
         self.max_items = max_items
-        con = _connect(self.out)
-        try:
+        with _catalog(self.out) as con:
             self.info = catalog_info(con, self.out, split)
             self.datasets = [r["dataset"] for r in _rows(
                 con, "SELECT DISTINCT dataset FROM sources ORDER BY dataset")]
@@ -111,8 +146,6 @@ class CatalogTestSet:
             self.num_groups_listed = _rows(
                 con, "SELECT count(DISTINCT group_key) AS n FROM samples WHERE stage = 'b' AND "
                      "split = ?", [split])[0]["n"]
-        finally:
-            con.close()
         if not self.vocabulary:
             raise ValueError(f"{self.out}: the catalog's sources have no class labels; ZSTE needs "
                              "a labelled dataset (ESC-50 or the synthetic set)")
@@ -205,11 +238,9 @@ class CatalogTestSet:
 
     def _group_jobs(self) -> Iterator[tuple[PairGroup, dict[str, bytes]]]:
         """(group, encoded members) of the groups to evaluate; the others are counted."""
-        from teminal.pipeline.shards import iter_members
-
         vocab = set(self.vocabulary)
         taken = 0
-        for _key, members in iter_members(self.shards):
+        for _key, members in _shard_members(self.shards):
             if self.max_items and taken >= self.max_items:
                 return
             group = group_of(json.loads(members.pop("json")))
@@ -349,14 +380,11 @@ def load_training_data(out, split: str = "train", relations=ALL_PAIR_RELATIONS,
     matching the trainer's `templates` prefixes, or only the canonical one (the trainer's
     default)."""
     out = Path(out)
-    con = _connect(out)
-    try:
+    with _catalog(out) as con:
         info = catalog_info(con, out, split)
         keys = _selected_groups(con, split, where, query)
         rows = _rows(con, "SELECT group_key, relation, labels, template_ids FROM samples WHERE "
                           "split = ?", [split])
-    finally:
-        con.close()
     pairs, ids = set(), set()
     for r in rows:
         if keys is not None and r["group_key"] not in keys:

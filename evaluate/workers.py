@@ -26,6 +26,65 @@ from typing import Callable, Iterable, Iterator
 MAX_DEFAULT_WORKERS = 8
 
 
+# What the machine has: every count of processes a user asks for is bounded by it.
+
+def usable_cpus() -> int:
+    """CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def worker_limit() -> int:
+    """The most decode or loader processes one command may start: two per CPU (a worker waits
+    on I/O part of the time), at least MAX_DEFAULT_WORKERS so the defaults hold on any machine.
+    More only thrash: 819 workers took 17 GB in 82 s."""
+    return max(MAX_DEFAULT_WORKERS, 2 * usable_cpus())
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to new allocations (MemAvailable), None when unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1024 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TB"
+
+
+def memory_problem(flag: str, value, needed: float, what: str) -> str | None:
+    """A one-line refusal when `needed` bytes (what `flag value` makes one process hold at
+    once) exceed the memory available now; None when it fits or the memory is unknown."""
+    free = available_memory()
+    if free is None or needed <= free:
+        return None
+    return (f"{flag} {value}: {what} take about {human_bytes(needed)}, more than the "
+            f"{human_bytes(free)} of memory available; lower {flag}")
+
+
+def workers_problem(flag: str, workers: int) -> str | None:
+    """A one-line refusal of a worker count outside 0..worker_limit()."""
+    limit = worker_limit()
+    if 0 <= workers <= limit:
+        return None
+    return (f"{flag} must be 0 (decode in the main process) to {limit} (two per CPU, at least "
+            f"{MAX_DEFAULT_WORKERS}; this machine has {usable_cpus()}), got {workers}")
+
+
 def default_workers(device=None) -> int:
     """Decode processes when --workers is not given. A model on an accelerator: one per CPU the
     process may use, minus one for the embedding loop, at most 8. A model on the CPU: none, the
@@ -34,11 +93,7 @@ def default_workers(device=None) -> int:
     taking CPU time from the model; BENCHMARKS.md, "Decoding in worker processes")."""
     if device is not None and str(device).split(":")[0] == "cpu":
         return 0
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cpus = os.cpu_count() or 1
-    return max(1, min(MAX_DEFAULT_WORKERS, cpus - 1))
+    return max(1, min(MAX_DEFAULT_WORKERS, usable_cpus() - 1))
 
 
 def workers_for(model, workers: int | None) -> int:
@@ -93,9 +148,9 @@ class DecodePool:
 
     def __init__(self, workers: int | None = None, ahead: int | None = None):
         self.workers = default_workers() if workers is None else int(workers)
-        if self.workers < 0:
-            raise ValueError(f"--workers must be 0 (decode in the main process) or more, got "
-                             f"{self.workers}")
+        problem = workers_problem("--workers", self.workers)
+        if problem:
+            raise ValueError(problem)
         # enough in flight for the workers to stay busy while the main process embeds a batch
         self.ahead = max(1, int(ahead) if ahead else 4 * max(1, self.workers))
         self.stats = DecodeStats()

@@ -1,4 +1,4 @@
-"""ZSTE: the five zero-shot temporal evaluation tasks of METHOD.md, plus CompA-order scores.
+"""ZSTE: the five zero-shot temporal evaluation tasks of docs/METHOD.md, plus CompA-order scores.
 
 Prediction is always the argmax of cosine similarity (ties go to the first candidate) and the
 metric is accuracy with a 95% Wilson interval. Audio is embedded once per item (singles and the
@@ -458,7 +458,7 @@ def evaluate_zste(model, testset, *, seed: int = 0, batch_size: int = 32, templa
 
 def protocol(templates: str, seed: int, split: str) -> dict:
     return {
-        "benchmark": "ZSTE (zero-shot temporal evaluation, METHOD.md)",
+        "benchmark": "ZSTE (zero-shot temporal evaluation, docs/METHOD.md)",
         "split": split,
         "decision": "argmax of cosine similarity, ties to the first candidate; accuracy with a "
                     "95% Wilson interval",

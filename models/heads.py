@@ -10,7 +10,7 @@ through features that straddle the junction. A `TemporalHead` adds an ordered vi
 - "segments": the clip cut into K equal segments, each encoded by the same audio branch
   (its pooled embedding). Every token then describes one stretch of time and nothing else,
   which is what the small CPU model needs: at its 160 ms hop each frame of
-  `fine_grained_embedding` already spans both events (FIELD-NOTES, "Order-aware heads").
+  `fine_grained_embedding` already spans both events (docs/STACK-NOTES.md, "Order-aware heads").
   Costs one more pass of the branch over the clip's length.
 - "frames": the branch's own `fine_grained_embedding` (frame-level, [B, T, C]) averaged into K
   time bins. Free, and fine for branches with a fine time step (LAION's HTSAT).

@@ -2,10 +2,11 @@
 from a local `save_pretrained` folder, behind the AudioTextModel interface.
 
     hf:DIR[?text=TOKDIR]   DIR: config.json + model.safetensors (what ClapModel.save_pretrained
-                           writes), its tokenizer files (tokenizer.json, or vocab.json +
-                           merges.txt; else from TOKDIR) and the ClapFeatureExtractor settings
-                           (processor_config.json or preprocessor_config.json; CLAP's defaults
-                           when absent)
+                           writes; a pytorch_model.bin is read only when it holds tensors
+                           alone, see teminal.models.tensor_files), its tokenizer files
+                           (tokenizer.json, or vocab.json + merges.txt; else from TOKDIR) and
+                           the ClapFeatureExtractor settings (processor_config.json or
+                           preprocessor_config.json; CLAP's defaults when absent)
 
 Audio features are computed in torch, on the model's device, with ClapFeatureExtractor's
 definition for non-fusion models ("rand_trunc" + "repeatpad": power spectrogram of a periodic
@@ -20,10 +21,12 @@ folder loads with plain `transformers.ClapModel.from_pretrained`.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import logging
 import os
+import pickle
 from pathlib import Path
 
 import torch
@@ -35,6 +38,7 @@ from teminal.models.audio_input import Resampler, prepare_batch
 from teminal.models.errors import MissingFile, ModelFilesNotFound, ModelSpecError
 from teminal.models.interface import weights_sha256_of
 from teminal.models.registry import CONFIG_FILE, ParsedSpec
+from teminal.models.tensor_files import load_tensors, needs_full_pickle
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -286,18 +290,39 @@ def load_folder(folder: Path, text_dir: Path | None, config: dict, spec: str) ->
             f"{spec}: a feature-fusion CLAP (enable_fusion=true, e.g. laion/clap-htsat-fused) "
             "needs 4-channel fusion input, which this adapter does not build; use a non-fusion "
             "checkpoint such as laion/clap-htsat-unfused")
-    try:
-        hf = TransformersClap.from_pretrained(str(folder), local_files_only=True)
-    except (OSError, ValueError, RuntimeError) as e:
-        raise ModelSpecError(f"{spec}: cannot load the ClapModel in {folder}: "
-                             f"{str(e)[:300]}") from None
     weights = next(folder / w for w in WEIGHT_FILES if (folder / w).is_file())
+    # safetensors is read first when present; a pickle file only with tensors (or trusted)
+    source, trusted = str(folder), {}
+    if weights.suffix == ".bin" and needs_full_pickle(weights):
+        # transformers 5.24 reads .bin files with weights_only=True whatever it is told
+        state = load_tensors(weights)
+        source, trusted = None, {"config": hf_config, "state_dict": {
+            k: v for k, v in state.items() if isinstance(v, torch.Tensor)}}
+    try:
+        with _quiet_progress():  # a bar for reading a local file is noise in every log
+            hf = TransformersClap.from_pretrained(source, local_files_only=True, **trusted)
+    except (OSError, ValueError, RuntimeError, pickle.UnpicklingError) as e:
+        raise ModelSpecError(f"{spec}: cannot load the ClapModel in {folder}: "
+                             f"{' '.join(str(e).split())[:300]}") from None
     config = {**config, "source": spec, "weights": str(weights.resolve()),
               "name": config.get("name") or f"hf-{folder.name}"}
     model = HfClapModel(hf, _load_tokenizer(text_dir or folder), _read_features(folder), config)
     log.info("loaded hf CLAP (%.1f M parameters) from %s",
              sum(p.numel() for p in hf.parameters()) / 1e6, folder)
     return model
+
+
+@contextlib.contextmanager
+def _quiet_progress():
+    from transformers.utils import logging as hf_logging
+
+    was = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was:
+            hf_logging.enable_progress_bar()
 
 
 def load(parsed: ParsedSpec) -> HfClapModel:

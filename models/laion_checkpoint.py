@@ -9,16 +9,18 @@ Known quirks handled here:
   when the model has no such saved key and add the model's own when it has one.
 - fusion checkpoints (`*-fusion-*.pt`) need laion's fusion input features; they are refused
   with a clear message rather than loaded wrongly.
+- the file is read with tensors only (teminal.models.tensor_files); one that holds other pickled
+  objects is refused with the command that converts a trusted copy.
 """
 from __future__ import annotations
 
 import logging
-import pickle
 from pathlib import Path
 
 import torch
 
 from teminal.models.errors import MissingFile, ModelSpecError
+from teminal.models.tensor_files import PickledObjects, load_tensors
 from teminal.models.text import ROBERTA_BASE_CONFIG
 
 log = logging.getLogger(__name__)
@@ -53,7 +55,9 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """The weights of a LAION checkpoint file: its 'state_dict' entry (or the file itself when
     it is a bare state dict), `module.` prefixes removed."""
     try:
-        ckpt = _torch_load(path)
+        ckpt = load_tensors(path)
+    except PickledObjects:
+        raise
     except Exception as e:  # truncated download, not a torch file, ...
         raise ModelSpecError(f"cannot read checkpoint {path}: {str(e)[:300]}. Is the download "
                              f"complete? ({CHECKPOINT_HOWTO})") from None
@@ -62,16 +66,6 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
                                               for v in state.values()):
         raise ModelSpecError(f"{path} is not a LAION-CLAP checkpoint (no state dict of tensors)")
     return strip_module_prefix(state)
-
-
-def _torch_load(path: Path):
-    try:
-        return torch.load(str(path), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        # LAION's own loader uses full pickle; some releases may hold non-tensor objects
-        log.warning("%s could not be read as plain tensors; retrying with full pickle (only do "
-                    "this for files you trust)", path)
-        return torch.load(str(path), map_location="cpu", weights_only=False)
 
 
 def strip_module_prefix(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

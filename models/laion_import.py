@@ -3,7 +3,7 @@
 `import laion_clap` runs the package's `__init__`, which imports `hook.py` and then
 `training/data.py`, which calls `BertTokenizer/RobertaTokenizer/BartTokenizer.from_pretrained`
 at import time: offline, transformers 4.x raises and 5.x quietly returns a broken 5-token
-tokenizer (FIELD-NOTES). The model code we need lives in `laion_clap.clap_module`, which needs
+tokenizer (docs/STACK-NOTES.md, "laion-clap imports"). The model code we need lives in `laion_clap.clap_module`, which needs
 no network. So we register bare parent packages (their `__path__` only, no `__init__` run) for
 `laion_clap` and `laion_clap.clap_module`, and import only the modules we use (model,
 tokenizer; factory for its bundled configs).

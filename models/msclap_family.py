@@ -429,8 +429,12 @@ def _tokenizer_dir(text: str | None, version: str) -> tuple[Path | None, list[Mi
 
 
 def _read_state(path: Path) -> dict[str, torch.Tensor]:
+    from teminal.models.tensor_files import PickledObjects, load_tensors
+
     try:
-        ckpt = torch.load(str(path), map_location="cpu", weights_only=True)
+        ckpt = load_tensors(path)
+    except PickledObjects:
+        raise
     except Exception as e:  # truncated download, not a torch file, ...
         raise ModelSpecError(f"cannot read {path}: {str(e)[:300]}. Is the download complete?"
                              ) from None

@@ -468,3 +468,24 @@ def write_tiny_msclap(folder: Path, version: str, seed: int = 0) -> tuple[Path, 
     path = folder / f"CLAP_weights_{version}.pth"
     torch.save({"model": clap.state_dict()}, path)
     return path, tok
+
+
+def place_in_hf_cache(cache: Path, repo_id: str, source: Path,
+                      revision: str = "0123456789abcdef0123456789abcdef01234567") -> Path:
+    """Copy `source` (a folder's files, or one file) into a Hugging Face hub cache as the
+    snapshot `hf download repo_id` would leave (models--ORG--NAME/snapshots/<revision>/ +
+    refs/main); returns the snapshot folder. Files are copied, not linked to blobs: lookups
+    by id (snapshot_download / try_to_load_from_cache with local_files_only) read no blobs."""
+    import shutil
+
+    repo = Path(cache) / f"models--{repo_id.replace('/', '--')}"
+    snapshot = repo / "snapshots" / revision
+    snapshot.mkdir(parents=True, exist_ok=True)
+    source = Path(source)
+    if source.is_dir():
+        shutil.copytree(source, snapshot, dirs_exist_ok=True)
+    else:
+        shutil.copy2(source, snapshot / source.name)
+    (repo / "refs").mkdir(exist_ok=True)
+    (repo / "refs" / "main").write_text(revision)
+    return snapshot

@@ -4,7 +4,7 @@ A pattern is a shell-style glob over parameter names (`fnmatch`, e.g. `audio_bra
 or, prefixed with `re:`, a regular expression that must match the whole name
 (`re:text_branch\\.encoder\\.layer\\.(10|11)\\..*`). The STFT and mel filter bank of the audio
 front end stay frozen whatever the patterns say: training them cost single-sound accuracy
-(FIELD-NOTES), and they are fixed signal processing, not learned features.
+(docs/STACK-NOTES.md), and they are fixed signal processing, not learned features.
 
 The word `default` in a list of patterns stands for the model's own default subset, so a subset
 can be widened without spelling it out: `--trainable default 'text_branch.resblocks.0.*'`.
@@ -94,17 +94,20 @@ def apply_named(named: dict, patterns: list[str] | str, what: str,
     return n_train, n_total
 
 
+MAX_LR_FACTOR = 1000  # beyond, lr x factor only overflows the weights
+
+
 def parse_multiplier(text: str) -> tuple[str, float]:
     """`PATTERN=FACTOR` (e.g. `text_branch.*=0.3`) -> (pattern, factor); the factor a finite
-    number >= 0."""
+    number from 0 to MAX_LR_FACTOR."""
     pattern, sep, factor = str(text).rpartition("=")
     try:
         value = float(factor)
     except ValueError:
         value = None
-    if not sep or not pattern or value is None or not (0 <= value < float("inf")):
-        raise ValueError(f"{text!r} is not PATTERN=FACTOR with a finite FACTOR >= 0 (for example "
-                         f"'text_branch.*=0.3')")
+    if not sep or not pattern or value is None or not (0 <= value <= MAX_LR_FACTOR):
+        raise ValueError(f"{text!r} is not PATTERN=FACTOR with a finite FACTOR >= 0 and <= "
+                         f"{MAX_LR_FACTOR} (for example 'text_branch.*=0.3')")
     return pattern, value
 
 

@@ -119,7 +119,7 @@ def load_source(path, sample_rate: int, silence_db: float = SILENCE_PEAK_DB,
     info = _info(path)
     try:
         if info.format == "WAV" and info.subtype == "PCM_16":
-            # libsndfile's int->float conversion is ~5x slower than numpy's (FIELD-NOTES)
+            # libsndfile's int->float conversion is ~5x slower than numpy's (docs/STACK-NOTES.md)
             raw, _ = sf.read(path, dtype="int16", always_2d=True)
             x = raw.astype(np.float32)
             x *= np.float32(1.0 / INT16_SCALE)

@@ -69,6 +69,29 @@ def parse_spec(spec) -> list[tuple[str, dict[str, Any]]]:
     return steps
 
 
+def check_chain(spec, sample_rate: int) -> None:
+    """Refuse (ValueError naming --augment) a chain that would fail every shard, before a build
+    does any work: unknown or repeated names, unknown options, audiomentations missing, or a
+    transform that fails on a 0.25 s test signal at the build's rate (each forced to apply)."""
+    try:
+        steps = parse_spec(spec)
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"--augment {spec!r}: {e}") from None
+    if not steps:
+        return
+    probe = (0.1 * np.random.default_rng(0).standard_normal(max(1, sample_rate // 4))).astype(
+        np.float32)
+    try:
+        AugmentChain({name: {**kwargs, "p": 1.0} for name, kwargs in steps})(probe, sample_rate, 0)
+    except ImportError as e:
+        raise ValueError(f"--augment needs the audiomentations package ({e}): pip install "
+                         f"audiomentations, or `make install`") from None
+    except Exception as e:  # noqa: BLE001 - any failure here would fail every shard the same way
+        detail = " ".join(str(e).split())[:200]
+        raise ValueError(f"--augment {spec!r} fails on a test signal at {sample_rate} Hz "
+                         f"({type(e).__name__}: {detail}); change the chain or its options") from None
+
+
 class AugmentChain:
     """Build once per worker from a spec; call per part with that part's seed."""
 

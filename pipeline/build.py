@@ -44,10 +44,10 @@ from teminal.pipeline.catalog import write_build_catalog
 from teminal.pipeline.config import BuildConfig, compute_build_id
 from teminal.pipeline.layout import BUILD_FILE, CACHE_DIR, PARTS_DIR, write_json_atomic
 from teminal.pipeline.lock import build_lock, claim_lock
-from teminal.pipeline.plan import pairable_clips, plan_shards, scan_sources
+from teminal.pipeline.plan import check_splits, pairable_clips, plan_shards, scan_sources
 from teminal.pipeline.pool import decode_pool
 from teminal.pipeline.progress import progress_bar
-from teminal.pipeline.executors import process_pool, run_local, run_ray
+from teminal.pipeline.executors import check_executor, process_pool, run_local, run_ray
 from teminal.pipeline.render import ShardContext, shard_done
 from teminal.pipeline.shards import remove_temporaries
 from teminal.pipeline.sources import dataset_spec
@@ -116,6 +116,8 @@ def run_build(config: BuildConfig, progress: bool = True,
     t0 = time.perf_counter()
     out = Path(config.out)
     check_codec_rate(config.codec, config.compose.sample_rate)
+    check_executor(config.executor, config.ray_address)   # before OUT is touched
+    check_splits(config)
     _prepare_out(out)
     with build_lock(out, config.part):
         return _run_build(config, out, t0, progress, log)

@@ -1,7 +1,7 @@
 """Caption templates for composed audio, in named sets, each template with a stable id.
 
 Sets:
-  - `paper`: exactly the paper's wording (METHOD.md), one template per relation; the default.
+  - `paper`: exactly the paper's wording (docs/METHOD.md), one template per relation; the default.
   - `extended`: the paper's templates first, then paraphrases (after / followed by / then /
     at the same time ...), so trainers and evaluators can hold templates out by id.
   - `captioned`, `captioned-extended`: the same for captioned datasets (AudioCaps, Clotho), whose

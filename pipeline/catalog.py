@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from teminal.pipeline.layout import BUILD_FILE, MERGE_FILE, PARTS_DIR
+from teminal.pipeline.paths import inside
 
 
 def write_build_catalog(out: str | os.PathLike) -> Path:
@@ -26,11 +27,12 @@ def write_build_catalog(out: str | os.PathLike) -> Path:
     build = json.loads(build_file.read_text())
     samples, shards, missing = [], [], []
     for relpath in build["shards"]:
+        tar = inside(out, relpath, str(build_file), what="shard path")   # read from a file
         stage, name = Path(relpath).parent.name, Path(relpath).stem
         frag = out / PARTS_DIR / stage / f"{name}.json"
-        tar = out / relpath
         saved = json.loads(frag.read_text()) if frag.exists() else None
         if (saved is None or saved.get("build_id") != build["build_id"] or not tar.exists()
+                or saved["shard"].get("path") != relpath
                 or tar.stat().st_size != saved["shard"]["bytes"]):
             missing.append(relpath)
             continue

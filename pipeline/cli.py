@@ -233,7 +233,7 @@ def catalog(builds: tuple[Path, ...], merge: bool, merged: Path | None, link: st
             raise click.UsageError("give one build folder, or --merge OUT1 OUT2 ... --out MERGED")
         try:
             path = write_build_catalog(builds[0])
-        except (FileNotFoundError, RuntimeError) as e:
+        except (FileNotFoundError, RuntimeError, ValueError) as e:
             raise click.ClickException(str(e)) from None
         click.echo(f"catalog written: {path}")
         return
@@ -260,7 +260,7 @@ def query(sql: str, data: Path | None, max_rows: int, max_width: int) -> None:
     """Run SQL on the catalog (read-only) and print the result as a table.
 
     Tables: sources, samples, shards, rejects, builds (see docs/ARCHITECTURE.md)."""
-    from teminal.manifests.catalog import connect
+    from teminal.manifests.catalog import connect, is_damage, unreadable_message
 
     import duckdb
 
@@ -284,6 +284,8 @@ def query(sql: str, data: Path | None, max_rows: int, max_width: int) -> None:
         rows = cur.fetchmany(max_rows) if max_rows else cur.fetchall()
         more = bool(max_rows) and cur.fetchone() is not None
     except duckdb.Error as e:
+        if is_damage(e):
+            raise click.ClickException(unreadable_message(data, e)) from None
         hint = " (the catalog is read-only and offline: no files, network or extensions)" \
             if isinstance(e, (duckdb.PermissionException, duckdb.InvalidInputException)) else ""
         raise click.ClickException(f"query failed: {' '.join(str(e).split())}{hint}") from None
@@ -299,44 +301,46 @@ def query(sql: str, data: Path | None, max_rows: int, max_width: int) -> None:
 def info(out: Path) -> None:
     """Summary of the build in OUT: sources, samples by stage/split/relation, shards, bytes,
     rejects, and whether the input was synthetic."""
-    from teminal.manifests.catalog import connect
+    from teminal.manifests.catalog import reading
 
     try:
-        con = connect(out)
-    except FileNotFoundError as e:
+        with reading(out) as con:
+            _echo_info(con)
+    except (FileNotFoundError, ValueError) as e:   # no catalog, a damaged one, a bad config
         raise click.ClickException(str(e)) from None
-    try:
-        for build_id, config, version, synthetic in con.execute(
-                "SELECT build_id, config, version, synthetic FROM builds ORDER BY build_id").fetchall():
-            cfg = json.loads(config)
-            flag = "   *** SYNTHETIC input: not real data ***" if synthetic else ""
-            click.echo(f"build {build_id} (teminal {version}){flag}")
-            comp = cfg.get("compose", {})
-            click.echo(f"  dataset {cfg.get('dataset')}  root {cfg.get('root')}  seed {cfg.get('seed')}  "
-                       f"{comp.get('sample_rate')} Hz x {comp.get('clip_seconds')} s  "
-                       f"codec {cfg.get('codec')}  templates {comp.get('template_set')}")
-            click.echo(f"  timing  {_timing_text(comp)}")
-        click.echo("\nsources by dataset, split")
-        _echo_query(con, "SELECT dataset, split, count(*) AS clips, count(DISTINCT label) AS labels, "
-                         "coalesce(sum(len(captions)), 0) AS captions "
-                         "FROM sources GROUP BY ALL ORDER BY ALL")
-        click.echo("\nsamples by dataset, stage, split, relation")
-        _echo_query(con, "SELECT dataset, stage, split, relation, count(*) AS samples, "
-                         "count(DISTINCT group_key) AS groups FROM samples GROUP BY ALL ORDER BY ALL")
-        _echo_timing(con)
-        click.echo("\nshards")
-        _echo_query(con, "SELECT stage, split, count(*) AS shards, sum(num_groups) AS groups, "
-                         "sum(num_samples) AS samples, round(sum(bytes) / 1e6, 1) AS MB "
-                         "FROM shards GROUP BY ALL ORDER BY ALL")
-        total = con.execute("SELECT coalesce(sum(bytes), 0), count(*) FROM shards").fetchone()
-        click.echo(f"total {total[1]} shards, {total[0] / 1e6:.1f} MB")
-        n_rejects = con.execute("SELECT count(*) FROM rejects").fetchone()[0]
-        click.echo(f"\nrejects: {n_rejects}")
-        if n_rejects:
-            _echo_query(con, "SELECT phase, regexp_extract(reason, '^[^:(]*') AS reason, "
-                             "count(*) AS n FROM rejects GROUP BY ALL ORDER BY n DESC, reason")
-    finally:
-        con.close()
+
+
+def _echo_info(con) -> None:
+    """The summary `pipeline info` prints, from an open catalog."""
+    for build_id, config, version, synthetic in con.execute(
+            "SELECT build_id, config, version, synthetic FROM builds ORDER BY build_id").fetchall():
+        cfg = json.loads(config)
+        flag = "   *** SYNTHETIC input: not real data ***" if synthetic else ""
+        click.echo(f"build {build_id} (teminal {version}){flag}")
+        comp = cfg.get("compose", {})
+        click.echo(f"  dataset {cfg.get('dataset')}  root {cfg.get('root')}  seed {cfg.get('seed')}  "
+                   f"{comp.get('sample_rate')} Hz x {comp.get('clip_seconds')} s  "
+                   f"codec {cfg.get('codec')}  templates {comp.get('template_set')}")
+        click.echo(f"  timing  {_timing_text(comp)}")
+    click.echo("\nsources by dataset, split")
+    _echo_query(con, "SELECT dataset, split, count(*) AS clips, count(DISTINCT label) AS labels, "
+                     "coalesce(sum(len(captions)), 0) AS captions "
+                     "FROM sources GROUP BY ALL ORDER BY ALL")
+    click.echo("\nsamples by dataset, stage, split, relation")
+    _echo_query(con, "SELECT dataset, stage, split, relation, count(*) AS samples, "
+                     "count(DISTINCT group_key) AS groups FROM samples GROUP BY ALL ORDER BY ALL")
+    _echo_timing(con)
+    click.echo("\nshards")
+    _echo_query(con, "SELECT stage, split, count(*) AS shards, sum(num_groups) AS groups, "
+                     "sum(num_samples) AS samples, round(sum(bytes) / 1e6, 1) AS MB "
+                     "FROM shards GROUP BY ALL ORDER BY ALL")
+    total = con.execute("SELECT coalesce(sum(bytes), 0), count(*) FROM shards").fetchone()
+    click.echo(f"total {total[1]} shards, {total[0] / 1e6:.1f} MB")
+    n_rejects = con.execute("SELECT count(*) FROM rejects").fetchone()[0]
+    click.echo(f"\nrejects: {n_rejects}")
+    if n_rejects:
+        _echo_query(con, "SELECT phase, regexp_extract(reason, '^[^:(]*') AS reason, "
+                         "count(*) AS n FROM rejects GROUP BY ALL ORDER BY n DESC, reason")
 
 
 def _timing_text(compose: dict) -> str:

@@ -9,7 +9,9 @@ from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
 from teminal.pipeline.compose import STAGE_RELATIONS, ComposeConfig
-from teminal.pipeline.executors import EXECUTORS
+from teminal.pipeline.augment import check_chain
+from teminal.pipeline.executors import EXECUTORS, check_workers
+from teminal.pipeline.paths import safe_name
 from teminal.pipeline.sources import DATASETS
 from teminal.pipeline.sources.base import SourceClip
 
@@ -50,8 +52,9 @@ class BuildConfig:
         i, n = self.part
         if not (_whole(n, 1, 1_000_000) and _whole(i, 0, n - 1)):
             raise ValueError(f"--part {i}/{n}: need whole numbers with 0 <= i < n, e.g. 0/4")
-        if not _whole(self.workers, 1, 1024):
-            raise ValueError(f"--workers {self.workers!r}: give 1..1024 processes")
+        check_workers(self.workers)
+        for name in self.splits or ():
+            safe_name(name, "--splits", "split name")   # becomes shards/<stage>/<split>-N.tar
         if not _whole(self.seed, 0, 2**63 - 1):
             raise ValueError(f"--seed {self.seed!r}: give a whole number >= 0")
         if not (isinstance(self.groups_per_clip, (int, float)) and
@@ -70,6 +73,8 @@ class BuildConfig:
             takes = sorted(n for n, d in DATASETS.items() if "name_template" in d.scan_options)
             raise ValueError(f"--name-template applies to {', '.join(takes)}, not {self.dataset} "
                              "(whose file names are fixed by its metadata)")
+        # last: the one check that may import audiomentations and run it on a test signal
+        check_chain(self.compose.augment, self.compose.sample_rate)
         if self.compose.key_prefix != self.dataset:   # group keys name their dataset
             object.__setattr__(self, "compose",
                                dataclasses.replace(self.compose, key_prefix=self.dataset))

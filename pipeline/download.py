@@ -1,5 +1,10 @@
 """`pipeline download`: fetch public dataset archives into the layout the readers expect.
 
+DEST is optional: it defaults to the folder `pipeline build --dataset NAME` reads by default
+(the dataset's `SPEC.default_root()`: $TEMINAL_DATA/<dataset>, else data/ESC-50-master,
+data/clotho, data/audiocaps), so `pipeline download esc50` then `pipeline build --dataset esc50
+--out OUT` need no paths. DEST is always the dataset root, the folder to give `--root`.
+
     esc50               the ESC-50 GitHub master zip        -> DEST/{audio,meta,...}
     clotho              Clotho v2.1 from Zenodo (record 4783391): three audio .7z archives and
                         the caption and metadata CSVs       -> DEST/clotho_audio_files/<split>/,
@@ -19,6 +24,10 @@ exist. Archives are deleted after extraction unless `keep_archives`.
 
 `.7z` extraction uses the `py7zr` package when installed, else a `7z`, `7za` or `7zr` program.
 
+Another source: `--url` (per call), or the environment variable TEMINAL_DOWNLOAD_MIRROR=BASE,
+which fetches every file from BASE/<file name> (ESC-50-master.zip, clotho_audio_evaluation.7z,
+train.csv, ...): a mirror, a local copy served over HTTP, or the test suite's server.
+
 This module is the generic fetch/verify/extract code only: which files a dataset has (URLs,
 checksums, layout) is declared by its reader module's `SPEC` (`teminal.pipeline.sources`).
 """
@@ -32,6 +41,7 @@ import os
 import re
 import shutil
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -47,6 +57,7 @@ from teminal.pipeline.progress import progress_bar
 from teminal.pipeline.sources import DATASETS
 from teminal.pipeline.sources.spec import RemoteDataset, RemoteFile
 
+MIRROR_ENV = "TEMINAL_DOWNLOAD_MIRROR"
 USER_AGENT = "teminal-download/0.1 (+python-urllib)"
 CHUNK = 1 << 20
 CACHE_DIR = ".downloads"
@@ -77,20 +88,38 @@ def manual_downloads() -> dict[str, Callable[[object], str]]:
 NAMES = (*remote_datasets(), *manual_downloads())
 
 
+def dataset_of(name: str):
+    """The registry entry (DatasetSpec) a `pipeline download` name belongs to: audiocaps-captions
+    and audiocaps are both AudioCaps, whose reader reads the folder they fill."""
+    for spec in DATASETS.values():
+        if name == spec.name or (spec.remote and spec.remote.name == name):
+            return spec
+    raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(NAMES)}")
+
+
+def default_dest(name: str) -> Path:
+    """Where `pipeline download NAME` puts the files without DEST: the folder `pipeline build
+    --dataset` reads without --root (one definition: the dataset's SPEC)."""
+    return dataset_of(name).default_root()
+
+
 # ---------------------------------------------------------------------------------------------
 # Entry point
 
-def download(name: str, dest, url: str | None = None,
+def download(name: str, dest=None, url: str | None = None,
              sha256: str | Mapping[str, str] | None = None, *, keep_archives: bool = False,
              retries: int = 5, timeout: float = 60.0, backoff: float = 2.0,
              progress: bool = True, echo: Callable[[str], None] | None = None) -> Path:
     """Fetch, verify and extract dataset `name` into `dest`; returns the folder to give its reader.
 
+    dest: None is `default_dest(name)`, the folder `pipeline build --dataset` reads by default.
     url: replaces the source; for a one-file dataset (esc50) the file's URL, for the others a
-      base URL to which each file name is appended (a mirror, or a local server in tests).
+      base URL to which each file name is appended. Without it, $TEMINAL_DOWNLOAD_MIRROR (a base
+      URL, each file name appended) replaces the sources when set.
     sha256: expected SHA-256, as one hex string for a one-file dataset or {file name: hex}.
     Raises NotDownloadable for "audiocaps", DownloadError (ChecksumError) on failure."""
     echo = echo or _stderr
+    dest = default_dest(name) if dest is None else dest
     manual = manual_downloads()
     if name in manual:
         raise NotDownloadable(manual[name](dest))
@@ -102,19 +131,22 @@ def download(name: str, dest, url: str | None = None,
     dest = Path(dest).expanduser().absolute()
     cache = dest / CACHE_DIR
     cache.mkdir(parents=True, exist_ok=True)
+    mirror = None if url else os.environ.get(MIRROR_ENV) or None
     for remote in dataset.files:
-        remote = _with_overrides(remote, dataset, url, pinned)
+        remote = _with_overrides(remote, dataset, url, pinned, mirror)
         _fetch_one(remote, dest, cache, keep_archives=keep_archives, retries=retries,
                    timeout=timeout, backoff=backoff, progress=progress, echo=echo)
     return dest
 
 
 def _with_overrides(remote: RemoteFile, dataset: RemoteDataset, url: str | None,
-                    pinned: dict[str, str]) -> RemoteFile:
+                    pinned: dict[str, str], mirror: str | None = None) -> RemoteFile:
     if url:
         single = len(dataset.files) == 1
         new_url = url if single else f"{url.rstrip('/')}/{remote.name}"
         remote = dataclasses.replace(remote, url=new_url)
+    elif mirror:
+        remote = dataclasses.replace(remote, url=f"{mirror.rstrip('/')}/{remote.name}")
     if remote.name in pinned:
         # the user's pin replaces the table's checksum (a mirror may serve another version)
         remote = dataclasses.replace(remote, sha256=pinned[remote.name].lower(), md5=None)
@@ -339,6 +371,10 @@ def extract(archive: Path, kind: str, target: Path, scratch: Path) -> None:
             _extract_7z(archive, scratch)
         else:
             raise ValueError(f"unknown archive kind {kind!r}")
+        links = [p for p in scratch.rglob("*") if p.is_symlink()]   # (whatever the extractor)
+        if links:
+            raise DownloadError(f"{archive}: refusing {links[0].relative_to(scratch)}, a "
+                                f"symbolic link; a dataset archive holds only files and folders")
         entries = list(scratch.iterdir())
         content = entries[0] if len(entries) == 1 and entries[0].is_dir() else scratch
         target.mkdir(parents=True, exist_ok=True)
@@ -350,8 +386,9 @@ def extract(archive: Path, kind: str, target: Path, scratch: Path) -> None:
 def _extract_zip(archive: Path, out: Path) -> None:
     try:
         with zipfile.ZipFile(archive) as z:
-            for member in z.namelist():
-                _check_member(member, archive)
+            for info in z.infolist():
+                _check_member(info.filename, archive,
+                              link=stat.S_ISLNK(info.external_attr >> 16))
             z.extractall(out)
     except zipfile.BadZipFile as e:
         raise DownloadError(f"{archive}: not a valid zip archive ({e}); delete it and run again") from None
@@ -365,8 +402,8 @@ def _extract_7z(archive: Path, out: Path) -> None:
     if py7zr is not None:
         try:
             with py7zr.SevenZipFile(archive, mode="r") as z:
-                for member in z.getnames():
-                    _check_member(member, archive)
+                for member in z.files:
+                    _check_member(member.filename, archive, link=member.is_symlink)
                 z.extractall(path=out)
         except py7zr.exceptions.Bad7zFile as e:
             raise DownloadError(f"{archive}: not a valid 7z archive ({e}); delete it and run again") from None
@@ -377,16 +414,35 @@ def _extract_7z(archive: Path, out: Path) -> None:
             f"{archive} is a 7z archive and neither the py7zr package nor a 7z program is "
             f"installed: `pip install py7zr` (or `apt-get install p7zip-full`), then run again; "
             f"the downloaded archive is kept")
+    listing = subprocess.run([program, "l", "-slt", str(archive)], capture_output=True, text=True)
+    for member, link in _listed_7z_members(listing.stdout):
+        _check_member(member, archive, link=link)
     done = subprocess.run([program, "x", "-y", f"-o{out}", str(archive)], capture_output=True, text=True)
     if done.returncode != 0:
         raise DownloadError(f"{program} could not extract {archive}: {done.stderr.strip()[-500:]}")
 
 
-def _check_member(member: str, archive: Path) -> None:
+def _listed_7z_members(listing: str) -> list[tuple[str, bool]]:
+    """(path, is a symlink) of each entry of `7z l -slt` (blocks of "Key = value" lines): a
+    link shows as a "Symbolic Link" value or an l-mode in "Attributes" (e.g. "A lrwxrwxrwx")."""
+    members = []
+    for block in listing.split("\n\n"):
+        fields = dict(line.split(" = ", 1) for line in block.splitlines() if " = " in line)
+        if "Path" in fields and ("Attributes" in fields or "Size" in fields):
+            link = bool(fields.get("Symbolic Link")) or bool(
+                re.search(r"l[r-][w-][xsS-][r-][w-][xsS-][r-][w-][xtT-]", fields.get("Attributes", "")))
+            members.append((fields["Path"], link))
+    return members
+
+
+def _check_member(member: str, archive: Path, link: bool = False) -> None:
     parts = Path(member.replace("\\", "/")).parts
     # a drive ("C:/x") is refused, a colon inside a name ("Kitchen: 12:30.wav") is not
     if member.startswith(("/", "\\")) or ".." in parts or re.match(r"[A-Za-z]:([\\/]|$)", member):
         raise DownloadError(f"{archive}: refusing to extract {member!r}, a path outside the folder")
+    if link:   # a link could send the members after it (or any later reader) anywhere
+        raise DownloadError(f"{archive}: refusing to extract {member!r}, a symbolic link; a "
+                            f"dataset archive holds only files and folders")
 
 
 def _merge_move(src: Path, dst: Path) -> None:
@@ -420,7 +476,8 @@ def _one_line(e: BaseException) -> str:
 @click.argument("dest", required=False, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--url", default=None,
               help="Another source: the file's URL for esc50, a base URL (file names appended) "
-                   "for clotho and audiocaps-captions.")
+                   "for clotho and audiocaps-captions. Default: $TEMINAL_DOWNLOAD_MIRROR/<file "
+                   "name> when that is set, else the official sources.")
 @click.option("--sha256", "sha256", multiple=True, metavar="[FILE=]HEX",
               help="Expected SHA-256; FILE=HEX for one file of a multi-file dataset. Repeatable.")
 @click.option("--keep-archives", is_flag=True, help="Keep archives after extracting them.")
@@ -431,28 +488,44 @@ def download_command(name: str, dest: Path | None, url: str | None, sha256: tupl
     """Fetch dataset NAME into DEST, verified and laid out for `pipeline build`.
 
     NAME is esc50, clotho (v2.1), audiocaps-captions, or audiocaps (prints how to obtain its
-    audio, which cannot be downloaded in bulk). DEST then is the --root of `pipeline build`.
+    audio, which cannot be downloaded in bulk). DEST is the dataset root; without it, the folder
+    `pipeline build --dataset NAME` reads by default ($TEMINAL_DATA/<dataset>, else
+    data/ESC-50-master, data/clotho or data/audiocaps), so the build then needs no --root.
     Interrupted downloads resume on the next run; finished files are skipped.
 
     \b
-    pipeline download clotho data/clotho
-    pipeline build --dataset clotho --root data/clotho --out data/build-clotho
+    pipeline download esc50                    # into data/ESC-50-master
+    pipeline build --dataset esc50 --out data/esc50-shards
+    pipeline download clotho /big/disk/clotho  # elsewhere: give the build that --root
+    pipeline build --dataset clotho --root /big/disk/clotho --out data/build-clotho
     pipeline download audiocaps                # how to get AudioCaps audio"""
+    spec = dataset_of(name)
+    dest = default_dest(name) if dest is None else dest
     manual = manual_downloads()
     if name in manual:
         click.echo(manual[name](dest))
         return
-    if dest is None:
-        raise click.UsageError("missing argument DEST (the folder to download into)")
     try:
         root = download(name, dest, url=url, sha256=_parse_sha256(sha256), keep_archives=keep_archives,
                         retries=retries, timeout=timeout)
     except (DownloadError, ValueError) as e:
         raise click.ClickException(str(e)) from None
-    click.echo(f"{name} is ready in {root} (the dataset root to give `pipeline build`)")
-    for spec in DATASETS.values():
-        if spec.remote and spec.remote.name == name and spec.manual_download and name != spec.name:
-            click.echo(f"{spec.name} audio is not included; see `pipeline download {spec.name} {root}`.")
+    click.echo(f"{name} is ready in {root} (the dataset root of `pipeline build`)")
+    click.echo(f"next: {build_command(spec, dest)}")
+    if spec.manual_download and name != spec.name:
+        click.echo(f"{spec.name} audio is not included; see `pipeline download {spec.name}"
+                   f"{_root_arg(spec, dest, ' ')}`.")
+
+
+def build_command(spec, dest) -> str:
+    """The `pipeline build` that reads what `pipeline download` put in `dest`."""
+    return f"pipeline build --dataset {spec.name}{_root_arg(spec, dest, ' --root ')} --out OUT"
+
+
+def _root_arg(spec, dest, flag: str) -> str:
+    # the default folder needs no argument: the build reads it without --root
+    same = Path(dest).expanduser().absolute() == spec.default_root().expanduser().absolute()
+    return "" if same else f"{flag}{dest}"
 
 
 def _parse_sha256(values: tuple[str, ...]) -> str | dict[str, str] | None:

@@ -14,11 +14,38 @@ from __future__ import annotations
 import contextlib
 import multiprocessing as mp
 import os
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
 EXECUTORS = ("local", "ray")
+# --workers beyond this many processes per CPU only adds memory (each holds its own imports and
+# buffers): a pool of 819 spawned processes took 17 GB in 82 s (issue 23.9).
+WORKERS_PER_CPU = 4
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def max_workers() -> int:
+    """The most processes `--workers` may ask for on this machine."""
+    return WORKERS_PER_CPU * usable_cpus()
+
+
+def check_workers(workers) -> None:
+    """`--workers`: a whole number in 1..max_workers(), else a ValueError saying the limit."""
+    cpus = usable_cpus()
+    if not (isinstance(workers, int) and not isinstance(workers, bool)
+            and 1 <= workers <= WORKERS_PER_CPU * cpus):
+        raise ValueError(f"--workers {workers!r}: give 1..{WORKERS_PER_CPU * cpus} processes "
+                         f"(at most {WORKERS_PER_CPU} per CPU; {cpus} here)")
 
 
 @dataclass
@@ -81,22 +108,100 @@ def _init_worker() -> None:
 # ---------------------------------------------------------------------------------------------
 # ray
 
+# ray.init on an address where no cluster answers retries for minutes (measured: still waiting
+# after 100 s with the port refused), and cannot be interrupted (not even by SIGALRM), so the
+# address is probed first: a TCP connection, then ray.init in a child process that is killed
+# when it takes too long.
+RAY_CONNECT_TIMEOUT_S = 10.0
+RAY_INIT_TIMEOUT_S = 30.0
+_RAY_INIT_PROBE = ("import sys, ray; ray.init(address=sys.argv[1], include_dashboard=False, "
+                   "log_to_driver=False, logging_level='ERROR'); ray.shutdown()")
+
+
+def check_executor(executor: str, address: str | None = None) -> None:
+    """Before a build claims OUT: with `ray`, Ray imports and a `--ray-address` answers within
+    RAY_CONNECT_TIMEOUT_S; otherwise a RuntimeError says what to install or start."""
+    if executor != "ray":
+        return
+    _import_ray()
+    if address:
+        _probe_ray_address(address)
+
+
+def _import_ray():
+    try:
+        import ray
+    except ImportError as e:
+        raise RuntimeError(f"--executor ray needs Ray, which does not import here ({e}): "
+                           f"pip install ray (or `make install`, which installs the project's "
+                           f"ray extra), or build with --executor local") from None
+    return ray
+
+
+def _probe_ray_address(address: str) -> None:
+    """A TCP connection to the cluster's head, bounded by RAY_CONNECT_TIMEOUT_S ("local" starts
+    a new instance: nothing to probe; "auto" is looked up the way Ray does)."""
+    import socket
+
+    if address == "local":
+        return
+    target = address
+    if address == "auto":
+        try:
+            from ray._private.services import canonicalize_bootstrap_address_or_die
+        except ImportError:   # Ray moved its helper: let ray.init look it up
+            return
+        try:
+            target = canonicalize_bootstrap_address_or_die(address)
+        except (ConnectionError, ValueError) as e:
+            raise RuntimeError(f"--ray-address auto: {' '.join(str(e).split())}") from None
+    client = target.startswith("ray://")
+    host, _, port = target.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        host, port = target.removeprefix("ray://"), ("10001" if client else "6379")
+    host = host.strip("[]")
+    fix = "start it (`ray start --head` on the head node) or fix the address"
+    try:
+        socket.create_connection((host, int(port)), timeout=RAY_CONNECT_TIMEOUT_S).close()
+    except (OSError, ValueError) as e:
+        raise RuntimeError(
+            f"--ray-address {address}: no Ray cluster answers at {host}:{port} within "
+            f"{RAY_CONNECT_TIMEOUT_S:g} s ({' '.join(str(e).split()) or type(e).__name__}); "
+            f"{fix}") from None
+    try:   # something answers: is it a Ray cluster this process can join?
+        done = subprocess.run([sys.executable, "-c", _RAY_INIT_PROBE, address],
+                              capture_output=True, text=True, timeout=RAY_INIT_TIMEOUT_S,
+                              env=_ray_env(address))
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(f"--ray-address {address}: {host}:{port} answers, but joining it as a "
+                           f"Ray cluster did not finish within {RAY_INIT_TIMEOUT_S:g} s (not a "
+                           f"Ray head, or another Ray version?); {fix}") from None
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no message"])[-1]
+        raise RuntimeError(f"--ray-address {address}: cannot join the Ray cluster at "
+                           f"{host}:{port} ({' '.join(last.split())[:300]}); {fix}")
+
+
+def _ray_env(address: str | None) -> dict:
+    """This process's environment with the build's Ray defaults: no token prompt, and on a local
+    instance one OpenMP thread per worker, as in the process pool."""
+    env = dict(os.environ)
+    env.setdefault("RAY_AUTH_MODE", "disabled")
+    if not address:
+        env.setdefault("OMP_NUM_THREADS", "1")
+    return env
+
+
 def start_ray(address: str | None = None, num_cpus: int = 1) -> bool:
     """Connect to the Ray cluster at `address`, or start a local instance with `num_cpus`.
     Returns False when this process was already connected (the caller then leaves it so)."""
-    try:
-        import ray
-    except ImportError:
-        raise RuntimeError("--executor ray needs Ray: pip install -e '.[ray]' (or "
-                           "pip install 'ray[default]')") from None
+    ray = _import_ray()
     if ray.is_initialized():
         return False
     # no token prompt or dashboard for a build. A local instance's workers inherit this
-    # environment: one OpenMP thread each, as in the process pool (a runtime_env would need
-    # Ray's runtime-env agent, which hangs a minimal install).
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    if not address:
-        os.environ.setdefault("OMP_NUM_THREADS", "1")
+    # environment (a runtime_env would need Ray's runtime-env agent, which hangs a minimal
+    # install).
+    os.environ.update(_ray_env(address))
     kwargs = dict(include_dashboard=False, log_to_driver=False)
     if address:
         ray.init(address=address, **kwargs)

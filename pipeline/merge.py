@@ -10,7 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
+from teminal.pipeline.compose import STAGE_RELATIONS
 from teminal.pipeline.layout import BUILD_FILE, MERGE_FILE, PARTS_DIR, write_json_atomic
+from teminal.pipeline.paths import UnsafePath, inside, no_symlinks_at, relative_parts, safe_name
+from teminal.pipeline.verify import OUTSIDE, manifest_problems, shard_problem
 
 LINK_MODES = ("hard", "symlink", "copy")
 
@@ -51,7 +54,15 @@ def merge_catalogs(inputs: Sequence[str | os.PathLike], out: str | os.PathLike,
     Refuses inputs whose sample keys collide (two builds of one dataset: rebuild one with another
     key prefix, or merge builds of different datasets), inputs rendered at different sample
     rates or lengths (a trainer reads one), incomplete builds, and an OUT that holds a build.
-    Rerunning a merge into the same OUT replaces it."""
+    Rerunning a merge into the same OUT replaces it.
+
+    An input's manifests may come from anyone, so before anything is written every input must
+    verify (its Parquet manifests equal its catalog, every shard its recorded size and sha256;
+    `pipeline verify` checks the members too), and every shard path and split name it names
+    must stay inside it and inside OUT: `..`, absolute paths, names that are not plain names
+    and shards that are symlinks leading out of the input are refused, naming the file and the
+    value. (So the output of a `--link symlink` merge cannot be merged again: merge the builds
+    it came from.)"""
     from teminal.manifests.catalog import manifests_dir, read_table, write_catalog
     from teminal.manifests.schema import TABLES
 
@@ -68,6 +79,7 @@ def merge_catalogs(inputs: Sequence[str | os.PathLike], out: str | os.PathLike,
     if (out / PARTS_DIR / BUILD_FILE).exists():
         raise FileExistsError(f"{out} holds a pipeline build; merge into a new or empty folder "
                               "(or a folder an earlier merge wrote)")
+    no_symlinks_at(out, ("shards", "manifests"), "merge --out")
 
     tables: dict[str, list[dict]] = {t: [] for t in TABLES}
     links: list[tuple[Path, str]] = []          # (input tar, merged relpath)
@@ -81,21 +93,25 @@ def merge_catalogs(inputs: Sequence[str | os.PathLike], out: str | os.PathLike,
             raise FileNotFoundError(
                 f"{src} has no finished catalog (no {mdir / (missing[0] + '.parquet')}); finish "
                 f"its build (`pipeline build` / `pipeline catalog {src}`) before merging")
+        _refuse_unverified(src, manifest_problems(src))
         rows = {t: read_table(mdir / f"{t}.parquet") for t in TABLES}
-        build_dataset = {b["build_id"]: json.loads(b["config"]).get("dataset", "") for b in rows["builds"]}
+        build_dataset = {b["build_id"]: _config_dataset(b, mdir) for b in rows["builds"]}
         shard_dataset = {r["shard"]: build_dataset.get(r["build_id"], r["dataset"]) for r in rows["samples"]}
         moved = {}
         for shard in rows["shards"]:
             dataset = sanitize_shard_tag(shard_dataset.get(shard["path"], "") or src.name)
             datasets[dataset] = None
-            tar = src / shard["path"]
-            if not tar.is_file() or tar.stat().st_size != shard["bytes"]:
-                raise FileNotFoundError(f"{src}: shard {shard['path']} listed in its catalog is "
-                                        "missing or changed; rebuild it before merging")
+            tar = _input_shard(src, shard, mdir / "shards.parquet")
             moved[shard["path"]] = merged_shard_path(shard["path"], shard["split"], dataset)
+            inside(out, moved[shard["path"]], f"{mdir / 'shards.parquet'}", write=True,
+                   what="merged shard path")
             links.append((tar, moved[shard["path"]]))
             tables["shards"].append(shard | {"path": moved[shard["path"]]})
         for sample in rows["samples"]:
+            if sample["shard"] not in moved:
+                raise UnsafePath(f"{mdir / 'samples.parquet'}: sample {sample['key']!r} names "
+                                 f"shard {sample['shard']!r}, which its shards table does not "
+                                 f"list; refusing to merge {src}")
             if sample["key"] in owner:
                 raise ValueError(
                     f"merge: sample {sample['key']} is in both {owner[sample['key']]} and {src}; "
@@ -106,7 +122,7 @@ def merge_catalogs(inputs: Sequence[str | os.PathLike], out: str | os.PathLike,
             rendered.setdefault((sample["sample_rate"], sample["num_samples"]), [])
             if str(src) not in rendered[(sample["sample_rate"], sample["num_samples"])]:
                 rendered[(sample["sample_rate"], sample["num_samples"])].append(str(src))
-            tables["samples"].append(sample | {"shard": moved.get(sample["shard"], sample["shard"])})
+            tables["samples"].append(sample | {"shard": moved[sample["shard"]]})
         tables["sources"].extend(rows["sources"])
         tables["rejects"].extend(rows["rejects"])
         tables["builds"].extend(rows["builds"])
@@ -135,6 +151,40 @@ def merge_catalogs(inputs: Sequence[str | os.PathLike], out: str | os.PathLike,
     return MergeSummary(str(out), [str(p) for p in paths], list(datasets),
                         len(tables["builds"]), len(tables["shards"]), len(tables["samples"]),
                         dict(counts), str(catalog))
+
+
+def _refuse_unverified(src: Path, problems: list[str]) -> None:
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise ValueError(f"merge: {src} does not verify: {problems[0]}{more}; run `pipeline "
+                         f"verify {src}`, rebuild what it lists, then merge again")
+
+
+def _config_dataset(build: dict, mdir: Path) -> str:
+    try:
+        return str(json.loads(build["config"]).get("dataset", ""))
+    except (TypeError, ValueError, AttributeError):
+        raise ValueError(f"{mdir / 'builds.parquet'}: build {build.get('build_id')!r} has no "
+                         f"readable config; rebuild it before merging") from None
+
+
+def _input_shard(src: Path, shard: dict, source: Path) -> Path:
+    """The tar of an input's `shards` row, once its path is shards/<stage>/<name>.tar inside
+    `src` (no link leading out), its split a plain name, and its size and sha256 as recorded."""
+    rel = relative_parts(shard["path"], str(source), "shard path")
+    safe_name(shard["split"], str(source), "split name")
+    if (shard["stage"] not in STAGE_RELATIONS or len(rel.parts) != 3
+            or rel.parts[:2] != ("shards", shard["stage"]) or rel.suffix != ".tar"):
+        raise UnsafePath(f"{source}: shard path {shard['path']!r} is not "
+                         f"shards/<stage>/<split>-NNNNNN.tar with a stage of "
+                         f"{', '.join(STAGE_RELATIONS)}; refusing to merge {src}")
+    problem = shard_problem(src, shard["path"], shard["bytes"], shard["sha256"])
+    if problem:
+        hint = (" (an output of `--link symlink`: merge the builds it came from)"
+                if (src / rel).is_symlink() else "; rebuild it before merging")
+        raise (UnsafePath if problem.startswith(OUTSIDE) else FileNotFoundError)(
+            f"{src}: shard {shard['path']} listed in its catalog: {problem}{hint}")
+    return src / rel
 
 
 def sanitize_shard_tag(text: str) -> str:

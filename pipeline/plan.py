@@ -19,14 +19,34 @@ from teminal.pipeline.sources import dataset_spec
 from teminal.pipeline.sources.base import Reject, SourceClip, SourceScan
 
 
-def scan_sources(config: BuildConfig) -> tuple[SourceScan, Path]:
-    spec = dataset_spec(config.dataset)
-    root = Path(config.root).expanduser() if config.root else spec.default_root()
+def _root_of(config: BuildConfig) -> Path:
+    return Path(config.root).expanduser() if config.root else dataset_spec(config.dataset).default_root()
+
+
+def source_root(config: BuildConfig) -> Path:
+    """The dataset folder of a build (--root, else the dataset's default); raises when it is
+    missing or not laid out as the dataset, saying how to get it or which folder to use."""
+    spec, root = dataset_spec(config.dataset), _root_of(config)
     if not root.exists():
         raise FileNotFoundError(f"{config.dataset} data not found at {root}. {spec.how_to_get}")
-    problem = spec.layout_problem(root)
+    problem = spec.root_problem(root)
     if problem:
         raise FileNotFoundError(f"{problem}. {spec.how_to_get}")
+    return root
+
+
+def check_splits(config: BuildConfig) -> None:
+    """--splits (or the default layout) against the splits and folds the data has, from its
+    metadata alone, so a build refuses them before it touches OUT. A missing or misplaced
+    dataset folder is left to `scan_sources` to report."""
+    spec, root = dataset_spec(config.dataset), _root_of(config)
+    if root.exists() and spec.root_problem(root) is None:
+        spec.check_splits(root, config.splits)
+
+
+def scan_sources(config: BuildConfig) -> tuple[SourceScan, Path]:
+    spec = dataset_spec(config.dataset)
+    root = source_root(config)
     options = {name: getattr(config, name) for name in spec.scan_options
                if getattr(config, name) is not None}
     scan = spec.reader().scan(root, config.splits, **options)

@@ -19,6 +19,7 @@ from teminal.pipeline.audio import AudioError, encode_member, load_source
 from teminal.pipeline.compose import (ComposeConfig, SampleRecipe, make_group_recipes,
                                       render_detailed)
 from teminal.pipeline.layout import write_json_atomic
+from teminal.pipeline.paths import inside, relative_parts
 from teminal.pipeline.plan import ShardTask
 from teminal.pipeline.pool import pool_waves
 from teminal.pipeline.shards import file_sha256, write_shard
@@ -123,11 +124,10 @@ def rerender(out: str | os.PathLike, key: str, root: str | os.PathLike | None = 
     mapped from the build's root to it)."""
     import tarfile
 
-    from teminal.manifests.catalog import connect
+    from teminal.manifests.catalog import reading
 
     out = Path(out)
-    con = connect(out)
-    try:
+    with reading(out) as con:
         cur = con.execute("SELECT * FROM samples WHERE key = ?", [key])
         names = [d[0] for d in cur.description]
         found = cur.fetchone()
@@ -144,17 +144,19 @@ def rerender(out: str | os.PathLike, key: str, root: str | os.PathLike | None = 
             [recipe.source_ids]).fetchall())
         config = json.loads(con.execute("SELECT config FROM builds WHERE build_id = ?",
                                         [recipe.build_id]).fetchone()[0])
-    finally:
-        con.close()
+    shard = inside(out, recipe.shard, f"{out} catalog row {key}", what="shard path")
     waves = {}
     for sid in recipe.source_ids:
         path = Path(paths[sid])
         if root is not None and config.get("root"):
             try:
-                path = Path(root) / path.relative_to(config["root"])
+                rel = path.relative_to(config["root"])
             except ValueError:
                 raise ValueError(f"source {path} is not under the build's root "
                                  f"{config['root']}, so --root cannot map it") from None
+            # lexical only: a dataset may keep its audio behind links (git-annex, DVC)
+            path = Path(root) / relative_parts(rel.as_posix(), f"{out} sources table",
+                                               "source path")
         if not path.exists():
             hint = (f"pass --root with the dataset's new folder (the build read it from "
                     f"{config.get('root')})" if root is None else
@@ -169,7 +171,7 @@ def rerender(out: str | os.PathLike, key: str, root: str | os.PathLike | None = 
     audio = render_detailed(recipe, waves).audio
     data, ext = encode_member(audio, recipe.sample_rate, config.get("codec", "flac"))
     member = f"{recipe.key}.{ext}"
-    with tarfile.open(out / recipe.shard, "r:") as tar:
+    with tarfile.open(shard, "r:") as tar:
         try:
             stored = hashlib.sha256(tar.extractfile(member).read()).hexdigest()
         except KeyError:

@@ -9,10 +9,14 @@ BENCHMARKS.md ("Weight averaging"). Only trainable parameters are averaged: froz
 move, and batch-norm statistics are those of the last step (the demo's recipes train no batch
 norm; a run that does should recompute them).
 
-The sums are float64 and saved with every checkpoint, so a resumed run averages exactly what an
-unbroken one does.
+The sums are float64 and saved with every checkpoint (average.safetensors: the sums as
+tensors, the counters as JSON metadata), so a resumed run averages exactly what an unbroken one
+does.
 """
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import torch
 
@@ -47,7 +51,6 @@ class WeightAverage:
             p.copy_((s / self.count).to(p.dtype))
         return True
 
-    # accelerate's register_for_checkpointing
     def state_dict(self) -> dict:
         return {"count": self.count, "steps": list(self.steps), "sums": self.sums,
                 "first": self.first, "every": self.every}
@@ -56,3 +59,28 @@ class WeightAverage:
         self.count, self.steps = d["count"], list(d["steps"])
         for s, saved in zip(self.sums, d["sums"]):
             s.copy_(saved)
+
+    def save(self, path: Path) -> None:
+        save_average_state(path, self.state_dict())
+
+    def load(self, path: Path) -> None:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            state = json.loads((f.metadata() or {}).get("state", "{}"))
+            if len(f.keys()) != len(self.sums) or not {"count", "steps"} <= set(state):
+                raise ValueError(f"{path} holds the sums of {len(f.keys())} weights, this run "
+                                 f"trains {len(self.sums)}: it belongs to other settings")
+            state["sums"] = [f.get_tensor(f"sum.{i}") for i in range(len(self.sums))]
+        self.load_state_dict(state)
+
+
+def save_average_state(path: Path, state: dict) -> None:
+    """A WeightAverage's state_dict as safetensors: no pickled objects in a checkpoint."""
+    from safetensors.torch import save_file
+
+    counters = {k: v for k, v in state.items() if k != "sums"}
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({f"sum.{i}": s.detach().contiguous().cpu() for i, s in enumerate(state["sums"])},
+              str(tmp), metadata={"state": json.dumps(counters)})
+    tmp.replace(path)

@@ -100,31 +100,16 @@ class TrainConfig:
             problems.append("--data OUT (a pipeline output folder) is required")
         if not self.out:
             problems.append("--out RUN_DIR is required")
-        if self.groups_per_batch < 1 or self.grad_accum < 1:
-            problems.append("groups_per_batch and grad_accum must be >= 1")
-        if self.max_steps is not None and self.max_steps < 0:
-            problems.append("max_steps must be >= 0")
+        problems += [p for name, bound in bounds().items()
+                     if (p := bound.problem(name, getattr(self, name))) is not None]
         if self.mixed_precision not in (None, "no", "fp16", "bf16"):
             problems.append(f"mixed_precision {self.mixed_precision!r} is not no, fp16 or bf16")
-        if self.warmup_steps < 0:
-            problems.append("warmup_steps must be >= 0")
-        if self.num_workers < 0:
-            problems.append("num_workers must be >= 0")
-        if not (self.logit_scale_lr_mult >= 0 and self.logit_scale_lr_mult < float("inf")):
-            problems.append(f"logit_scale_lr_mult must be a finite number >= 0, got "
-                            f"{self.logit_scale_lr_mult}")
-        if self.average_from is not None and (self.average_from < 1 or self.average_every < 1):
-            problems.append(f"average_from and average_every must be >= 1, got "
-                            f"{self.average_from} and {self.average_every}")
         for rule in self.lr_mult or []:
             from teminal.models.trainable import parse_multiplier
             try:
                 parse_multiplier(rule)
             except ValueError as e:
                 problems.append(f"--lr-mult: {e}")
-        if not (self.retain_singles >= 0 and self.retain_singles < float("inf")):
-            problems.append(f"retain_singles must be a finite number >= 0, got "
-                            f"{self.retain_singles}")
         if self.audio_head:
             from teminal.models.heads import HeadSpec
             try:
@@ -134,6 +119,94 @@ class TrainConfig:
         if problems:
             raise ValueError("invalid training settings:\n  " + "\n  ".join(problems))
         return self
+
+
+@dataclass(frozen=True)
+class Bound:
+    """The range of a numeric setting: low..high (low excluded when `above`), a whole number
+    when `whole`; None passes where it is the setting's default (no limit, not set)."""
+    low: float
+    high: float
+    whole: bool = False
+    above: bool = False
+    why: str = ""
+
+    def problem(self, name: str, value) -> str | None:
+        if value is None and getattr(TrainConfig, name, 0) is None:
+            return None
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if number and (value > self.low if self.above else value >= self.low) and \
+                value <= self.high and (not self.whole or float(value).is_integer()):
+            return None
+        kind = "a whole number" if self.whole else "a finite number"
+        low = f"> {_num(self.low)}" if self.above else f">= {_num(self.low)}"
+        hint = " (YAML reads 1e-3 as text: write 1.0e-3)" if isinstance(value, str) else ""
+        why = f" ({self.why})" if self.why else ""
+        return (f"{name} (--{name.replace('_', '-')}) must be {kind} {low} and <= "
+                f"{_num(self.high)}{why}, got {value!r}{hint}")
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+
+def _worker_bound() -> Bound:
+    from teminal.evaluate.workers import usable_cpus, worker_limit
+
+    return Bound(0, worker_limit(), whole=True,
+                 why=f"loader processes per rank; this machine has {usable_cpus()} CPU(s)")
+
+
+# Every numeric setting's range: finite, and far from values that only overflow or exhaust the
+# machine (a batch's memory is checked by the trainer, which knows the clips' length).
+LOSS_WEIGHT = Bound(0, 100)
+BOUNDS = {
+    "seed": Bound(0, 2**32 - 1, whole=True, why="numpy's seed range"),
+    "max_steps": Bound(0, 10**9, whole=True),
+    "epochs": Bound(0, 10**6, above=True),
+    "groups_per_batch": Bound(1, 10**6, whole=True),
+    "grad_accum": Bound(1, 10**4, whole=True),
+    "lr": Bound(0, 1, above=True, why="Adam moves each weight by about lr per step"),
+    "lr_gamma": Bound(0, 1, above=True, why="the factor per epoch of a decaying schedule"),
+    "warmup_steps": Bound(0, 10**9, whole=True),
+    "weight_decay": Bound(0, 1),
+    "logit_scale_lr_mult": Bound(0, 1000),
+    "grad_clip": Bound(0, 10**6, why="0, or null in YAML: no clipping"),
+    "average_from": Bound(1, 10**9, whole=True),
+    "average_every": Bound(1, 10**9, whole=True),
+    "lambda_a": LOSS_WEIGHT, "alpha_same_time": LOSS_WEIGHT, "alpha_cross_time": LOSS_WEIGHT,
+    "alpha_same_overlap": LOSS_WEIGHT, "alpha_cross_overlap": LOSS_WEIGHT, "beta": LOSS_WEIGHT,
+    "retain_singles": LOSS_WEIGHT,
+    "shuffle_buffer": Bound(0, 10**5, whole=True),
+    "prefetch": Bound(1, 64, whole=True),
+    "save_every": Bound(0, 10**9, whole=True),
+    "keep_checkpoints": Bound(1, 10**4, whole=True),
+    "log_every": Bound(0, 10**9, whole=True),
+}
+
+
+def bounds() -> dict[str, Bound]:
+    """BOUNDS and the machine-dependent ones (loader workers: by the CPUs this process has)."""
+    return {**BOUNDS, "num_workers": _worker_bound()}
+
+
+# Settings a resume may change: how a run is executed, logged, stopped or extended, never what
+# or how it learns. Every other field of TrainConfig is compared on --resume (resume_keys), so a
+# new setting is compared unless it is added here.
+RESUME_FREE = frozenset({
+    "out", "resume", "resume_changed",
+    "max_steps", "epochs",            # extending a run is what --resume is for
+    "skip_missing_shards",            # what it leaves out changes the selection digest, checked
+    "prefetch", "save_every", "keep_checkpoints", "log_every", "cpu",
+    "find_unused_parameters", "tensorboard", "progress",
+})
+
+
+def resume_keys(cls=None) -> tuple[str, ...]:
+    """The settings a --resume must not change (without --resume-changed): every field of the
+    config dataclass except RESUME_FREE, in field order."""
+    return tuple(f.name for f in dataclasses.fields(cls or TrainConfig)
+                 if f.name not in RESUME_FREE)
 
 
 # --help text of every setting (the flag is the name with dashes). A flag given on the command
@@ -175,7 +248,7 @@ HELP = {
                     "from this step on (weight averaging; the checkpoints keep the raw "
                     "trajectory); default: the last step's weights",
     "average_every": "steps between the snapshots that --average-from averages",
-    "grad_clip": "max global gradient norm (omit in YAML as null for none)",
+    "grad_clip": "max global gradient norm (0, or null in YAML: none)",
     "trainable": "parameter-name patterns to train (fnmatch; 'default' = the model's default "
                  "subset; '*' = everything); default: the model's default subset",
     "audio_head": "add an order-aware audio head: additive | additive_contrast (+ a term of how "

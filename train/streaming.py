@@ -120,11 +120,14 @@ def _shard_problem(path: Path, row: dict) -> tuple[str | None, list[str]]:
 @dataclass(frozen=True)
 class ShardIndex:
     """The shards a run reads and, per shard, the selected group keys in stored order;
-    `skipped` lists catalog shards left out with skip_missing, `skipped_groups` their groups."""
+    `skipped` lists catalog shards left out with skip_missing, `skipped_groups` their groups;
+    `catalog_sha256` digests the catalog's (path, sha256) rows of the stage and split: another
+    build under the same path (another seed, the same keys) has another digest."""
     shards: tuple[str, ...]
     groups: tuple[tuple[str, ...], ...]
     skipped: tuple[str, ...] = ()
     skipped_groups: int = 0
+    catalog_sha256: str = ""
 
     @property
     def num_groups(self) -> int:
@@ -146,7 +149,8 @@ class ShardIndex:
         stops the run with a message naming every such shard, unless `skip_missing`: then the
         run trains on the rest and the index counts what it left out."""
         shards, groups, seen, problems, lost = [], [], 0, [], 0
-        for row in catalog_shards(data_dir, stage, split):
+        rows = catalog_shards(data_dir, stage, split)
+        for row in rows:
             path = Path(data_dir) / row["path"]
             problem, keys = _shard_problem(path, row)
             if problem:
@@ -168,11 +172,18 @@ class ShardIndex:
         if problems:
             log.warning("--skip-missing-shards: leaving out %d shard(s) (%d groups): %s",
                         len(problems), lost, "; ".join(problems))
-        index = cls(tuple(shards), tuple(groups), tuple(problems), lost)
+        index = cls(tuple(shards), tuple(groups), tuple(problems), lost, _rows_digest(rows))
         if index.num_groups == 0:
             raise ValueError(f"no groups to train on in the {stage}/{split} shards of "
                              f"{data_dir} ({seen} groups before selection)")
         return index
+
+
+def _rows_digest(rows: list[dict]) -> str:
+    import hashlib
+
+    text = "\n".join(f"{r['path']} {r.get('sha256') or ''}" for r in rows)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 # Selection over the catalog
@@ -229,6 +240,26 @@ def catalog_builds(data_dir) -> list[dict]:
     finally:
         con.close()
     return [{"build_id": b, "synthetic": s} for b, s in rows]
+
+
+def member_samples(data_dir, stage: str, split: str) -> int:
+    """The length of the longest member of (stage, split) in samples (0 when unknown)."""
+    import duckdb
+
+    from teminal.manifests.catalog import connect
+
+    try:
+        con = connect(data_dir)
+    except FileNotFoundError:
+        return 0
+    try:
+        row = con.execute("SELECT max(num_samples) FROM samples WHERE stage = ? AND split = ?",
+                          [stage, split]).fetchone()
+    except duckdb.Error:
+        return 0
+    finally:
+        con.close()
+    return int(row[0] or 0) if row else 0
 
 
 # The plan: which groups each slot reads in each epoch

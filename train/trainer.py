@@ -13,14 +13,21 @@ One optimizer step = `grad_accum` micro-batches of `groups_per_batch` groups on 
 - The learning rate is a pure function of the step (StepLR by nominal epochs), so a resumed
   run needs no scheduler state. The data stream is replayed from the step (see streaming.py),
   and the loader never draws from the global RNG, so killed-and-resumed equals unbroken.
-- A non-finite loss stops every rank before the update; the newest checkpoint stays the last
-  good one.
+- A non-finite loss stops every rank before the update; the trainable weights are checked at
+  every log line, before every checkpoint and before the export, so no NaN or inf is ever
+  saved and the newest checkpoint stays the last good one.
+- A run holds an exclusive lock on RUN_DIR and a shared one on the build it reads
+  (teminal.pipeline.lock): a second training into RUN_DIR, or a build into --data, refuses.
+- Checkpoints hold tensors and JSON only, and a resume reads them with tensors-only semantics
+  (teminal.train.run_state).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
+import pickle
 import shutil
 import time
 from dataclasses import asdict, dataclass
@@ -32,26 +39,22 @@ from torch import nn
 
 from teminal.models.provenance import TrainingProvenance
 from teminal.models.registry import checkpoint_folder
+from teminal.pipeline.lock import read_lock, run_lock
 from teminal.pipeline.progress import progress_bar
 from teminal.train.averaging import WeightAverage
 from teminal.train.losses import positive_mask
-from teminal.train.run_config import TrainConfig, differences, dump, head_value
+from teminal.train.run_config import TrainConfig, differences, dump, head_value, resume_keys
+from teminal.train.run_state import (COMPLETE_FILE, TrainProgress, check_state_files,
+                                     checkpoint_dir, complete_checkpoints, disk_error,
+                                     last_good_checkpoint, load_average, migrate_legacy_state,
+                                     non_finite_weight, read_progress, remove_partial,
+                                     save_run_state, truncate_metrics)
 from teminal.train.streaming import (CaptionFn, GroupStream, KeyFn, ShardIndex, StreamPlan,
                                      TemplateCaption, canonical_caption, catalog_builds,
-                                     make_loader, select_group_keys)
+                                     make_loader, member_samples, select_group_keys)
 
 log = logging.getLogger("teminal.train")
 
-# Settings that fix the data order; a resume that changes one cannot replay the stream.
-DATA_ORDER_KEYS = ("data", "split", "where", "query_file", "templates", "seed",
-                   "groups_per_batch", "grad_accum", "num_workers", "shuffle_buffer")
-# Settings that define what a run learns from and how: a resume refuses to change any of them
-# (unless --resume-changed, and then final/config.json records the earlier settings too).
-RESUME_KEYS = DATA_ORDER_KEYS + (
-    "model", "init", "lr", "lr_gamma", "weight_decay", "grad_clip", "trainable",
-    "logit_scale_lr_mult", "lr_mult", "warmup_steps", "average_from", "average_every",
-    "global_negatives", "lambda_a", "alpha_same_time", "alpha_cross_time",
-    "alpha_same_overlap", "alpha_cross_overlap", "beta", "mixed_precision")
 SETTINGS_HISTORY = "settings_history.json"  # earlier settings of a run resumed with changes
 
 # (audio [R*N, D], text [R*N, D], logit scale, N groups, config, positives=[R*N, R*N] bool)
@@ -75,19 +78,8 @@ class NonFiniteLoss(RuntimeError):
     pass
 
 
-@dataclass
-class TrainProgress:
-    """Custom state saved with every checkpoint (accelerate's register_for_checkpointing)."""
-    step: int = 0
-    world_size: int = 1
-    num_workers: int = 0
-    selection: str = ""  # sha256 of the trained group keys: catches a changed query file/catalog
-
-    def state_dict(self) -> dict:
-        return asdict(self)
-
-    def load_state_dict(self, d: dict) -> None:
-        self.__dict__.update(d)
+class NonFiniteWeights(NonFiniteLoss):
+    """Trainable weights that hold NaN or inf: nothing of that step is saved (exit code 3)."""
 
 
 @dataclass
@@ -150,34 +142,38 @@ def lr_at(step: int, cfg: TrainConfig, steps_per_epoch: int) -> float:
 
 # Checkpoints
 
-def checkpoint_dir(run_dir: Path, step: int) -> Path:
-    return run_dir / "checkpoints" / f"step-{step}"
+def any_rank(accelerator, flag: bool) -> bool:
+    """Whether `flag` holds on any rank (every rank must call it: a collective)."""
+    bad = torch.tensor([1.0 if flag else 0.0], device=accelerator.device)
+    if accelerator.num_processes > 1:
+        bad = accelerator.reduce(bad, "sum")
+    return bad.item() > 0
 
 
-def complete_checkpoints(run_dir: Path) -> list[Path]:
-    """Checkpoints whose save finished on every rank, oldest first."""
-    found = [p for p in (run_dir / "checkpoints").glob("step-*") if (p / "COMPLETE").exists()]
-    return sorted(found, key=lambda p: int(p.name.split("-")[1]))
-
-
-def save_checkpoint(accelerator, run_dir: Path, step: int, keep: int) -> Path:
+def save_checkpoint(accelerator, run_dir: Path, step: int, keep: int,
+                    progress: TrainProgress | None = None, average=None) -> Path:
+    """Accelerate's state and the project's (run_state), then COMPLETE. A failed write (a full
+    disk) on any rank removes the unfinished folder on every rank and is one OSError naming the
+    path; the older checkpoints are untouched."""
     path = checkpoint_dir(run_dir, step)
-    accelerator.save_state(str(path))
+    failure = None
+    try:
+        accelerator.save_state(str(path))
+        if accelerator.is_main_process:
+            save_run_state(path, progress or TrainProgress(step=step), average)
+    except OSError as e:
+        failure = e
+    if any_rank(accelerator, failure is not None):
+        if accelerator.is_main_process:
+            remove_partial(path)
+        raise disk_error(failure or OSError("another rank's write failed"), path, run_dir)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        (path / "COMPLETE").write_text(json.dumps({"step": step}) + "\n")
+        (path / COMPLETE_FILE).write_text(json.dumps({"step": step}) + "\n")
         for old in complete_checkpoints(run_dir)[:-max(1, keep)]:
             shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
     return path
-
-
-def _truncate_metrics(path: Path, last_step: int) -> None:
-    """A resumed run rewrites the steps a killed run logged after its last checkpoint."""
-    if path.exists():
-        keep = [ln for ln in path.read_text().splitlines()
-                if ln.strip() and json.loads(ln).get("step", 0) <= last_step]
-        path.write_text("".join(ln + "\n" for ln in keep))
 
 
 # The run
@@ -238,16 +234,30 @@ def run(cfg: TrainConfig, stage: Stage,
     """Train `stage` with `cfg` (see the module docstring); returns the run's summary."""
     run_dir = Path(cfg.out)
     accelerator = _accelerator(cfg, run_dir)
-    log_file = _setup_logging(accelerator, run_dir)
-    try:
-        result = Trainer(cfg, stage, accelerator, model_factory).train()
-        accelerator.wait_for_everyone()
-        return result
-    finally:
-        accelerator.end_training()
-        if log_file is not None:
-            logging.getLogger("teminal").removeHandler(log_file)
-            log_file.close()
+    with _locks(accelerator, run_dir, cfg.data):
+        log_file = _setup_logging(accelerator, run_dir)
+        try:
+            result = Trainer(cfg, stage, accelerator, model_factory).train()
+            accelerator.wait_for_everyone()
+            return result
+        finally:
+            accelerator.end_training()
+            if log_file is not None:
+                logging.getLogger("teminal").removeHandler(log_file)
+                log_file.close()
+
+
+@contextlib.contextmanager
+def _locks(accelerator, run_dir: Path, data):
+    """The run folder's exclusive lock (main process: one training per RUN_DIR) and a shared
+    lock on the build it reads (every rank: no build replaces it mid-run)."""
+    with contextlib.ExitStack() as stack:
+        if accelerator.is_main_process:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            stack.enter_context(run_lock(run_dir))
+        if data:
+            stack.enter_context(read_lock(Path(data), "a training"))
+        yield
 
 
 class Clock:
@@ -301,6 +311,7 @@ class Trainer:
         self.replay = stage.replay if cfg.retain_singles > 0 else None
         self.n_blocks = len(stage.relations) + (1 if self.replay else 0)
         self.samples_per_step = self.global_groups * self.n_blocks
+        self._check_batch_memory()
         self.steps_per_epoch = max(1, self.index.num_groups // self.global_groups)
         self.max_steps = cfg.max_steps if cfg.max_steps is not None else \
             math.ceil(cfg.epochs * self.steps_per_epoch)
@@ -323,23 +334,25 @@ class Trainer:
                  f"{n_total:,}", 100 * n_train / max(1, n_total))
         groups = param_groups(self.model, cfg.logit_scale_lr_mult, cfg.lr_mult)
         self.params = [p for g in groups for p in g["params"]]
+        self.named_params = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
         optimizer = adam(groups, cfg.lr, cfg.weight_decay)
         self.step_module, self.optimizer = accelerator.prepare(EmbedStep(self.model), optimizer)
         self.step_module.train()
-        self.progress = TrainProgress(world_size=self.world, num_workers=cfg.num_workers)
-        accelerator.register_for_checkpointing(self.progress)
+        # saved as checkpoint files by run_state, never registered with Accelerate (which
+        # would pickle them and unpickle them with full pickle on resume)
+        builds = catalog_builds(cfg.data)
+        self.progress = TrainProgress(
+            world_size=self.world, num_workers=cfg.num_workers, selection=self.index.digest(),
+            build_ids=[b["build_id"] for b in builds], catalog_sha256=self.index.catalog_sha256)
         self.average = None
         if cfg.average_from is not None:
             self.average = WeightAverage(self.params, cfg.average_from, cfg.average_every)
-            accelerator.register_for_checkpointing(self.average)
 
         self.start = 0
         if cfg.resume:
-            self.start = _resume(accelerator, cfg, self.run_dir, previous, self.progress,
-                                 self.metrics_path, self.index.digest())
+            self.start = self._resume(previous)
         elif self.main and self.metrics_path.exists():
             self.metrics_path.unlink()
-        self.progress.selection = self.index.digest()
         if self.main:
             dump(cfg, self.run_dir / "run_config.yaml")
             if cfg.tensorboard:
@@ -384,11 +397,12 @@ class Trainer:
             bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2g}", samples_s=f"{rate:.1f}",
                             refresh=False)  # redraws follow the bar's own interval
             if done % max(1, cfg.log_every) == 0 or done in (1, self.max_steps):
+                self._check_weights(done, lr)
                 loss = self._log(done, loss, lr, info, clock)
             if self.average and self.average.due(done):
                 self.average.add(done)
             if cfg.save_every and done % cfg.save_every == 0 and done < self.max_steps:
-                save_checkpoint(self.acc, self.run_dir, done, cfg.keep_checkpoints)
+                self._save(done, lr)
         bar.close()
         return self._finish(first_loss, loss, clock)
 
@@ -430,16 +444,95 @@ class Trainer:
 
     def _stop_if_not_finite(self, loss: torch.Tensor, step: int, lr: float) -> None:
         """Every rank stops together, before the update, when any rank's loss is not finite."""
-        bad = torch.tensor([0.0 if torch.isfinite(loss) else 1.0], device=self.acc.device)
-        if self.world > 1:
-            bad = self.acc.reduce(bad, "sum")
-        if bad.item() > 0:
-            last = complete_checkpoints(self.run_dir)
+        if any_rank(self.acc, not bool(torch.isfinite(loss))):
             raise NonFiniteLoss(
                 f"{self.stage.name}: the loss is {loss.item()} at step {step + 1} (lr {lr:g}); "
-                f"stopped before updating. The last good checkpoint is "
-                f"{last[-1] if last else 'none (no checkpoint was saved yet)'}; lower --lr or "
-                f"check the data, then --resume")
+                f"stopped before updating. {self._last_good()}; lower --lr or check the data, "
+                f"then --resume")
+
+    def _resume(self, previous: list[Path]) -> int:
+        """Continue from the newest complete checkpoint: its files are checked (tensors only),
+        its settings and data compared with this run's (refused unless --resume-changed), then
+        loaded; weights holding NaN or inf are refused."""
+        acc, cfg = self.acc, self.cfg
+        if not previous:
+            log.warning("--resume: no complete checkpoint in %s/checkpoints; starting at step 0",
+                        self.run_dir)
+            if self.main:
+                truncate_metrics(self.metrics_path, 0)
+            return 0
+        path = previous[-1]
+        check_state_files(path)
+        if self.main:
+            migrate_legacy_state(path)
+        acc.wait_for_everyone()
+        saved = read_progress(path)
+        old, lines = _resume_changes(cfg, self.run_dir)
+        lines += data_changes(saved, self.progress)
+        if lines and not cfg.resume_changed:
+            _refuse_resume(self.run_dir, path, lines)
+        self._load_state(path, lines)
+        self.progress.step = saved.step
+        if lines:
+            _record_resume_changes(acc, cfg, self.run_dir, saved.step, old, lines)
+        if saved.world_size != acc.num_processes:
+            log.warning("resuming on %d processes a run saved on %d: the data order differs",
+                        acc.num_processes, saved.world_size)
+        if self.main:
+            truncate_metrics(self.metrics_path, saved.step)
+        log.info("resumed from %s at step %d", path, saved.step)
+        return saved.step
+
+    def _load_state(self, path: Path, changes: list[str]) -> None:
+        try:
+            self.acc.load_state(str(path), load_kwargs={"weights_only": True})
+            load_average(path, self.average)
+        except (RuntimeError, ValueError, KeyError, OSError, pickle.UnpicklingError) as e:
+            text = " ".join(str(e).split())[:300]
+            if changes:
+                raise ValueError(f"--resume-changed: {path} cannot continue with the changed "
+                                 f"settings ({'; '.join(changes)}): {text}") from None
+            raise ValueError(f"--resume: {path} cannot be loaded into this run ({text}); move "
+                             f"it away to resume from the checkpoint before") from None
+        name = non_finite_weight(self.named_params)
+        if name is not None:
+            raise ValueError(f"--resume: {path} holds NaN or inf weights ({name}); move it "
+                             f"away to resume from the checkpoint before, with a lower --lr "
+                             f"(--resume-changed)")
+
+    def _last_good(self) -> str:
+        last = last_good_checkpoint(self.run_dir)
+        return f"The last good checkpoint is {last or 'none (no checkpoint was saved yet)'}"
+
+    def _check_weights(self, step: int, lr: float, what: str = "the trainable weights") -> None:
+        """Stop before logging, saving or exporting weights that hold NaN or inf (the same
+        weights on every rank: DDP keeps them equal, so every rank stops here together)."""
+        name = non_finite_weight(self.named_params)
+        if name is not None:
+            raise NonFiniteWeights(
+                f"{self.stage.name}: {what} hold NaN or inf after step {step} (first: {name}; "
+                f"lr {lr:g}); nothing of this step was saved. {self._last_good()}; lower --lr "
+                f"(or --grad-clip), then --resume")
+
+    def _save(self, step: int, lr: float) -> Path:
+        self._check_weights(step, lr)
+        return save_checkpoint(self.acc, self.run_dir, step, self.cfg.keep_checkpoints,
+                               self.progress, self.average)
+
+    def _check_batch_memory(self) -> None:
+        """Refuse --groups-per-batch values whose audio alone would not fit in memory: the
+        batch in use and those the loader's workers hold ready (float32 clips)."""
+        from teminal.evaluate.workers import memory_problem
+
+        cfg = self.cfg
+        samples = member_samples(cfg.data, self.stage.data_stage, cfg.split)
+        batches = 1 + cfg.prefetch * max(1, cfg.num_workers)
+        need = batches * cfg.groups_per_batch * self.n_blocks * samples * 4
+        problem = memory_problem("--groups-per-batch", cfg.groups_per_batch, need,
+                                 f"the audio of {batches} batch(es) of {self.n_blocks} x "
+                                 f"{cfg.groups_per_batch} clips of {samples} samples")
+        if problem:
+            raise ValueError(problem)
 
     def _log(self, step: int, loss: float, lr: float, info: dict, clock: Clock) -> float:
         if not (self.world > 1 and self.cfg.global_negatives):  # local losses differ by rank
@@ -450,8 +543,11 @@ class Trainer:
                "epoch": step / self.steps_per_epoch, "data_wait": waited / seconds,
                "time": clock.t_log - clock.t_run, **info, **self._skipped()}
         if self.main:
-            with open(self.metrics_path, "a") as f:
-                f.write(json.dumps(row) + "\n")
+            try:
+                with open(self.metrics_path, "a") as f:
+                    f.write(json.dumps(row) + "\n")
+            except OSError as e:
+                raise disk_error(e, self.metrics_path, self.run_dir) from None
         self.acc.log(row, step=step)
         return loss
 
@@ -465,8 +561,9 @@ class Trainer:
     def _finish(self, first_loss, final_loss, clock: Clock) -> RunResult:
         seconds = time.perf_counter() - clock.t_run
         done = self.max_steps - self.start
+        lr = lr_at(max(0, self.progress.step - 1), self.cfg, self.steps_per_epoch)
         if done > 0 or not complete_checkpoints(self.run_dir):
-            save_checkpoint(self.acc, self.run_dir, self.progress.step, self.cfg.keep_checkpoints)
+            self._save(self.progress.step, lr)
         final_dir = self.run_dir / "final"
         if self.average:  # after the checkpoint, which keeps the raw weights for a resume
             if self.average.copy_to_params():
@@ -474,6 +571,7 @@ class Trainer:
             else:
                 log.warning("--average-from %d: no snapshot in %d steps; exporting the last "
                             "step's weights", self.average.first, self.progress.step)
+        self._check_weights(self.progress.step, lr, "the weights to export")
         if self.main:
             _export(self.acc.unwrap_model(self.step_module).model, final_dir, self.cfg,
                     self.stage, self.spec, self.progress.step, self.world)
@@ -529,55 +627,38 @@ def adam(params, lr: float, weight_decay: float) -> torch.optim.Optimizer:
         return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
 
 
-def _resume(accelerator, cfg, run_dir, previous, progress, metrics_path,
-            selection: str = "") -> int:
-    if not previous:
-        log.warning("--resume: no complete checkpoint in %s/checkpoints; starting at step 0",
-                    run_dir)
-        if accelerator.is_main_process:
-            _truncate_metrics(metrics_path, 0)
-        return 0
-    path = previous[-1]
-    old, lines = _resume_changes(cfg, run_dir, path)
-    progress.selection = ""
-    try:
-        accelerator.load_state(str(path))
-    except (RuntimeError, ValueError, KeyError) as e:
-        if not lines:
-            raise
-        raise ValueError(f"--resume-changed: {path} cannot continue with the changed settings "
-                         f"({'; '.join(lines)}): {e}") from None
-    if progress.selection and selection and progress.selection != selection and not lines:
-        lines = ["the selected training groups differ (the query file, the catalog or the "
-                 "shards changed since the checkpoint)"]
-        if not cfg.resume_changed:
-            _refuse_resume(run_dir, path, lines)
-    if lines:
-        _record_resume_changes(accelerator, cfg, run_dir, progress.step, old, lines)
-    if progress.world_size != accelerator.num_processes:
-        log.warning("resuming on %d processes a run saved on %d: the data order differs",
-                    accelerator.num_processes, progress.world_size)
-    if accelerator.is_main_process:
-        _truncate_metrics(metrics_path, progress.step)
-    log.info("resumed from %s at step %d", path, progress.step)
-    return progress.step
-
-
-def _resume_changes(cfg, run_dir: Path, path: Path) -> tuple[dict | None, list[str]]:
-    """(the checkpointed run's settings, the data/optimiser settings this resume changes); a
-    change is refused unless --resume-changed. Checked before loading: a changed parameter set
-    cannot even load the optimizer state."""
+def _resume_changes(cfg, run_dir: Path) -> tuple[dict | None, list[str]]:
+    """(the checkpointed run's settings, the settings this resume changes among resume_keys():
+    every setting but the machinery, run_config.RESUME_FREE)."""
     import yaml
 
     old_path = run_dir / "run_config.yaml"
-    old = yaml.safe_load(old_path.read_text()) if old_path.exists() else None
+    try:
+        old = yaml.safe_load(old_path.read_text()) if old_path.exists() else None
+    except (OSError, yaml.YAMLError) as e:
+        raise ValueError(f"--resume: {old_path} is unreadable ({' '.join(str(e).split())}); "
+                         f"it records the run's settings: restore it, or choose another --out"
+                         ) from None
     # a setting added after the run started reads as its default (what the run trained with)
-    changed = (differences({**TrainConfig().to_dict(), **old}, cfg.to_dict(), RESUME_KEYS)
+    changed = (differences({**TrainConfig().to_dict(), **old}, cfg.to_dict(), resume_keys())
                if isinstance(old, dict) else {})
-    lines = [f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items()]
-    if lines and not cfg.resume_changed:
-        _refuse_resume(run_dir, path, lines)
-    return old, lines
+    return old, [f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items()]
+
+
+def data_changes(saved: TrainProgress, now: TrainProgress) -> list[str]:
+    """What differs between the data a checkpoint trained on and the data --data holds now
+    (fields a checkpoint from before they were recorded leaves empty are not compared)."""
+    lines = []
+    if saved.build_ids and saved.build_ids != now.build_ids:
+        lines.append(f"data build: {saved.build_ids} -> {now.build_ids} (the build under "
+                     f"--data was replaced)")
+    if saved.catalog_sha256 and saved.catalog_sha256 != now.catalog_sha256:
+        lines.append(f"data shards: the catalog's shard sha256 digest "
+                     f"{saved.catalog_sha256[:12]} -> {now.catalog_sha256[:12]}")
+    if saved.selection and saved.selection != now.selection:
+        lines.append("the selected training groups differ (the query file, the catalog or the "
+                     "shards changed since the checkpoint)")
+    return lines
 
 
 def _refuse_resume(run_dir: Path, path: Path, lines: list[str]):
@@ -604,8 +685,6 @@ def _export(model, final_dir: Path, cfg: TrainConfig, stage: Stage, spec: str, s
     builds = catalog_builds(cfg.data)
     history_path = Path(cfg.out) / SETTINGS_HISTORY
     history = json.loads(history_path.read_text()) if history_path.exists() else []
-    if final_dir.exists():
-        shutil.rmtree(final_dir)
     provenance = TrainingProvenance(
         stage=stage.name, init=spec, steps=steps, world_size=world,
         data=str(Path(cfg.data).resolve()),
@@ -615,7 +694,16 @@ def _export(model, final_dir: Path, cfg: TrainConfig, stage: Stage, spec: str, s
         train_config=cfg.to_dict(),
         # settings of the steps before a --resume-changed (evaluators union their selections)
         earlier_train_configs=history or [])
-    model.save(str(final_dir), provenance.to_dict())
+    partial = final_dir.with_name(final_dir.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    try:
+        model.save(str(partial), provenance.to_dict())
+    except OSError as e:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise disk_error(e, final_dir, Path(cfg.out)) from None
+    if final_dir.exists():
+        shutil.rmtree(final_dir)
+    partial.rename(final_dir)  # a reader never sees a half-written final/
 
 
 def _summary_line(r: RunResult, start: int) -> str:

@@ -56,10 +56,11 @@ DEFAULT_NAME_TEMPLATES = (
 CLIP_SECONDS = 10
 MISSING_AUDIO = "missing audio"
 CSV_URL = "https://raw.githubusercontent.com/cdjkim/audiocaps/master/dataset"
-HOW_TO_GET = ("AudioCaps distributes captions only: `pipeline download audiocaps-captions "
-              "data/audiocaps` fetches them, and `pipeline download audiocaps` explains how to "
-              "obtain the audio and where to put it (clips without audio are rejected as "
-              "\"missing audio\" and the build uses the rest).")
+HOW_TO_GET = ("AudioCaps distributes captions only: `pipeline download audiocaps-captions` "
+              "fetches them (into data/audiocaps, or $TEMINAL_DATA/audiocaps: where `pipeline "
+              "build --dataset audiocaps` looks without --root), and `pipeline download "
+              "audiocaps` explains how to obtain the audio and where to put it (clips without "
+              "audio are rejected as \"missing audio\" and the build uses the rest).")
 
 __all__ = ["SPEC", "scan", "retrieval_items", "csv_path", "audio_dir", "DEFAULT_NAME_TEMPLATES",
            "HEADER", "SPLITS", "MISSING_AUDIO"]
@@ -89,6 +90,11 @@ def layout_problem(root) -> str | None:
     if any(csv_path(root, s) for s in SPLITS):
         return None
     return f"no AudioCaps captions CSV (train.csv, val.csv, test.csv) under {root}"
+
+
+def check_splits(root, splits) -> None:
+    """Unknown split names of --splits are refused before any work (see split_plan)."""
+    split_plan(splits, SPLIT_ALIASES, DATASET)
 
 
 def scan(root, splits=None, name_template: str | None = None, *,
@@ -130,7 +136,7 @@ def _scan_split(root: Path, split: str, source: str, path: Path, templates: list
     rows, _encoding = read_csv(path, HEADER)
     clips: dict[tuple[str, str], dict] = {}
     for row in rows:
-        problem = _row_problem(row.fields)
+        problem = row.problem or _row_problem(row.fields)
         if problem:
             out.rejects.append(row_reject(path, row, problem, DATASET))
             continue
@@ -260,5 +266,6 @@ CAPTIONS = RemoteDataset(
 SPEC = DatasetSpec(
     name=DATASET, module=__name__, env_subdir="audiocaps", fallback_root="data/audiocaps",
     how_to_get=HOW_TO_GET, layout_problem=layout_problem, compatible=distinct_captions,
+    check_splits=check_splits,
     scan_options=("name_template",), remote=CAPTIONS, manual_download=how_to_get_audio,
     retrieval=True)

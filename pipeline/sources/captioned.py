@@ -40,34 +40,79 @@ CSV_ENCODINGS = ("utf-8-sig", "iso-8859-1")
 # ---------------------------------------------------------------------------------------------
 # CSV
 
+# The longest field a metadata CSV may hold (csv's own default), set for every read rather than
+# taken from the process-wide setting another library may have raised: a longer field (a 1 MB
+# "caption") makes its row a reject naming the line, the same on every machine.
+CSV_FIELD_LIMIT = 131072
+
+
 @dataclass(frozen=True)
 class CsvRow:
     line: int                # 1-based line number of the row's last physical line in the file
     fields: list[str]
+    problem: str | None = None   # set (and fields empty) when the row could not be parsed
+
+
+def parse_csv(text: str) -> list[CsvRow]:
+    """Every row of a CSV text, blank lines included. A row the csv module cannot parse (a
+    field over CSV_FIELD_LIMIT characters) is kept as a CsvRow with its `problem`, and parsing
+    goes on with the next line."""
+    rows: list[CsvRow] = []
+    old_limit = csv.field_size_limit(CSV_FIELD_LIMIT)
+    try:
+        # StringIO(newline=""), not splitlines(): captions may hold U+2028 or form feeds, which
+        # splitlines() would take for line ends
+        reader = csv.reader(io.StringIO(text, newline=""))
+        while True:
+            line = reader.line_num
+            try:
+                fields = next(reader)
+            except StopIteration:
+                break
+            except csv.Error as e:
+                if reader.line_num == line:   # nothing consumed: cannot go on
+                    raise ValueError(f"line {line + 1}: {e}") from None
+                rows.append(CsvRow(reader.line_num, [], _csv_problem(e)))
+                continue
+            rows.append(CsvRow(reader.line_num, fields))
+    finally:
+        csv.field_size_limit(old_limit)
+    return rows
+
+
+def _csv_problem(e: csv.Error) -> str:
+    if "field limit" in str(e):
+        return f"a field longer than {CSV_FIELD_LIMIT} characters"
+    return f"unreadable CSV row ({e})"
 
 
 def read_csv(path: Path, expected_header: Sequence[str]) -> tuple[list[CsvRow], str]:
     """Rows of a CSV whose first line must be `expected_header`; returns (rows, encoding).
+    Unparseable rows come back with their `problem` (the reader makes them rejects).
 
-    A wrong header raises ValueError naming the file, the header found and the one expected:
-    that is a wrong file or a wrong dataset, not a bad row."""
+    A wrong or unreadable header raises ValueError naming the file, the header found and the
+    one expected: that is a wrong file or a wrong dataset, not a bad row."""
     raw = Path(path).read_bytes()
     text, encoding = decode_text(raw)
-    # StringIO(newline=""), not splitlines(): captions may hold U+2028 or form feeds, which
-    # splitlines() would take for line ends
-    reader = csv.reader(io.StringIO(text, newline=""))
-    header = next(reader, None)
-    found = [h.strip() for h in header] if header else []
+    try:
+        parsed = parse_csv(text)
+    except ValueError as e:
+        raise ValueError(f"{path}: cannot be read as CSV ({e})") from None
+    header = parsed[0] if parsed else CsvRow(0, [])
+    if header.problem:
+        raise ValueError(f"{path}: the header line cannot be read ({header.problem}); is this "
+                         f"the right file for this dataset?")
+    found = [h.strip() for h in header.fields]
     if found != list(expected_header):
         shown = ",".join(found) or "(empty file)"
         raise ValueError(f"{path}: header {shown} is not the expected {','.join(expected_header)}; "
                          f"is this the right file for this dataset?")
-    rows = []
-    for fields in reader:
-        if not fields or (len(fields) == 1 and not fields[0].strip()):
-            continue  # blank line
-        rows.append(CsvRow(reader.line_num, fields))
+    rows = [r for r in parsed[1:] if r.problem or not _blank(r.fields)]
     return rows, encoding
+
+
+def _blank(fields: list[str]) -> bool:
+    return not fields or (len(fields) == 1 and not fields[0].strip())
 
 
 def decode_text(raw: bytes) -> tuple[str, str]:

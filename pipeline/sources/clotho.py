@@ -53,8 +53,9 @@ DEFAULT_NAME_TEMPLATES = ("{file_name}", "{stem}.{ext}")
 MISSING_AUDIO = "missing audio"
 STEM_CHARS = 48
 RECORD_URL = "https://zenodo.org/records/4783391/files"     # Clotho v2.1 on Zenodo
-HOW_TO_GET = ("Get Clotho v2.1 (captions and audio) with `pipeline download clotho data/clotho`, "
-              "or point --root at a copy holding clotho_csv_files/ and "
+HOW_TO_GET = ("Get Clotho v2.1 (captions and audio) with `pipeline download clotho` (into "
+              "data/clotho, or $TEMINAL_DATA/clotho: where `pipeline build --dataset clotho` "
+              "looks without --root), or point --root at a copy holding clotho_csv_files/ and "
               "clotho_audio_files/<split>/.")
 
 __all__ = ["SPEC", "scan", "retrieval_items", "captions_csv", "audio_dir", "source_id", "HEADER",
@@ -83,6 +84,11 @@ def layout_problem(root) -> str | None:
     if any(captions_csv(root, s) for s in SPLITS):
         return None
     return f"no Clotho captions CSV (clotho_captions_<split>.csv) under {root} or {root}/clotho_csv_files"
+
+
+def check_splits(root, splits) -> None:
+    """Unknown split names of --splits are refused before any work (see split_plan)."""
+    split_plan(splits, SPLIT_ALIASES, DATASET)
 
 
 def scan(root, splits=None, name_template: str | None = None, *,
@@ -129,9 +135,10 @@ def _scan_split(root: Path, split: str, source: str, path: Path, templates: list
     first_line: dict[str, int] = {}
     found: list[SourceClip] = []
     for row in rows:
-        if len(row.fields) != len(HEADER):
-            out.rejects.append(row_reject(path, row, f"expected {len(HEADER)} fields "
-                                          f"({','.join(HEADER)}), got {len(row.fields)}", DATASET))
+        if row.problem or len(row.fields) != len(HEADER):
+            out.rejects.append(row_reject(path, row, row.problem or f"expected {len(HEADER)} "
+                                          f"fields ({','.join(HEADER)}), got {len(row.fields)}",
+                                          DATASET))
             continue
         file_name = row.fields[0].strip()
         captions = tuple(c.strip() for c in row.fields[1:] if c.strip())
@@ -226,4 +233,5 @@ def _remote() -> RemoteDataset:
 SPEC = DatasetSpec(
     name=DATASET, module=__name__, env_subdir="clotho", fallback_root="data/clotho",
     how_to_get=HOW_TO_GET, layout_problem=layout_problem, compatible=distinct_captions,
+    check_splits=check_splits,
     scan_options=("name_template",), remote=_remote(), retrieval=True)

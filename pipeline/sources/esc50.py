@@ -6,8 +6,6 @@ only a folder that is not ESC-50 at all (no root, no CSV, wrong CSV header) rais
 """
 from __future__ import annotations
 
-import csv
-import io
 import hashlib
 from pathlib import Path
 
@@ -25,10 +23,11 @@ OFFICIAL_FOLDS = (1, 2, 3, 4, 5)
 DEFAULT_SPLITS: dict[str, list[int]] = {"test": [5], "val": [4], "train": [1, 2, 3]}
 
 ZIP_URL = "https://github.com/karolpiczak/ESC-50/archive/master.zip"
-HOW_TO_GET = ("Get ESC-50 from https://github.com/karolpiczak/ESC-50 (`pipeline download esc50 "
-              "data/ESC-50-master`, clone or unzip it into data/ESC-50-master, or set "
-              "TEMINAL_DATA=DIR holding DIR/esc50), or write the clearly-labelled synthetic "
-              "stand-in and build from it: `pipeline synth esc50 data/esc50-synthetic` then "
+HOW_TO_GET = ("Get ESC-50 from https://github.com/karolpiczak/ESC-50: `pipeline download esc50` "
+              "puts it where `pipeline build` looks without --root (data/ESC-50-master, or "
+              "$TEMINAL_DATA/esc50 when TEMINAL_DATA is set); a clone or unzipped copy elsewhere "
+              "is read with --root DIR. Or write the clearly-labelled synthetic stand-in and "
+              "build from it: `pipeline synth esc50 data/esc50-synthetic` then "
               "`pipeline build --root data/esc50-synthetic ...`.")
 
 
@@ -89,11 +88,11 @@ def scan(root, splits: dict[str, list[int]] | None = None) -> SourceScan:
     def reject(path: str, reason: str) -> None:
         result.rejects.append(Reject(path=path, reason=reason, dataset=dataset, phase="scan"))
 
-    for line, row in _read_rows(csv_file):
+    for line, row, unparsed in _read_rows(csv_file):
         where = f"{CSV_PATH.as_posix()} line {line}"
         name = (row.get("filename") or "").strip()
         path = str(audio_dir / name) if name else f"{csv_file}:{line}"
-        problem = _row_problem(row, name)
+        problem = unparsed or _row_problem(row, name)
         if problem:
             reject(path, f"malformed CSV row ({where}): {problem}")
             continue
@@ -126,6 +125,79 @@ def scan(root, splits: dict[str, list[int]] | None = None) -> SourceScan:
     return result
 
 
+def check_splits(root, splits: dict[str, list[int]] | None) -> None:
+    """Refuse, before any work, a --splits that names a split other than train/val/test or a
+    fold no clip of the CSV is in, and a default layout that leaves a split without a pair
+    (clips of two classes) in a partial copy; the message names the folds there and a layout.
+    Reads the CSV only."""
+    csv_file = resolve_root(root) / CSV_PATH
+    per_fold: dict[int, list[str]] = {}
+    for _line, row, unparsed in _read_rows(csv_file):
+        if not unparsed and _row_problem(row, (row.get("filename") or "").strip()) is None:
+            per_fold.setdefault(int(row["fold"]), []).append(label_of(row["category"]))
+    if splits is None:
+        _check_default_layout(per_fold, csv_file)
+    else:
+        for split, folds in splits.items():
+            _check_named_split(split, [int(f) for f in folds], per_fold, csv_file)
+
+
+def _check_named_split(split: str, folds: list[int], per_fold: dict, csv_file: Path) -> None:
+    if split not in SPLIT_NAMES:
+        raise ValueError(f"--splits {split}=...: split {split!r} is not one of "
+                         f"{', '.join(SPLIT_NAMES)} (trainers read train, evaluators test)")
+    if not folds:
+        raise ValueError(f"--splits {split}=: name the fold(s) of split {split!r}; the folds of "
+                         f"{csv_file} are {', '.join(map(str, sorted(per_fold))) or 'none'}")
+    # an official fold a partial copy lacks is fine beside others ("train=1,2,3,4,5" means
+    # everything there is); a fold no ESC-50 has, or a split of absent folds only, is not
+    absent = [f for f in folds if f not in per_fold]
+    unknown = [f for f in absent if f not in OFFICIAL_FOLDS]
+    if unknown or len(absent) == len(folds):
+        raise ValueError(
+            f"--splits {split}={','.join(map(str, folds))}: no clip of {csv_file} is in fold "
+            f"{', '.join(map(str, unknown or absent))}; its folds are "
+            f"{', '.join(map(str, sorted(per_fold))) or 'none'}")
+
+
+def _check_default_layout(per_fold: dict[int, list[str]], csv_file: Path) -> None:
+    for split, folds in DEFAULT_SPLITS.items():
+        labels = [label for f in folds for label in per_fold.get(f, [])]
+        if len(set(labels)) < 2:
+            raise ValueError(
+                f"the default splits ({_layout(DEFAULT_SPLITS)}) leave split {split} without a "
+                f"pair: fold {','.join(map(str, folds))} of {csv_file} holds {_clips(labels)}, "
+                f"and a pair needs two classes. Clips per fold here: {_fold_counts(per_fold)}. "
+                f"Choose folds with --splits, e.g. --splits {_layout(suggest_splits(per_fold))}")
+
+
+SPLIT_NAMES = ("train", "val", "test")
+
+
+def suggest_splits(per_fold: dict[int, list[str]]) -> dict[str, list[int]]:
+    """A layout for a partial copy: the smallest folds that hold two classes become test (and
+    val), every other fold train; with one such fold, everything trains."""
+    pairable = sorted((f for f, labels in per_fold.items() if len(set(labels)) >= 2),
+                      key=lambda f: (len(per_fold[f]), f))
+    held = {"test": pairable[:1], "val": pairable[1:2]} if len(pairable) >= 3 else \
+        {"test": pairable[:1]} if len(pairable) == 2 else {}
+    taken = {f for folds in held.values() for f in folds}
+    return {**held, "train": sorted(f for f in per_fold if f not in taken)}
+
+
+def _layout(splits: dict[str, list[int]]) -> str:
+    return ",".join(f"{s}={','.join(map(str, folds))}" for s, folds in splits.items())
+
+
+def _fold_counts(per_fold: dict[int, list[str]]) -> str:
+    return "; ".join(f"{f}: {_clips(labels)}" for f, labels in sorted(per_fold.items())) or "none"
+
+
+def _clips(labels: list[str]) -> str:
+    n, k = len(labels), len(set(labels))
+    return f"{n} clip{'s' if n != 1 else ''} of {k} class{'es' if k != 1 else ''}"
+
+
 def label_of(category: str) -> str:
     return category.strip().replace("_", " ")
 
@@ -140,29 +212,42 @@ def source_stem(filename: str) -> str:
 
 
 def _read_rows(csv_file: Path):
-    """(line number, row dict) for each data row; a wrong header raises up front."""
-    # the captioned readers' fallback (UTF-8, then Windows-1252, then ISO-8859-1), so a CSV
-    # saved in another encoding is read instead of failing with a decode error naming no file
-    from teminal.pipeline.sources.captioned import decode_text
+    """(line number, row dict as csv.DictReader makes it, problem) for each data row; problem
+    is set (and the row empty) when the line cannot be parsed. A wrong header raises up front."""
+    # the captioned readers' fallback (UTF-8, then ISO-8859-1), so a CSV saved in another
+    # encoding is read instead of failing with a decode error naming no file; and their parser,
+    # which turns a row the csv module refuses (a 1 MB field) into a problem of that row
+    from teminal.pipeline.sources.captioned import decode_text, parse_csv
 
     try:
         text, _encoding = decode_text(csv_file.read_bytes())
+        parsed = parse_csv(text)
     except OSError as e:
         raise FileNotFoundError(f"{csv_file}: cannot read the CSV ({e.strerror or e})") from None
-    with io.StringIO(text, newline="") as f:
-        reader = csv.DictReader(f)
-        header = [h.strip() for h in (reader.fieldnames or [])]
-        missing = [c for c in REQUIRED_COLUMNS if c not in header]
-        if missing:
-            raise ValueError(
-                f"{csv_file}: CSV header {','.join(header) or '(empty)'} lacks column(s) "
-                f"{', '.join(missing)}; expected the official ESC-50 header "
-                f"{','.join(OFFICIAL_HEADER)}")
-        reader.fieldnames = header
-        for row in reader:
-            if not any((v or "").strip() for k, v in row.items() if k is not None):
-                continue  # blank line
-            yield reader.line_num, row
+    except ValueError as e:
+        raise ValueError(f"{csv_file}: cannot be read as CSV ({e})") from None
+    first = parsed[0] if parsed else None
+    if first is not None and first.problem:
+        raise ValueError(f"{csv_file}: the header line cannot be read ({first.problem}); expected "
+                         f"the official ESC-50 header {','.join(OFFICIAL_HEADER)}")
+    header = [h.strip() for h in (first.fields if first else [])]
+    missing = [c for c in REQUIRED_COLUMNS if c not in header]
+    if missing:
+        raise ValueError(
+            f"{csv_file}: CSV header {','.join(header) or '(empty)'} lacks column(s) "
+            f"{', '.join(missing)}; expected the official ESC-50 header "
+            f"{','.join(OFFICIAL_HEADER)}")
+    for row in parsed[1:]:
+        if row.problem:
+            yield row.line, {}, row.problem
+            continue
+        fields = dict(zip(header, row.fields))
+        if len(row.fields) > len(header):
+            fields[None] = row.fields[len(header):]
+        fields.update({h: None for h in header[len(row.fields):]})
+        if not any((v or "").strip() for k, v in fields.items() if k is not None):
+            continue  # blank line
+        yield row.line, fields, None
 
 
 def _row_problem(row: dict, name: str) -> str | None:
@@ -195,5 +280,5 @@ def _row_problem(row: dict, name: str) -> str | None:
 SPEC = DatasetSpec(
     name=DATASET, module=__name__, env_subdir="esc50", fallback_root="data/ESC-50-master",
     how_to_get=HOW_TO_GET, layout_problem=layout_problem, split_values=int,
-    aliases=(SYNTHETIC_DATASET,),
+    check_splits=check_splits, aliases=(SYNTHETIC_DATASET,),
     remote=RemoteDataset(DATASET, (RemoteFile("ESC-50-master.zip", ZIP_URL, ".", kind="zip"),)))

@@ -45,6 +45,9 @@ class DatasetSpec:
     layout_problem: Callable[[Path], str | None] = lambda root: None
     compatible: Callable[[SourceClip, SourceClip], bool] = different_labels
     split_values: Callable[[str], object] = str   # parses one value of --splits (fold -> int)
+    # (root, --splits or None) -> None; raises ValueError on a split or unit the data lacks,
+    # reading metadata only, so a build refuses it before any work
+    check_splits: Callable[[Path, object], None] = lambda root, splits: None
     scan_options: tuple[str, ...] = ()            # BuildConfig fields passed to scan() by name
     default_splits: tuple[str, ...] = ("train", "val", "test")   # what a build without --splits makes
     aliases: tuple[str, ...] = ()        # other `dataset` values its rows carry (esc50-synthetic)
@@ -59,3 +62,14 @@ class DatasetSpec:
 
     def reader(self):
         return importlib.import_module(self.module)
+
+    def root_problem(self, root: Path) -> str | None:
+        """`layout_problem`, plus the child folder to use when `root` holds the dataset one
+        level down (the folder an archive or a clone made inside it)."""
+        problem = self.layout_problem(root)
+        if problem is None or not root.is_dir():
+            return problem
+        inside = sorted(c for c in root.iterdir() if c.is_dir() and self.layout_problem(c) is None)
+        if inside:
+            problem += f"; {inside[0]} is one: pass --root {inside[0]}"
+        return problem

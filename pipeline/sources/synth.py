@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
 from teminal.pipeline.audio import write_wav
+from teminal.pipeline.paths import UnsafePath, relative_parts, write_text_nofollow
 from teminal.pipeline.sources.esc50 import CSV_PATH, OFFICIAL_HEADER, SYNTHETIC_MARKER
 
 SAMPLE_RATE = 44100
@@ -318,7 +320,8 @@ def write_synthetic_esc50(out_dir, seed: int = 0, clips_per_class_per_fold: int 
     _write_manifest(out, settings, {p: None for p in sorted(set(previous) | set(planned))},
                     complete=False)
     n_clips = len(jobs)
-    (out / SYNTHETIC_MARKER).write_text(_marker_text(seed, chosen, clips_per_class_per_fold, n_clips))
+    write_text_nofollow(out / SYNTHETIC_MARKER,
+                        _marker_text(seed, chosen, clips_per_class_per_fold, n_clips))
 
     rows = []
     for category, fold, index in _progress(jobs, progress):
@@ -332,9 +335,10 @@ def write_synthetic_esc50(out_dir, seed: int = 0, clips_per_class_per_fold: int 
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(OFFICIAL_HEADER)
     writer.writerows(rows)
-    (out / CSV_PATH).write_text(buf.getvalue())
-    for stale in set(previous) - set(planned):  # only files an earlier run wrote
-        (out / stale).unlink(missing_ok=True)
+    write_text_nofollow(out / CSV_PATH, buf.getvalue())
+    for stale in sorted(set(previous) - set(planned)):  # only files an earlier run wrote
+        if (out / stale).is_file():   # (_claim checked: inside `out`, no link on the way)
+            (out / stale).unlink()
     _write_manifest(out, settings, {p: _sha256(out / p) for p in sorted(planned)}, complete=True)
     return out
 
@@ -347,12 +351,11 @@ def _sha256(path: Path) -> str:
 
 def _write_manifest(out: Path, settings: dict, files: dict, complete: bool) -> None:
     import json
-    import os
 
     tmp = out / f"{MANIFEST}.tmp"
-    tmp.write_text(json.dumps({"settings": settings, "complete": complete, "files": files},
-                              indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, out / MANIFEST)
+    write_text_nofollow(tmp, json.dumps({"settings": settings, "complete": complete,
+                                         "files": files}, indent=1, sort_keys=True) + "\n")
+    os.replace(tmp, out / MANIFEST)   # replaces a link at MANIFEST, never writes through it
 
 
 def _claim(out: Path, settings: dict, replace: bool) -> list[str]:
@@ -363,8 +366,12 @@ def _claim(out: Path, settings: dict, replace: bool) -> list[str]:
 
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"{out} is a file, not a folder; choose a new or empty folder")
-    present = sorted(p.relative_to(out).as_posix() for p in out.rglob("*")
-                     if not p.is_dir()) if out.exists() else []
+    present, links = _walk(out)
+    if links:
+        raise FileExistsError(
+            f"{out} holds symbolic links ({_some(links)}); `pipeline synth` never writes "
+            f"through or removes a link. Nothing was changed; remove them or choose a new or "
+            f"empty folder")
     present = [p for p in present if p not in (MANIFEST, f"{MANIFEST}.tmp")]
     if not (out / MANIFEST).is_file():
         if present:
@@ -381,6 +388,12 @@ def _claim(out: Path, settings: dict, replace: bool) -> list[str]:
     except (ValueError, KeyError, TypeError) as e:
         raise FileExistsError(f"{out / MANIFEST} is unreadable ({e}); nothing was changed; "
                               f"remove the folder yourself or choose another") from None
+    try:   # a listed path is removed or rewritten later: it must name a file in `out`
+        for listed in files:
+            relative_parts(listed, str(out / MANIFEST), "listed file")
+    except UnsafePath as e:
+        raise FileExistsError(f"{e}. Nothing was changed; remove the folder yourself or choose "
+                              f"another") from None
     foreign = [p for p in present if p not in files]
     if foreign:
         raise FileExistsError(
@@ -402,6 +415,19 @@ def _claim(out: Path, settings: dict, replace: bool) -> list[str]:
             f"was changed; pass --replace to replace it (only the {len(files)} files "
             f"`pipeline synth` wrote there are removed) or choose another folder")
     return sorted(files)
+
+
+def _walk(out: Path) -> tuple[list[str], list[str]]:
+    """(files, symbolic links) under `out`, relative and sorted; links are not followed."""
+    files, links = [], []
+    for top, dirs, names in os.walk(out) if out.exists() else ():
+        for name in dirs + names:
+            rel = (Path(top) / name).relative_to(out).as_posix()
+            if (Path(top) / name).is_symlink():
+                links.append(rel)
+            elif name in names:
+                files.append(rel)
+    return sorted(files), sorted(links)
 
 
 def _some(paths: list[str], n: int = 3) -> str:

@@ -134,3 +134,61 @@ def test_laion_spec_with_a_tokenizer_option_is_hashed_and_labelled_by_its_checkp
     assert default_label(spec) == "630k-audioset-best"
     assert default_label(f"msclap:{tmp_path}/CLAP_weights_2022.pth?version=2022") == \
         "CLAP_weights_2022"
+
+
+def test_headline_scores_carry_each_tasks_own_chance_and_interval(results):
+    from teminal.evaluate.report import headline, headline_scores
+
+    scores = headline_scores(results[0])
+    m = results[0]["metrics"]
+    assert list(scores) == list(headline(results[0]))
+    assert scores["1 single"]["chance"] == m["task1_single"]["chance"] != 1 / 3
+    assert scores["3 order"]["chance"] == pytest.approx(1 / 3, abs=1e-6)
+    # a seen/unseen part inherits its task's chance; the order rows carry the order-blind ceiling
+    assert scores["3 order, unseen pairs"]["chance"] == pytest.approx(1 / 3, abs=1e-6)
+    assert scores["3 order, unseen pairs"]["order_blind_ceiling"] == 0.5
+    assert scores["CompA group"]["chance"] == pytest.approx(1 / 6, abs=1e-6)
+    assert all(len(s["ci95"]) == 2 for s in scores.values())
+
+
+def test_bar_marks_give_the_interval_around_the_value():
+    from teminal.evaluate.plots import bar_marks
+
+    marks = bar_marks({"accuracy": 0.5, "ci95": [0.4, 0.7], "chance": 0.1})
+    assert marks["below"] == pytest.approx(0.1) and marks["above"] == pytest.approx(0.2)
+    assert marks["chance"] == 0.1 and marks["ceiling"] is None
+    assert bar_marks({}) == {"value": None, "below": 0.0, "above": 0.0, "chance": None,
+                             "ceiling": None}
+
+
+def test_compare_plot_draws_intervals_each_tasks_chance_and_marks_missing_values(
+        results, tmp_path, monkeypatch):
+    from teminal.evaluate import plots
+
+    partial = copy.deepcopy(results[1])
+    del partial["metrics"]["template_generalisation"]   # no held-out wordings measured
+    figures, real_save = [], plots._save
+
+    def keep_figure(fig, path, plt):
+        figures.append(fig)
+        return real_save(fig, path, plt)
+
+    monkeypatch.setattr(plots, "_save", keep_figure)
+    path = plots.plot_compare([results[0], partial], ["base", "partial"], tmp_path / "c.png")
+    assert path.read_bytes()[:8] == PNG
+    (ax,) = figures[0].axes
+    texts = [t.get_text() for t in ax.texts]
+    assert texts.count("n/a") == 1
+    assert sum(1 for p in ax.patches if p.get_hatch() == "///") == 1
+    levels = {round(float(seg[0][1]), 4) for c in ax.collections if hasattr(c, "get_segments")
+              for seg in c.get_segments() if len(seg) == 2 and seg[0][1] == seg[1][1]}
+    chances = {round(s["chance"], 4) for s in plots_scores(results[0]) if s.get("chance")}
+    assert chances <= levels and 0.5 in levels and len(chances) > 2   # not 1/3 everywhere
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert legend[:2] == ["base", "partial"] and "n/a: no value" in legend
+
+
+def plots_scores(result):
+    from teminal.evaluate.report import headline_scores
+
+    return list(headline_scores(result).values())

@@ -110,3 +110,114 @@ def test_an_unchanged_resume_still_continues(tiny_data, started):
     result = run(config(tiny_data, started, where="NOT list_contains(labels, 'low hum')",
                         resume=True, max_steps=3, save_every=5, log_every=2), STAGE, toy_factory)
     assert result.steps == 3
+
+
+# Issue 23.6: a resume accepted data replaced under the same path (another seed, the same keys)
+# and settings that change the loss (--retain-singles); `--resume --audio-head` was a traceback.
+# The checkpoint records the build ids and the catalog's shard digest, and every setting but
+# the machinery (run_config.RESUME_FREE) is compared, derived from the TrainConfig dataclass.
+
+def test_every_setting_but_the_machinery_is_compared_on_resume():
+    import dataclasses
+
+    from teminal.train.run_config import RESUME_FREE, resume_keys
+
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    assert RESUME_FREE <= names, RESUME_FREE - names       # no stale machinery name
+    assert set(resume_keys()) == names - RESUME_FREE
+    assert {"retain_singles", "audio_head", "templates", "lambda_a", "beta", "alpha_same_time",
+            "lr", "grad_clip", "trainable", "where", "seed", "mixed_precision"} <= set(resume_keys())
+
+
+def test_a_setting_added_later_is_compared_unless_declared_machinery():
+    import dataclasses
+
+    from teminal.train.run_config import resume_keys
+
+    @dataclasses.dataclass
+    class Later(TrainConfig):
+        new_loss_weight: float = 1.0
+
+    assert "new_loss_weight" in resume_keys(Later)
+
+
+@pytest.mark.parametrize("change,named", [
+    (dict(retain_singles=1.0), "retain_singles"),
+    (dict(templates=["paper"]), "templates"),
+    (dict(lambda_a=0.5), "lambda_a"),
+    (dict(alpha_same_overlap=2.0), "alpha_same_overlap"),
+    (dict(num_workers=1), "num_workers"),
+])
+def test_loss_and_data_order_settings_are_compared(tiny_data, started, change, named):
+    kw = {"where": "NOT list_contains(labels, 'low hum')", "resume": True, "max_steps": 4, **change}
+    with pytest.raises(ValueError, match=rf"other settings:\n  {named}: "):
+        run(config(tiny_data, started, **kw), STAGE, toy_factory)
+
+
+def _rebuild(data, **build):
+    """Build into `data` again (another seed, the same group keys) from the tiny build's
+    sources."""
+    from teminal.pipeline.build import run_build
+    from teminal.pipeline.compose import ComposeConfig
+    from teminal.pipeline.config import BuildConfig
+
+    run_build(BuildConfig(out=str(data), root=str(data.parent / "src"), shard_size=4,
+                          compose=ComposeConfig(sample_rate=16000, clip_seconds=2.0),
+                          overwrite=True, **build), progress=False, log=lambda *_: None)
+
+
+def _edit_catalog_sha256(data):
+    import duckdb
+
+    con = duckdb.connect(str(data / "manifests" / "catalog.duckdb"))
+    con.execute("UPDATE shards SET sha256 = repeat('0', 64) WHERE path = (SELECT min(path) FROM "
+                "shards WHERE stage = 'b' AND split = 'train')")
+    con.close()
+
+
+@pytest.mark.parametrize("replace,named", [
+    (lambda d: _rebuild(d, seed=7), "data build"),        # another seed, the same keys
+    (_edit_catalog_sha256, "data shards"),                 # same build id, other shard hashes
+])
+def test_a_resume_over_data_replaced_under_the_same_path_is_refused(tiny_data, tmp_path, replace,
+                                                                    named):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data, data)
+    shutil.copytree(tiny_data.parent / "src", tmp_path / "src")
+    out = tmp_path / "run"
+    run(config(data, out), STAGE, toy_factory)
+    replace(data)
+    with pytest.raises(ValueError, match=rf"(?s)other settings:\n.*  {named}: .*--resume-changed"):
+        run(config(data, out, resume=True, max_steps=3), STAGE, toy_factory)
+    result = run(config(data, out, resume=True, resume_changed=True, max_steps=3), STAGE,
+                 toy_factory)
+    assert result.steps == 3
+    history = json.loads((out / "settings_history.json").read_text())
+    assert any(line.startswith(named) for line in history[-1]["changed"])
+
+
+class ToyWithHead(__import__("teminal.models.testing", fromlist=["ToyClap"]).ToyClap):
+    """The toy model with an --audio-head option: the head adds parameters, as laion's does."""
+
+    def add_audio_head(self, spec) -> bool:
+        import torch
+
+        self.head = torch.nn.Linear(4, 4)
+        self.config["audio_head"] = spec
+        return True
+
+
+def head_factory(spec, device="cpu"):
+    return ToyWithHead().to(device)
+
+
+@pytest.mark.parametrize("resume_changed", [False, True])
+def test_resume_with_an_audio_head_is_one_message_not_a_traceback(tiny_data, tmp_path,
+                                                                  resume_changed):
+    out = tmp_path / "run"
+    run(config(tiny_data, out), STAGE, head_factory)
+    with pytest.raises(ValueError, match="audio_head: None -> 'additive'"):
+        run(config(tiny_data, out, resume=True, max_steps=3, audio_head="additive",
+                   resume_changed=resume_changed), STAGE, head_factory)

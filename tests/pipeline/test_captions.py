@@ -7,7 +7,7 @@ from teminal.pipeline.sources.base import SourceClip
 
 
 def test_paper_wording_is_exact():
-    """METHOD.md's table, word for word."""
+    """docs/METHOD.md's table, word for word."""
     assert C.render_captions("single", "dog")[0] == "Single sound of dog"
     assert C.render_captions("double", "dog", "rain")[0] == "Combined sound of dog and rain"
     assert C.render_captions("forward", "dog", "rain")[0] == "dog before rain"

@@ -355,5 +355,25 @@ def test_cli_download_and_checksum_error(server, tmp_path):
     one = runner.invoke(dl.download_command, ["audiocaps-captions", str(tmp_path / "c"), "--sha256",
                                               "f" * 64])
     assert one.exit_code == 1 and "FILE=HEX" in one.output
-    missing = runner.invoke(dl.download_command, ["esc50"])
-    assert missing.exit_code == 2 and "DEST" in missing.output
+
+
+def test_cli_without_dest_fills_the_folder_the_build_reads_by_default(server, tmp_path,
+                                                                    monkeypatch):
+    """DEST is optional (issue 26.1): it defaults to the dataset's SPEC.default_root(), and
+    $TEMINAL_DOWNLOAD_MIRROR replaces every source."""
+    serve_audiocaps(server)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("TEMINAL_DATA", raising=False)
+    monkeypatch.setenv(dl.MIRROR_ENV, server.url("/ac"))
+    ok = CliRunner().invoke(dl.download_command, ["audiocaps-captions"])
+    assert ok.exit_code == 0, ok.output
+    assert sorted(p.name for p in (tmp_path / "data" / "audiocaps").glob("*.csv")) == [
+        "test.csv", "train.csv", "val.csv"]
+    assert "next: pipeline build --dataset audiocaps --out OUT" in ok.output
+    assert [p for p, _ in server.requests] == ["/ac/train.csv", "/ac/val.csv", "/ac/test.csv"]
+
+    monkeypatch.setenv("TEMINAL_DATA", str(tmp_path / "elsewhere"))
+    assert dl.default_dest("clotho") == tmp_path / "elsewhere" / "clotho"
+    assert dl.default_dest("audiocaps") == dl.default_dest("audiocaps-captions")
+    for name in dl.NAMES:
+        assert dl.default_dest(name) == dl.dataset_of(name).default_root()

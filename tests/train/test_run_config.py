@@ -80,7 +80,7 @@ def test_unknown_settings_and_bad_values_are_explained(tmp_path):
     with pytest.raises(ValueError, match="FACTOR >= 0"):
         resolve("stage_b", [*REQUIRED, "--lr-mult", "text_branch.*=-1"])
     assert resolve("stage_b", [*REQUIRED, "--lr-mult", "a=0.3", "b.*=2"]).lr_mult == ["a=0.3", "b.*=2"]
-    with pytest.raises(ValueError, match="average_from and average_every must be >= 1"):
+    with pytest.raises(ValueError, match=r"average_from \(--average-from\) must be a whole number >= 1"):
         resolve("stage_b", [*REQUIRED, "--average-from", "0"])
     with pytest.raises(FileNotFoundError, match="shipped configs"):
         resolve("stage_a", [*REQUIRED, "--config", str(tmp_path / "none.yaml")])
