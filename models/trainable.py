@@ -130,14 +130,17 @@ def weight_names(model) -> dict[int, str]:
 
 
 def freeze_frozen_norms(module) -> None:
-    """Batch-norm layers whose weights are frozen keep their running statistics too (in
-    training mode): otherwise a frozen block would still drift with every training batch."""
+    """A frozen part runs as at inference, in training mode too: a batch-norm layer whose
+    weights are frozen keeps its running statistics (otherwise a frozen block would still drift
+    with every training batch), and a module none of whose parameters train (a frozen audio
+    branch) runs in eval mode, so its dropout does not add fresh noise to the features the
+    trained layers above it read (laion's Cnn6 drops half of its pooled features before fc1)."""
     from torch import nn
 
     if not module.training:
         return
     for m in module.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            params = list(m.parameters(recurse=False))
+        params = list(m.parameters())
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) or len(params) > 0:
             if params and not any(p.requires_grad for p in params):
                 m.eval()
