@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from teminal.models import AudioTextModel, load_model, weights_file
+from teminal.models import AudioTextModel, TrainingProvenance, load_model, weights_file
 from teminal.models.interface import file_sha256
 
 FAMILIES = ["small", "small-hf", "laion", "hf", "msclap-2023", "msclap-2022"]
@@ -29,7 +29,7 @@ PANN = {"model_type": "PANN", "model_name": "Cnn6", "sample_rate": 16000, "clip_
 def _write_fake_laion(folder, tok_dir):
     """A LAION-layout checkpoint (state dict under 'state_dict', `module.` prefixes) whose
     audio tower is a small PANN; loading it needs `_pann_stand_in`."""
-    from teminal.models import laion_checkpoint, specs
+    from teminal.models.laion import checkpoint as laion_checkpoint, loading as specs
 
     vocab = len(json.loads((tok_dir / "vocab.json").read_text()))
     roberta = {**laion_checkpoint.ROBERTA_BASE_CONFIG, "num_hidden_layers": 1,
@@ -49,7 +49,7 @@ def _write_fake_laion(folder, tok_dir):
 
 
 def _pann_stand_in(mp):
-    from teminal.models import laion_checkpoint
+    from teminal.models.laion import checkpoint as laion_checkpoint
 
     base = {"embed_dim": 512, "audio_cfg": PANN, "text_cfg": {
         "context_length": 77, "vocab_size": 49408, "width": 512, "heads": 8, "layers": 12}}
@@ -58,7 +58,7 @@ def _pann_stand_in(mp):
 
 @pytest.fixture(scope="module")
 def spec_of(tmp_path_factory, tiny_hf_dir, tiny_msclap):
-    from teminal.models.testing import write_fake_roberta_tokenizer
+    from teminal.testing import write_fake_roberta_tokenizer
 
     made = {}
 
@@ -67,7 +67,7 @@ def spec_of(tmp_path_factory, tiny_hf_dir, tiny_msclap):
             if family == "small":
                 made[family] = "small"
             elif family == "small-hf":
-                from teminal.models.testing import tiny_small_hf_config, write_tiny_hf_encoder
+                from teminal.testing import tiny_small_hf_config, write_tiny_hf_encoder
 
                 folder = tmp_path_factory.mktemp("small-hf")
                 made[family] = str(tiny_small_hf_config(
@@ -177,7 +177,7 @@ def test_audio_at_another_rate_is_resampled_to_the_models(loaded):
 
 def test_save_then_load_gives_identical_embeddings_and_records_the_weights(loaded, tmp_path):
     family, _, model, _ = loaded
-    folder = model.save(tmp_path / "ckpt", {"stage": "stage_b", "init": "x"})
+    folder = model.save(tmp_path / "ckpt", TrainingProvenance(stage="stage_b", init="x"))
     back = load_model(str(folder))
     assert back.family == model.family and back.config["extra"]["stage"] == "stage_b"
     assert back.weights_sha256 == file_sha256(weights_file(str(folder)))

@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 
 from teminal.models import ModelFilesNotFound, ModelSpecError, load_model
-from teminal.models.msclap_family import htsat_sizes, msclap_modules, text_model_from_config
-from teminal.models.testing import TINY_HTSAT, tiny_msclap_text_config
+from teminal.models.msclap.library import htsat_sizes, msclap_modules, text_model_from_config
+from teminal.testing import TINY_HTSAT, tiny_msclap_text_config
 
 
 def _msclap_wrapper(monkeypatch, path, tok_dir, version):
@@ -107,7 +107,7 @@ def test_version_is_required_and_must_match_the_weights(tiny_msclap, tmp_path):
     path, tok = tiny_msclap("2023")
     with pytest.raises(ModelSpecError, match=r"\?version=2022"):
         load_model(f"msclap:{path}?text={tok}")
-    from teminal.models.testing import write_fake_bert_vocab
+    from teminal.testing import write_fake_bert_vocab
 
     bert = write_fake_bert_vocab(tmp_path / "bert")
     with pytest.raises(ModelSpecError, match="version=2022"):

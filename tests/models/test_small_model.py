@@ -8,7 +8,7 @@ import logging
 import pytest
 import torch
 
-from teminal.models import ClapModel, ModelSpecError, load_model
+from teminal.models import ClapModel, ModelSpecError, TrainingProvenance, load_model
 from teminal.models.audio_input import fit_length
 
 
@@ -194,10 +194,11 @@ def test_save_and_load_round_trip_gives_identical_embeddings(small_model, tmp_pa
     with torch.no_grad():  # make the weights differ from the seeded init
         for p in small_model.clap.audio_projection.parameters():
             p.add_(0.01)
-    out = small_model.save(tmp_path / "ckpt", {"stage": "stage_a", "catalog_build_id": "b1"})
+    provenance = TrainingProvenance(stage="stage_a", build_id="b1")
+    out = small_model.save(tmp_path / "ckpt", provenance)
     assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors"]
     config = json.loads((out / "config.json").read_text())
-    assert config["extra"] == {"stage": "stage_a", "catalog_build_id": "b1"}
+    assert config["extra"] == provenance.to_dict()
     assert config["clap"] == small_model.config["clap"]
     loaded = load_model(str(out))
     assert loaded.config["extra"]["stage"] == "stage_a"

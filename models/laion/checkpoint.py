@@ -21,28 +21,16 @@ import torch
 
 from teminal.models.errors import MissingFile, ModelSpecError
 from teminal.models.tensor_files import PickledObjects, load_tensors
-from teminal.models.text import ROBERTA_BASE_CONFIG
+from teminal.models.laion.tokenizers import ROBERTA_BASE_CONFIG
 
 log = logging.getLogger(__name__)
 
-PREFIX = "laion:"
 CHECKPOINT_HOWTO = ("download 630k-audioset-best.pt from the Hugging Face link in the "
                     "LAION-AI/CLAP README (https://github.com/LAION-AI/CLAP; the file is at "
                     "https://huggingface.co/lukewys/laion_clap/blob/main/630k-audioset-best.pt),"
                     " then pass --model laion:/path/to/630k-audioset-best.pt")
 HTSAT_BY_WIDTH = {96: "HTSAT-tiny", 128: "HTSAT-base", 256: "HTSAT-large"}
 TEXT_MAX_LENGTH = 77  # LAION-CLAP's tokenizer max_length
-
-
-def parse_spec(spec: str) -> tuple[Path, str | None]:
-    """'laion:PATH.pt[?text=DIR]' -> (checkpoint path, tokenizer folder or None), through the
-    one spec parser (teminal.models.registry)."""
-    from teminal.models.registry import parse_spec as parse
-
-    if not spec.startswith(PREFIX):
-        raise ModelSpecError(f"not a LAION spec: {spec!r} (expected laion:PATH.pt[?text=DIR])")
-    parsed = parse(spec)
-    return parsed.path, parsed.options.get("text")
 
 
 def missing_checkpoint(path: Path) -> list[MissingFile]:
@@ -101,7 +89,7 @@ def reject_fusion(state: dict[str, torch.Tensor], source: str) -> None:
 
 def audio_tower_config(state: dict[str, torch.Tensor], source: str) -> tuple[str, dict]:
     """(laion config name, its config dict) of the checkpoint's audio tower (HTSAT sizes)."""
-    from teminal.models.laion_import import laion_model_config
+    from teminal.models.laion.library import laion_model_config
 
     weight = state.get("audio_branch.patch_embed.proj.weight")
     if weight is None:
@@ -162,7 +150,7 @@ def random_laion_config(audio_name: str = "HTSAT-tiny", tokenizer_dir: str | Non
     """The spec of a LAION-CLAP architecture without a checkpoint (laion's bundled `audio_name`
     config + roberta-base): the shape of 630k-audioset-best.pt, randomly initialised by
     `load_model` (for benchmarks: speed and memory do not depend on the weights)."""
-    from teminal.models.laion_import import laion_model_config
+    from teminal.models.laion.library import laion_model_config
 
     config = laion_config(audio_name, laion_model_config(audio_name), dict(ROBERTA_BASE_CONFIG),
                           512)
