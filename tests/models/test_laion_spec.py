@@ -236,3 +236,53 @@ def test_htsat_tiny_with_roberta_is_inferred_from_key_shapes():
     assert config["trainable"] == ["audio_branch.layers.3.*", "audio_branch.norm.*",
                                    "audio_projection.*", "text_branch.encoder.layer.11.*",
                                    "text_branch.pooler.*", "text_projection.*", "logit_scale_a"]
+
+
+# ---- the way back out: a .pt laion-clap's own load_ckpt reads --------------------------------
+
+def test_a_laion_export_loads_through_load_ckpts_own_steps_with_the_same_embeddings(
+        fake_laion, roberta_tokenizer_dir, tmp_path):
+    """CLAP_Module.load_ckpt(path) is laion's factory.load_state_dict(path, skip_params=True)
+    (state_dict entry, `module.` stripped, position_ids deleted) and a strict load into the
+    CLAP create_model built. CLAP_Module itself reaches for a hub tokenizer, so the same steps
+    run on laion's own CLAP class built offline from the model's config."""
+    import torch.nn.functional as F
+
+    from teminal.models.export import export
+    from teminal.models.laion.library import _submodule, build_clap
+
+    model = load_model(f"laion:{fake_laion[0]}?text={roberta_tokenizer_dir}")
+    with torch.no_grad():  # as if post-trained: the export is not the file it came from
+        for p in model.clap.audio_projection.parameters():
+            p.add_(0.01)
+    out, card = export(model, "laion", tmp_path / "teminal.pt")
+    laion = build_clap(model.config["clap"], model.config["text"]["roberta_config"]).eval()
+    laion.load_state_dict(_submodule("factory").load_state_dict(str(out), skip_params=True))
+    g = torch.Generator().manual_seed(0)
+    wave = 0.1 * torch.randn(2, model.clip_samples, generator=g)
+    texts = ["a dog barks", "siren before rain"]
+    with torch.no_grad():
+        # get_audio_embedding's steps (a PANN tower takes the tensor, not laion's dict)
+        theirs = F.normalize(laion.audio_projection(laion.encode_audio(wave, "cpu")["embedding"]),
+                             dim=-1)
+        assert torch.allclose(model.embed_audio(wave, model.sample_rate), theirs, atol=1e-5)
+        theirs = laion.get_text_embedding(dict(model.tokenize(texts)))
+        assert torch.allclose(model.embed_text(texts), theirs, atol=1e-5)
+    assert "load_ckpt('teminal.pt')" in card.read_text()
+
+
+def test_laion_exports_name_the_audio_tower_clap_module_builds():
+    from types import SimpleNamespace
+
+    from teminal.models.laion.export import amodel_name
+
+    config = laion_checkpoint.laion_config_for(_htsat_tiny_roberta_shapes(), "630k.pt")
+    assert amodel_name(SimpleNamespace(config=config)) == "HTSAT-tiny"
+
+
+def test_the_small_model_has_no_laion_format(small_model, tmp_path):
+    from teminal.models.export import ExportError, export
+
+    with pytest.raises(ExportError, match="family small.*checkpoint folder"):
+        export(small_model, "laion", tmp_path / "x.pt")
+    assert not (tmp_path / "x.pt").exists()
