@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from teminal.models.errors import MissingFile, ModelSpecError
-from teminal.models.tensor_files import PickledObjects, load_tensors
+from teminal.models.tensor_files import state_dict_in
 from teminal.models.laion.tokenizers import ROBERTA_BASE_CONFIG
 
 log = logging.getLogger(__name__)
@@ -42,18 +42,8 @@ def missing_checkpoint(path: Path) -> list[MissingFile]:
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """The weights of a LAION checkpoint file: its 'state_dict' entry (or the file itself when
     it is a bare state dict), `module.` prefixes removed."""
-    try:
-        ckpt = load_tensors(path)
-    except PickledObjects:
-        raise
-    except Exception as e:  # truncated download, not a torch file, ...
-        raise ModelSpecError(f"cannot read checkpoint {path}: {str(e)[:300]}. Is the download "
-                             f"complete? ({CHECKPOINT_HOWTO})") from None
-    state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor)
-                                              for v in state.values()):
-        raise ModelSpecError(f"{path} is not a LAION-CLAP checkpoint (no state dict of tensors)")
-    return strip_module_prefix(state)
+    return strip_module_prefix(state_dict_in(path, None, "LAION-CLAP checkpoint",
+                                             CHECKPOINT_HOWTO))
 
 
 def strip_module_prefix(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

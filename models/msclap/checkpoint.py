@@ -72,20 +72,9 @@ def text_width(text_config: dict) -> int:
 
 def read_state(path: Path) -> dict[str, torch.Tensor]:
     """The state dict of an msclap weights file ({"model": state_dict}), tensors only."""
-    from teminal.models.tensor_files import PickledObjects, load_tensors
+    from teminal.models.tensor_files import state_dict_in
 
-    try:
-        ckpt = load_tensors(path)
-    except PickledObjects:
-        raise
-    except Exception as e:  # truncated download, not a torch file, ...
-        raise ModelSpecError(f"cannot read {path}: {str(e)[:300]}. Is the download complete?"
-                             ) from None
-    state = ckpt.get("model") if isinstance(ckpt, dict) else None
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ModelSpecError(f"{path} is not an msclap weights file (a dict with the state dict "
-                             "under 'model')")
-    return state
+    return state_dict_in(path, "model", "msclap weights file")
 
 
 def fix_keys(state: dict[str, torch.Tensor], own: dict[str, torch.Tensor]
