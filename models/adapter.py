@@ -279,6 +279,24 @@ class AudioTextAdapter(nn.Module):
                                  f"{self.config['audio_head']}: {e}") from None
 
 
+def load_strictly(module: nn.Module, state: dict[str, torch.Tensor], source: str, what: str,
+                  hint: str) -> None:
+    """`state` into `module`, every key and shape matching; a mismatch is one ModelSpecError
+    naming `source`, `what` it should be, a few of the keys and `hint` (the likely cause)."""
+    from teminal.models.errors import ModelSpecError
+
+    try:
+        result = module.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # shape mismatches
+        raise ModelSpecError(f"the weights in {source} do not fit {what}: "
+                             f"{' '.join(str(e).split())[:400]}") from None
+    if result.missing_keys or result.unexpected_keys:
+        raise ModelSpecError(
+            f"the weights in {source} do not fit {what}: {len(result.missing_keys)} missing "
+            f"(e.g. {result.missing_keys[:5]}), {len(result.unexpected_keys)} unexpected "
+            f"(e.g. {result.unexpected_keys[:5]}). {hint}")
+
+
 def write_json(path: Path, obj: dict) -> None:
     """Write a JSON file atomically (a reader never sees half of it)."""
     tmp = path.with_name(path.name + ".tmp")

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from teminal.models.adapter import (WEIGHTS_FILE, AudioTextAdapter, copy_files,
-                                    write_safetensors)
+                                    load_strictly, write_safetensors)
 from teminal.models.audio_input import Resampler, prepare_batch
 from teminal.models.fft_stft import use_fft_stft
 from teminal.models.laion.library import build_clap
@@ -143,18 +143,8 @@ class ClapModel(AudioTextAdapter):
     def _load_backbone_weights(self, state: dict[str, torch.Tensor], source: str) -> None:
         """laion-named weights, strictly, after the known key fixes
         (teminal.models.laion.checkpoint.fix_keys)."""
-        from teminal.models.errors import ModelSpecError
         from teminal.models.laion.checkpoint import fix_keys
 
-        state = fix_keys(state, self.clap)
-        try:
-            result = self.clap.load_state_dict(state, strict=False)
-        except RuntimeError as e:  # shape mismatches
-            raise ModelSpecError(f"the weights in {source} do not fit model "
-                                 f"{self.config.get('name')!r}: {e}") from None
-        if result.missing_keys or result.unexpected_keys:
-            raise ModelSpecError(
-                f"the weights in {source} do not fit model {self.config.get('name')!r}: "
-                f"{len(result.missing_keys)} missing (e.g. {result.missing_keys[:5]}), "
-                f"{len(result.unexpected_keys)} unexpected (e.g. {result.unexpected_keys[:5]}). "
-                "Is it the architecture the spec says (HTSAT-tiny + RoBERTa, non-fusion)?")
+        load_strictly(self.clap, fix_keys(state, self.clap), source,
+                      f"model {self.config.get('name')!r}",
+                      "Is it the architecture the spec says (HTSAT-tiny + RoBERTa, non-fusion)?")

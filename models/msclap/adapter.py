@@ -20,9 +20,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from teminal.models.adapter import (WEIGHTS_FILE, AudioTextAdapter, copy_files,
-                                    write_safetensors)
+                                    load_strictly, write_safetensors)
 from teminal.models.audio_input import Resampler, prepare_batch
-from teminal.models.errors import ModelSpecError
 from teminal.models.fft_stft import use_fft_stft
 from teminal.models.msclap.checkpoint import HTSAT_PREFIX, fix_keys, text_width
 from teminal.models.msclap.library import VERSIONS, audio_frames, build_clap
@@ -126,15 +125,6 @@ class MsClapModel(AudioTextAdapter):
         write_safetensors(directory / WEIGHTS_FILE, self.state_dict_for_save())
 
     def _load_backbone_weights(self, state: dict[str, torch.Tensor], source: str) -> None:
-        state = fix_keys(state, self.clap.state_dict())
-        try:
-            result = self.clap.load_state_dict(state, strict=False)
-        except RuntimeError as e:
-            raise ModelSpecError(f"the weights in {source} do not fit Microsoft CLAP "
-                                 f"{self.config['version']}: {str(e)[:400]}") from None
-        if result.missing_keys or result.unexpected_keys:
-            raise ModelSpecError(
-                f"the weights in {source} do not fit Microsoft CLAP {self.config['version']}: "
-                f"{len(result.missing_keys)} missing (e.g. {result.missing_keys[:4]}), "
-                f"{len(result.unexpected_keys)} unexpected (e.g. {result.unexpected_keys[:4]}). "
-                "Is ?version= right (2022: CNN14 + BERT, 2023: HTSAT + GPT-2)?")
+        load_strictly(self.clap, fix_keys(state, self.clap.state_dict()), source,
+                      f"Microsoft CLAP {self.config['version']}",
+                      "Is ?version= right (2022: CNN14 + BERT, 2023: HTSAT + GPT-2)?")
