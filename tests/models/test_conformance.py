@@ -211,3 +211,36 @@ def test_set_trainable_counts_and_one_step_changes_exactly_the_trainable_tensors
     changed = {k for k, v in params.items() if not torch.equal(v.detach(), before[k])}
     assert changed == set(trainable), (sorted(set(trainable) - changed)[:5],
                                        sorted(changed - set(trainable))[:5])
+
+
+@pytest.mark.parametrize("double", ["FakeModel", "RandomModel", "OracleModel", "CaptionModel",
+                                    "ToyClap"])
+def test_every_test_double_implements_the_whole_interface(double, tmp_path):
+    """teminal.testing's doubles stand in for a model anywhere one is used, so no caller needs
+    to probe for an attribute: the whole protocol, a head refused by the interface."""
+    import teminal.testing as doubles
+    from teminal.testing import SAMPLE_RATE, VOCAB, WAVE_LEN, encode
+
+    made = {"FakeModel": lambda: doubles.FakeModel(),
+            "RandomModel": lambda: doubles.RandomModel(),
+            "OracleModel": lambda: doubles.OracleModel(VOCAB, SAMPLE_RATE, {}),
+            "CaptionModel": lambda: doubles.CaptionModel(SAMPLE_RATE, {}, {}, 3, WAVE_LEN),
+            "ToyClap": lambda: doubles.ToyClap()}[double]()
+    assert isinstance(made, AudioTextModel)
+    assert made.supports_audio_head is False
+    with pytest.raises(ValueError, match="no order-aware audio head"):
+        made.add_audio_head("additive")
+    assert isinstance(made.family, str) and made.weights_sha256 == "random-init"
+    assert made.device == torch.device("cpu")
+    assert 0 < made.logit_scale().detach().item() <= 100
+    n_train, n_total = made.set_trainable(None)
+    assert set(made.trainable_names()) <= set(made.named_weights()) and n_train <= n_total
+    made.eval()
+    assert made.training is False
+    if double in ("RandomModel", "ToyClap"):  # the doubles that read any audio and text
+        audio = torch.from_numpy(encode("single", 1)).repeat(2, 500)[:, :32000]
+        a, t = made(audio=audio, text_tokens=made.tokenize(["a dog", "rain"]),
+                    sample_rate=SAMPLE_RATE)
+        assert a.shape == (2, made.embed_dim) and t.shape == (2, made.embed_dim)
+    folder = made.save(tmp_path / "ckpt", TrainingProvenance(stage="test"))
+    assert json.loads((folder / "config.json").read_text())["extra"]["stage"] == "test"
