@@ -305,12 +305,15 @@ def write_json(path: Path, obj: dict) -> None:
 
 
 def write_safetensors(path: Path, state: dict[str, torch.Tensor]) -> None:
-    """Tensors (detached, contiguous, on CPU) to a safetensors file, atomically."""
+    """Tensors (detached, contiguous, on CPU) to a safetensors file, atomically; the same
+    tensors give the same bytes."""
     from safetensors.torch import save_file
 
     state = {k: v.detach().contiguous().cpu() for k, v in state.items()}
     tmp = path.with_name(path.name + ".tmp")
-    save_file(state, str(tmp), metadata={"format": "pt", "producer": "teminal.models"})
+    # one metadata key: safetensors writes a metadata dict in hash order, which differs from
+    # process to process, so two keys made the same weights two different files
+    save_file(state, str(tmp), metadata={"format": "pt"})
     tmp.replace(path)
 
 

@@ -221,3 +221,19 @@ def test_unknown_spec_and_incomplete_checkpoint_folder(tmp_path):
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(FileNotFoundError, match="model.safetensors"):
         load_model(str(tmp_path))
+
+
+def test_the_same_weights_saved_twice_are_the_same_bytes(tmp_path):
+    """safetensors serialises a metadata dict in hash order, which changes from one save to the
+    next (two keys gave two different files 1 time in 2): a checkpoint's bytes must depend on
+    its weights only."""
+    import hashlib
+
+    from teminal.models.adapter import write_safetensors
+
+    digests = set()
+    for i in range(12):
+        path = tmp_path / f"{i}.safetensors"
+        write_safetensors(path, {"a": torch.arange(4.0), "b": torch.ones(2)})
+        digests.add(hashlib.sha256(path.read_bytes()).hexdigest())
+    assert len(digests) == 1
