@@ -40,7 +40,7 @@ bench: $(STAMP)
 	PATH="$(abspath $(VENV))/bin:$$PATH" bash benchmarks/run_all.sh
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check --select F,E9 pipeline manifests models train evaluate tests benchmarks
+	$(VENV)/bin/ruff check --select F,E9 pipeline manifests models train evaluate testing tests benchmarks
 
 clean:
 	rm -rf runs build *.egg-info .pytest_cache

@@ -244,7 +244,7 @@ def evaluate(model_dir: Path, data: Path, out: Path, max_items) -> dict:
 
 def seed_model_config(seed: int, folder: Path) -> Path:
     """The bundled small model with its init seed set to `seed`."""
-    from teminal.models.specs import CONFIG_DIR
+    from teminal.models.laion import CONFIG_DIR
 
     cfg = json.loads((CONFIG_DIR / "small-cnn6.json").read_text())
     cfg["seed"] = seed

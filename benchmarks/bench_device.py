@@ -5,7 +5,7 @@
     python benchmarks/bench_device.py --cpu-dry-run     # every phase, tiny, on CPU (code check)
 
 Needs no weights and no hub: HTSAT-tiny + the roberta-base-shaped text tower of
-630k-audioset-best.pt, randomly initialised (`models.laion_checkpoint.random_laion_config`), with
+630k-audioset-best.pt, randomly initialised (`models.laion.checkpoint.random_laion_config`), with
 a byte-level tokenizer written on the fly (LAION pads every text to 77 tokens, so the text
 tower's cost is the real one). Data: a synthetic stage-B set at 48 kHz, 10 s members, built
 twice (FLAC and PCM shards). Phases, in one process on one GPU:
@@ -52,8 +52,8 @@ def no_cuda_reason() -> str | None:
 
 def write_model_config(folder: Path, audio: str, audio_head: str | None) -> Path:
     """A random-init LAION-shaped spec (JSON) that `load_model` and the trainer accept."""
-    from teminal.models.laion_checkpoint import random_laion_config
-    from teminal.models.text import write_byte_level_tokenizer
+    from teminal.models.laion.checkpoint import random_laion_config
+    from teminal.models.laion.tokenizers import write_byte_level_tokenizer
 
     tokenizer = write_byte_level_tokenizer(folder / "tokenizer")
     config = random_laion_config(audio, tokenizer_dir=str(tokenizer))
@@ -71,7 +71,7 @@ def head_value(text: str):
 def check_audio_head(spec: Path, device: str) -> str | None:
     """None when the model code builds the head the spec asks for, else the reason it cannot."""
     from teminal.models import load_model
-    from teminal.models.clap import ClapModel
+    from teminal.models.laion import ClapModel
 
     if not hasattr(ClapModel, "add_audio_head"):
         return ("this tree's ClapModel has no temporal audio head (add_audio_head / config "

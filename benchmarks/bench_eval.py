@@ -127,8 +127,7 @@ def main(argv=None) -> int:
         built = time.perf_counter() - t0
         torch.manual_seed(0)
         model = load_model(args.model, device="cpu")
-        if hasattr(model, "eval"):
-            model.eval()
+        model.eval()
         serial_data, waves = data_alone(data, args.max_items, 0, args.batch_size, keep=True)
         pooled_data, _ = data_alone(data, args.max_items, args.workers, args.batch_size)
         from teminal.evaluate.testset import CatalogTestSet

@@ -31,7 +31,7 @@ def _check_batch_memory(model, batch_size: int) -> None:
     (float32, twice), must fit in the memory available."""
     from teminal.evaluate.workers import memory_problem
 
-    clip = int(getattr(model, "clip_samples", 0) or 0)
+    clip = int(model.clip_samples)
     problem = memory_problem("--batch-size", batch_size, 2 * batch_size * clip * 4,
                              f"{batch_size} clips of {clip} samples (twice: decoded and "
                              f"embedded)")
@@ -62,8 +62,7 @@ def _load_model(spec: str, device: str, seed: int):
         raise click.ClickException(f"model {spec!r}: {e}") from None
     except ModelSpecError as e:
         raise click.ClickException(str(e)) from None
-    if hasattr(model, "eval"):
-        model.eval()
+    model.eval()
     return model
 
 

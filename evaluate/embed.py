@@ -20,22 +20,16 @@ def _to_numpy(x) -> np.ndarray:
     return np.asarray(x, dtype=np.float32)
 
 
-def _device_of(model) -> torch.device | None:
-    device = getattr(model, "device", None)
-    return torch.device(device) if device is not None else None
-
-
 @contextlib.contextmanager
 def eval_mode(model):
     """The model in eval mode (no SpecAugment, no dropout) for the block, then back to the mode
     it was in, so an evaluation inside a training loop leaves training as it was."""
-    was_training = bool(getattr(model, "training", False))
-    if hasattr(model, "eval"):
-        model.eval()
+    was_training = bool(model.training)
+    model.eval()
     try:
         yield model
     finally:
-        if was_training and hasattr(model, "train"):
+        if was_training:
             model.train(True)
 
 
@@ -95,10 +89,7 @@ def embed_batch(model, waves: Sequence[np.ndarray], sample_rate: int,
     batch = np.zeros((len(waves), length), dtype=np.float32)
     for i, w in enumerate(waves):
         batch[i, :len(w)] = w
-    x = torch.from_numpy(batch)
-    device = _device_of(model)
-    if device is not None:
-        x = x.to(device)
+    x = torch.from_numpy(batch).to(model.device)
     start = time.perf_counter()
     with torch.no_grad():
         out = _to_numpy(model.embed_audio(x, sample_rate))

@@ -57,9 +57,8 @@ def checkpoint_file(spec: str) -> Path | None:
 def checkpoint_sha256(spec: str, model=None) -> str:
     """sha256 of the weights file, "random-init" for a spec without one (`small`). A loaded
     model knows its own (`weights_sha256`)."""
-    own = getattr(model, "weights_sha256", None)
-    if isinstance(own, str) and own:
-        return own
+    if model is not None:
+        return model.weights_sha256
     path = checkpoint_file(spec)
     return file_sha256(path) if path is not None else "random-init"
 
@@ -70,12 +69,12 @@ def model_provenance(spec: str, model=None) -> dict:
     prov = TrainingProvenance.of_model(model) if model is not None else TrainingProvenance()
     return {
         "spec": spec,
-        "family": getattr(model, "family", None),
+        "family": model.family if model is not None else None,
         "checkpoint_sha256": checkpoint_sha256(spec, model),
         "train_stage": prov.stage,
         "train_catalog_build_id": prov.build_ids,
         "train_data": prov.data,
-        "sample_rate": getattr(model, "sample_rate", None),
+        "sample_rate": model.sample_rate if model is not None else None,
     }
 
 

@@ -77,7 +77,7 @@ def evaluate_retrieval(model, items, batch_size: int = 32, progress: bool = True
 
     start = time.perf_counter()
     sr = int(model.sample_rate)
-    length = int(getattr(model, "clip_samples", 0) or 10 * sr)
+    length = int(model.clip_samples)
     failed: dict[str, int] = {}
 
     stats = AudioStats()

@@ -98,7 +98,7 @@ def default_workers(device=None) -> int:
 
 def workers_for(model, workers: int | None) -> int:
     """`workers`, or the default for where `model` runs."""
-    return default_workers(getattr(model, "device", None)) if workers is None else int(workers)
+    return default_workers(model.device) if workers is None else int(workers)
 
 
 def decode_ahead(batch_size: int, workers: int | None) -> int:

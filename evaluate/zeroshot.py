@@ -59,7 +59,7 @@ def evaluate_zeroshot(model, clips, vocabulary, batch_size: int = 32, progress: 
     start = time.perf_counter()
     vocabulary = sorted(vocabulary)
     sr = int(model.sample_rate)
-    length = int(getattr(model, "clip_samples", 0) or 10 * sr)
+    length = int(model.clip_samples)
     skipped: dict[str, int] = {}
 
     stats = AudioStats()

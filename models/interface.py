@@ -1,15 +1,20 @@
 """What trainers and evaluators may use of a model: the `AudioTextModel` protocol.
 
 Every family in `teminal.models.registry` returns an `nn.Module` that satisfies it (the
-conformance suite, tests/models/test_conformance.py, checks each one):
+conformance suite, tests/models/test_conformance.py, checks each one; they share
+`teminal.models.adapter.AudioTextAdapter`), and so does every test double of `teminal.testing`,
+so no caller needs to probe for an attribute:
 
     model.embed_audio(wave[B, T], sample_rate[, lengths]) -> [B, D]   L2-normalised
     model.embed_text(list_of_str)                          -> [B, D]   L2-normalised
     model(audio=[B, T], text_tokens=model.tokenize(texts), sample_rate=...) -> (audio | None, text | None)
     model.logit_scale()                                    -> exp'ed inverse temperature (<= 100)
     model.set_trainable(patterns | None) -> (n_trainable, n_total); model.trainable_names()
-    model.save(dir, extra) -> dir          a project checkpoint folder that load_model reloads
+    model.save(dir, provenance) -> dir     a project checkpoint folder that load_model reloads
     model.family, model.weights_sha256     what result files record
+    model.supports_audio_head              whether add_audio_head(spec) can give it an
+                                           order-aware head (else add_audio_head raises)
+    model.eval(), model.train(mode), model.training, model.device
 
 `forward` is what DDP must call (through `accelerator.prepare`) so gradients synchronise. The
 embedding helpers do not switch off autograd: evaluators wrap them in `torch.no_grad()`.
@@ -44,6 +49,18 @@ class AudioTextModel(Protocol):
     @property
     def embed_dim(self) -> int: ...
 
+    @property
+    def device(self) -> torch.device: ...
+
+    @property
+    def supports_audio_head(self) -> bool: ...
+
+    training: bool
+
+    def eval(self): ...
+
+    def train(self, mode: bool = True): ...
+
     def tokenize(self, texts: list[str]): ...
 
     def prepare_audio(self, wave: torch.Tensor, sample_rate: int | None = None,
@@ -65,7 +82,9 @@ class AudioTextModel(Protocol):
 
     def named_weights(self) -> dict[str, torch.nn.Parameter]: ...  # the names --trainable sees
 
-    def save(self, directory: str | Path, extra: dict | None = None) -> Path: ...
+    def add_audio_head(self, value="temporal") -> bool: ...   # teminal.models.heads.HeadSpec
+
+    def save(self, directory: str | Path, provenance=None) -> Path: ...  # TrainingProvenance | None
 
 
 def file_sha256(path: str | Path) -> str:

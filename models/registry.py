@@ -55,16 +55,16 @@ class Family:
     prefix: str | None           # "laion:" ...; None: not written as a prefix spec
     options: tuple[str, ...]     # query options the prefix spec accepts
     syntax: str                  # for error messages
-    module: str                  # where its loaders live (imported on first use)
+    module: str                  # its package: load(parsed), load_checkpoint(parsed) (imported on first use)
 
 
 FAMILIES: dict[str, Family] = {f.name: f for f in (
     Family("small", None, ("text",), "small | NAME | /path/config.json [?text=DIR]",
-           "teminal.models.specs"),
-    Family("laion", "laion:", ("text",), "laion:PATH.pt[?text=DIR]", "teminal.models.specs"),
-    Family("hf", "hf:", ("text",), "hf:DIR[?text=DIR]", "teminal.models.hf_clap"),
+           "teminal.models.laion"),
+    Family("laion", "laion:", ("text",), "laion:PATH.pt[?text=DIR]", "teminal.models.laion"),
+    Family("hf", "hf:", ("text",), "hf:DIR[?text=DIR]", "teminal.models.hf"),
     Family("msclap", "msclap:", ("version", "text"),
-           "msclap:PATH.pth?version=2022|2023[&text=DIR]", "teminal.models.msclap_family"),
+           "msclap:PATH.pth?version=2022|2023[&text=DIR]", "teminal.models.msclap"),
 )}
 
 
@@ -95,7 +95,7 @@ def parse_spec(spec: str) -> ParsedSpec:
     for fam in FAMILIES.values():
         if fam.prefix and spec.startswith(fam.prefix):
             return _parse_prefixed(spec, fam)
-    from teminal.models.specs import ALIASES, bundled_configs
+    from teminal.models.laion.loading import ALIASES, bundled_configs
 
     base, _, query = spec.partition("?")
     if base in ALIASES or base in bundled_configs():
@@ -106,7 +106,7 @@ def parse_spec(spec: str) -> ParsedSpec:
     path = Path(spec).expanduser()
     if path.is_dir():
         return _parse_folder(spec, path)
-    from teminal.models.specs import _looks_like_a_path, _missing_path
+    from teminal.models.laion.loading import _looks_like_a_path, _missing_path
 
     if _looks_like_a_path(spec) and not spec.endswith((".pt", ".ckpt", ".pth")):
         raise _missing_path(spec)  # a path that is not a model: say what is there instead

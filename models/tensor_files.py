@@ -132,3 +132,29 @@ def needs_full_pickle(path) -> bool:
         if not trusted():
             raise
     return True
+
+
+def state_dict_in(path: Path, key: str | None, what: str, howto: str = ""
+                  ) -> dict[str, torch.Tensor]:
+    """The state dict a downloaded weights file holds under `key` (None: the file itself, or
+    its "state_dict" entry), read with tensors only. A file that does not read (truncated, not
+    a torch file), with `howto` (how to get it again), or that holds no state dict of tensors
+    (named as `what`) is one ModelSpecError naming it."""
+    try:
+        ckpt = load_tensors(path)
+    except PickledObjects:
+        raise
+    except Exception as e:  # truncated download, not a torch file, ...
+        raise ModelSpecError(f"cannot read checkpoint {path}: {str(e)[:300]}. Is the download "
+                             f"complete?" + (f" ({howto})" if howto else "")) from None
+    if not isinstance(ckpt, dict):
+        state = None
+    elif key is None:
+        state = ckpt.get("state_dict", ckpt)
+    else:
+        state = ckpt.get(key)
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor)
+                                              for v in state.values()):
+        where = f"under '{key}'" if key else "(or under 'state_dict')"
+        raise ModelSpecError(f"{path} is not a {what} (no state dict of tensors {where})")
+    return state

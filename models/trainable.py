@@ -62,20 +62,13 @@ def resolve(patterns: list[str] | str | None, default: list[str]) -> list[str]:
     return out
 
 
-def apply(module, patterns: list[str] | str, what: str) -> tuple[int, int]:
-    """Set requires_grad on `module`'s parameters: those matched by `patterns` train, the rest
-    freeze; then frozen batch norms stop updating their statistics. A pattern that matches
-    nothing is an error naming `what` (the model) and a few real names. Returns (n_trainable,
-    n_total) in scalars."""
-    counts = apply_named(dict(module.named_parameters()), patterns, what)
-    freeze_frozen_norms(module)
-    return counts
-
-
 def apply_named(named: dict, patterns: list[str] | str, what: str,
                 listing: str = "named_parameters()") -> tuple[int, int]:
-    """`apply` over parameters under the names a model saves them by (`named`: name ->
-    parameter); the caller freezes its batch norms. `listing` says where to see the names."""
+    """Set requires_grad on the parameters in `named` (name -> parameter, under the names a
+    model saves them by): those matched by `patterns` train, the rest freeze (the caller then
+    freezes its batch norms). A pattern that matches nothing is an error naming `what` (the
+    model), a few real names and `listing`, where to see them all. Returns (n_trainable,
+    n_total) in scalars."""
     import logging
 
     if isinstance(patterns, str):
@@ -122,11 +115,8 @@ def multiplier_of(name: str, rules: list[tuple[str, float]]) -> float:
 
 def weight_names(model) -> dict[int, str]:
     """id(parameter) -> the name `--trainable` patterns see: the adapter's `named_weights()`
-    (laion's names and `audio_head.*`, transformers' or msclap's own), else torch's parameter
-    names (test doubles)."""
-    named = model.named_weights() if hasattr(model, "named_weights") else \
-        dict(model.named_parameters())
-    return {id(p): n for n, p in named.items()}
+    (the library's own names, and `audio_head.*` for the head)."""
+    return {id(p): n for n, p in model.named_weights().items()}
 
 
 def freeze_frozen_norms(module) -> None:

@@ -48,7 +48,7 @@ def synthetic_esc50(tmp_path_factory) -> Path:
 def tiny_hf_dir(tmp_path_factory) -> Path:
     """A tiny random transformers ClapModel + ClapProcessor written with save_pretrained (read
     only: copy it before changing anything)."""
-    from teminal.models.testing import write_tiny_hf_clap
+    from teminal.testing import write_tiny_hf_clap
 
     return write_tiny_hf_clap(tmp_path_factory.mktemp("hf") / "tiny-clap")
 
@@ -57,7 +57,7 @@ def tiny_hf_dir(tmp_path_factory) -> Path:
 def tiny_msclap(tmp_path_factory):
     """version -> (weights .pth in msclap's format, tokenizer folder), written on first use
     (read only). 2023: tiny HTSAT + tiny GPT-2; 2022: the real CNN14 (340 MB) + tiny BERT."""
-    from teminal.models.testing import write_tiny_msclap
+    from teminal.testing import write_tiny_msclap
 
     made: dict = {}
 

@@ -105,11 +105,8 @@ class EmbedStep(nn.Module):
 
     def forward(self, audio: torch.Tensor, text_tokens, sample_rate: int) -> tuple[torch.Tensor, ...]:
         # the adapter resamples the batch once when the shards' rate is not the model's
-        out = self.model(audio=audio, text_tokens=text_tokens, sample_rate=sample_rate)
-        if isinstance(out, dict):
-            audio_emb, text_emb = out["audio"], out["text"]
-        else:
-            audio_emb, text_emb = out[0], out[1]
+        audio_emb, text_emb = self.model(audio=audio, text_tokens=text_tokens,
+                                         sample_rate=sample_rate)
         return audio_emb, text_emb, self.model.logit_scale()
 
 
@@ -317,10 +314,9 @@ class Trainer:
             math.ceil(cfg.epochs * self.steps_per_epoch)
 
         self.model = model_factory(self.spec, accelerator.device)
-        if cfg.audio_head and not hasattr(self.model, "add_audio_head"):
-            raise ValueError(f"--audio-head: model {self.spec} ({getattr(self.model, 'family', '?')}"
-                             " family) has no order-aware head option; it exists for laion-clap "
-                             "models (small, laion:)")
+        if cfg.audio_head and not self.model.supports_audio_head:
+            raise ValueError(f"--audio-head: model {self.spec} ({self.model.family} family) has "
+                             f"no order-aware head option")
         if cfg.audio_head and self.model.add_audio_head(head_value(cfg.audio_head)):
             log.info("added an order-aware audio head %s (zero-initialised: the model starts "
                      "as the base)", self.model.config["audio_head"])
@@ -697,7 +693,7 @@ def _export(model, final_dir: Path, cfg: TrainConfig, stage: Stage, spec: str, s
     partial = final_dir.with_name(final_dir.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     try:
-        model.save(str(partial), provenance.to_dict())
+        model.save(str(partial), provenance)
     except OSError as e:
         shutil.rmtree(partial, ignore_errors=True)
         raise disk_error(e, final_dir, Path(cfg.out)) from None

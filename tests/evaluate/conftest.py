@@ -1,9 +1,16 @@
-"""Fixtures of the evaluation tests; the fakes themselves live in teminal.models.testing."""
+"""Fixtures of the evaluation tests; the fakes bound to the evaluators' wordings and the coded
+test sets live in coded.py (tests/evaluate), the fakes themselves in teminal.testing."""
 from __future__ import annotations
+
+import sys
+from pathlib import Path
 
 import pytest
 
-from teminal.models.testing import FakeModel, OrderBlindModel, RandomModel, make_testset
+sys.path.insert(0, str(Path(__file__).parent))  # coded.py
+
+from coded import FakeModel, OrderBlindModel, make_testset  # noqa: E402
+from teminal.testing import RandomModel  # noqa: E402
 
 
 @pytest.fixture

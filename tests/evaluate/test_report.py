@@ -8,7 +8,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from teminal.models.testing import FakeModel, OrderBlindModel, make_testset
+from coded import FakeModel, OrderBlindModel, make_testset
 from teminal.evaluate.cli import main
 from teminal.evaluate.report import (
     SCHEMA_VERSION, checkpoint_sha256, compare_table, default_label, format_table, load_result,

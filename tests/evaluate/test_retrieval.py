@@ -8,7 +8,7 @@ import pytest
 import soundfile as sf
 from click.testing import CliRunner
 
-from teminal.models.testing import CaptionModel, RandomModel, wave_key
+from teminal.testing import CaptionModel, RandomModel, wave_key
 from teminal.evaluate import retrieval as R
 from teminal.evaluate.embed import windows
 from teminal.evaluate.report import validate_result

@@ -7,7 +7,8 @@ import shutil
 import pytest
 from click.testing import CliRunner
 
-from teminal.models.testing import OracleModel, RandomModel, wave_key
+from coded import OracleModel
+from teminal.testing import RandomModel, wave_key
 from teminal.evaluate.report import load_result, validate_result
 from teminal.evaluate.testset import (
     CatalogTestSet, group_of, load_training_data, resolve_training_data,
@@ -165,7 +166,8 @@ def test_cli_zste_writes_result_and_plot(build, tmp_path, monkeypatch):
     result = load_result(result_path)
     assert validate_result(result) == []
     assert result["command"] == "zste" and result["label"] == "stage_b"
-    assert result["model"] == {"spec": "small", "family": None, "checkpoint_sha256": "random-init",
+    assert result["model"] == {"spec": "small", "family": "test-double",
+                               "checkpoint_sha256": "random-init",
                                "train_stage": None, "train_catalog_build_id": None,
                                "train_data": None, "sample_rate": 4000}
     assert result["data"]["catalog_build_id"] == build_id and result["data"]["synthetic"] is True
@@ -216,12 +218,13 @@ def test_real_small_model_checkpoint(build, tmp_path):
     CLI loads it, hashes model.safetensors and reads seen pairs from the recorded catalog."""
     from teminal.evaluate import cli
     from teminal.evaluate.report import file_sha256
-    from teminal.models import load_model
+    from teminal.models import TrainingProvenance, load_model
 
     out, build_id = build
     final = tmp_path / "run_b" / "final"
-    load_model("small").save(final, {"stage": "stage_b", "init": "small", "data": str(out),
-                                     "build_id": build_id, "train_config": {"split": "train"}})
+    load_model("small").save(final, TrainingProvenance(
+        stage="stage_b", init="small", data=str(out), build_id=build_id,
+        train_config={"split": "train"}))
     path = tmp_path / "r.json"
     res = CliRunner().invoke(cli.main, ["zste", "--model", str(final), "--data", str(out),
                                         "--out", str(path), "--max-items", "6", "--quiet"],

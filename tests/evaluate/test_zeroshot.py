@@ -6,7 +6,8 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from teminal.models.testing import OracleModel, RandomModel, wave_key
+from coded import OracleModel
+from teminal.testing import RandomModel, wave_key
 from teminal.evaluate import zeroshot as ZS
 from teminal.evaluate.embed import windows
 from teminal.evaluate.report import load_result, validate_result

@@ -6,7 +6,8 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from teminal.models.testing import VOCAB, FakeModel, OrderBlindModel, RandomModel, make_testset
+from coded import FakeModel, OrderBlindModel, make_testset
+from teminal.testing import VOCAB, RandomModel
 from teminal.evaluate.testset import PairGroup, TrainingData
 from teminal.evaluate.zste import (
     compositional_candidates, evaluate_zste, heldout_templates, paper_template,

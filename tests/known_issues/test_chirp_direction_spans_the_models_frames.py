@@ -10,7 +10,7 @@ import json
 
 import numpy as np
 
-from teminal.models.specs import CONFIG_DIR
+from teminal.models.laion import CONFIG_DIR
 from teminal.pipeline.sources import synth
 
 SR = 16000

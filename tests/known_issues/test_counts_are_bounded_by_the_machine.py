@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from teminal.evaluate import workers
 from teminal.evaluate.workers import DecodePool, worker_limit
-from teminal.models.testing import toy_factory
+from teminal.testing import toy_factory
 from teminal.train.run_config import TrainConfig
 from teminal.train.streaming import canonical_caption
 from teminal.train.trainer import Stage, run

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from teminal.models.testing import toy_factory
+from teminal.testing import toy_factory
 from teminal.train.run_config import TrainConfig
 from teminal.train.streaming import canonical_caption
 from teminal.train.trainer import Stage, complete_checkpoints, run

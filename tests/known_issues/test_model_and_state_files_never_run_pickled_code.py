@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 import torch
 
-from teminal.models import load_model
+from teminal.models import TrainingProvenance, load_model
 from teminal.models.tensor_files import TRUST_ENV, PickledObjects, load_tensors
-from teminal.models.testing import (toy_factory, write_fake_gpt2_tokenizer,
+from teminal.testing import (toy_factory, write_fake_gpt2_tokenizer,
                                     write_fake_roberta_tokenizer)
 from teminal.train.run_config import TrainConfig
 from teminal.train.streaming import canonical_caption
@@ -98,7 +98,7 @@ def test_an_hf_pytorch_model_bin_with_a_payload_is_refused_not_a_traceback(
 def test_a_project_checkpoint_of_the_hf_family_with_a_pickled_bin_is_refused(
         tiny_hf_dir, tmp_path, marker):
     ckpt = tmp_path / "final"
-    load_model(f"hf:{tiny_hf_dir}").save(ckpt, {"stage": "test"})
+    load_model(f"hf:{tiny_hf_dir}").save(ckpt, TrainingProvenance(stage="test"))
     (ckpt / "hf" / "model.safetensors").unlink()
     torch.save({"w": torch.ones(1), "x": Payload(marker)}, ckpt / "hf" / "pytorch_model.bin")
     with pytest.raises(PickledObjects, match="pytorch_model.bin holds pickled"):
@@ -122,7 +122,7 @@ def test_evaluate_refuses_a_payload_checkpoint_in_one_line(tmp_path, marker):
 # Clean files still load; the opt-in and the converter work.
 
 def test_a_laion_file_with_numpy_scalars_still_loads_as_released_checkpoints_do(tmp_path):
-    from teminal.models.laion_checkpoint import read_state_dict
+    from teminal.models.laion.checkpoint import read_state_dict
 
     ckpt = tmp_path / "630k.pt"
     torch.save({"epoch": np.int64(45), "best": np.float64(0.9), "name": "x",
@@ -132,10 +132,10 @@ def test_a_laion_file_with_numpy_scalars_still_loads_as_released_checkpoints_do(
 
 def test_a_clean_msclap_file_still_reads(tiny_msclap):
     """(The conformance suite loads the whole model from it.)"""
-    from teminal.models.msclap_family import _read_state
+    from teminal.models.msclap.checkpoint import read_state
 
     weights, _tok = tiny_msclap("2023")
-    state = _read_state(weights)
+    state = read_state(weights)
     assert state and all(isinstance(v, torch.Tensor) for v in state.values())
 
 

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from teminal.manifests.catalog import write_catalog
 from teminal.models import ModelFilesNotFound, ModelSpecError, load_model
-from teminal.models.clap import WEIGHTS_FILE
+from teminal.models.adapter import WEIGHTS_FILE
 
 
 @pytest.fixture(scope="module")
@@ -21,8 +21,8 @@ def checkpoint(tmp_path_factory):
     import torch
     from safetensors.torch import save_file
 
-    from teminal.models.clap import CONFIG_FILE
-    from teminal.models.specs import CONFIG_DIR
+    from teminal.models.adapter import CONFIG_FILE
+    from teminal.models.laion import CONFIG_DIR
 
     folder = tmp_path_factory.mktemp("ckpt") / "final"
     folder.mkdir()

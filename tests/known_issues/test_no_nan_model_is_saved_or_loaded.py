@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from teminal.models import ModelSpecError, load_model
-from teminal.models.testing import toy_factory
+from teminal.testing import toy_factory
 from teminal.train.run_config import TrainConfig
 from teminal.train.run_state import last_good_checkpoint
 from teminal.train.streaming import canonical_caption

@@ -14,7 +14,7 @@ import sys
 import pytest
 
 from build_helpers import quick_build
-from teminal.models.testing import toy_factory
+from teminal.testing import toy_factory
 from teminal.pipeline import lock
 from teminal.pipeline.lock import build_lock, read_lock, run_lock
 from teminal.train.run_config import TrainConfig

@@ -11,7 +11,7 @@ import pytest
 from teminal.train.run_config import TrainConfig
 from teminal.train.streaming import canonical_caption
 from teminal.train.trainer import Stage, complete_checkpoints, run
-from teminal.models.testing import toy_factory
+from teminal.testing import toy_factory
 from toy_clap import reference_info_nce
 
 
@@ -198,8 +198,10 @@ def test_a_resume_over_data_replaced_under_the_same_path_is_refused(tiny_data, t
     assert any(line.startswith(named) for line in history[-1]["changed"])
 
 
-class ToyWithHead(__import__("teminal.models.testing", fromlist=["ToyClap"]).ToyClap):
+class ToyWithHead(__import__("teminal.testing", fromlist=["ToyClap"]).ToyClap):
     """The toy model with an --audio-head option: the head adds parameters, as laion's does."""
+
+    supports_audio_head = True
 
     def add_audio_head(self, spec) -> bool:
         import torch

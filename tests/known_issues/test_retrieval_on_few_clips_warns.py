@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from teminal.evaluate import cli
 from teminal.evaluate import retrieval as R
 from teminal.evaluate.report import compare_table, format_table, validate_result
-from teminal.models.testing import RandomModel
+from teminal.testing import RandomModel
 
 SR = 8000
 HEADER = "file_name,caption_1,caption_2,caption_3,caption_4,caption_5"

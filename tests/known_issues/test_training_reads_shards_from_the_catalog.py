@@ -19,7 +19,7 @@ from teminal.train.run_config import TrainConfig
 from teminal.train.streaming import (GroupStream, ShardIndex, StreamPlan, canonical_caption,
                                      make_loader)
 from teminal.train.trainer import Stage, run
-from teminal.models.testing import toy_factory
+from teminal.testing import toy_factory
 from toy_clap import reference_info_nce
 
 RELATIONS = ("forward", "reversed", "overlay")

@@ -1,5 +1,5 @@
 """Fixtures: the small model (built once per session; tests that change it take a copy) and a
-fake RoBERTa tokenizer folder (teminal.models.testing.write_fake_roberta_tokenizer)."""
+fake RoBERTa tokenizer folder (teminal.testing.write_fake_roberta_tokenizer)."""
 from __future__ import annotations
 
 import copy
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from teminal.models.testing import write_fake_roberta_tokenizer
+from teminal.testing import write_fake_roberta_tokenizer
 
 
 @pytest.fixture(scope="session")

@@ -7,8 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from teminal.models import ModelSpecError, load_model
-from teminal.models import laion_checkpoint, specs
+from teminal.models import ModelSpecError, TrainingProvenance, load_model
+from teminal.models.laion import checkpoint as laion_checkpoint, loading as specs
 from teminal.models.heads import HeadSpec, TemporalHead, frame_tokens, split_segments
 
 
@@ -52,7 +52,7 @@ def test_a_trained_head_saves_and_reloads_with_identical_embeddings(small_model,
             small_model._branch(small_model.prepare_audio(wave))["embedding"]), dim=-1)
         trained = small_model.embed_audio(wave, 16000)
     assert not torch.allclose(trained, base)
-    small_model.save(tmp_path / "ckpt", {"stage": "test"})
+    small_model.save(tmp_path / "ckpt", TrainingProvenance(stage="test"))
     loaded = load_model(str(tmp_path / "ckpt"))
     assert loaded.config["audio_head"] == small_model.config["audio_head"]
     with torch.no_grad():

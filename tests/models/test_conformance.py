@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from teminal.models import AudioTextModel, load_model, weights_file
+from teminal.models import AudioTextModel, TrainingProvenance, load_model, weights_file
 from teminal.models.interface import file_sha256
 
 FAMILIES = ["small", "small-hf", "laion", "hf", "msclap-2023", "msclap-2022"]
@@ -29,7 +29,7 @@ PANN = {"model_type": "PANN", "model_name": "Cnn6", "sample_rate": 16000, "clip_
 def _write_fake_laion(folder, tok_dir):
     """A LAION-layout checkpoint (state dict under 'state_dict', `module.` prefixes) whose
     audio tower is a small PANN; loading it needs `_pann_stand_in`."""
-    from teminal.models import laion_checkpoint, specs
+    from teminal.models.laion import checkpoint as laion_checkpoint, loading as specs
 
     vocab = len(json.loads((tok_dir / "vocab.json").read_text()))
     roberta = {**laion_checkpoint.ROBERTA_BASE_CONFIG, "num_hidden_layers": 1,
@@ -49,7 +49,7 @@ def _write_fake_laion(folder, tok_dir):
 
 
 def _pann_stand_in(mp):
-    from teminal.models import laion_checkpoint
+    from teminal.models.laion import checkpoint as laion_checkpoint
 
     base = {"embed_dim": 512, "audio_cfg": PANN, "text_cfg": {
         "context_length": 77, "vocab_size": 49408, "width": 512, "heads": 8, "layers": 12}}
@@ -58,7 +58,7 @@ def _pann_stand_in(mp):
 
 @pytest.fixture(scope="module")
 def spec_of(tmp_path_factory, tiny_hf_dir, tiny_msclap):
-    from teminal.models.testing import write_fake_roberta_tokenizer
+    from teminal.testing import write_fake_roberta_tokenizer
 
     made = {}
 
@@ -67,7 +67,7 @@ def spec_of(tmp_path_factory, tiny_hf_dir, tiny_msclap):
             if family == "small":
                 made[family] = "small"
             elif family == "small-hf":
-                from teminal.models.testing import tiny_small_hf_config, write_tiny_hf_encoder
+                from teminal.testing import tiny_small_hf_config, write_tiny_hf_encoder
 
                 folder = tmp_path_factory.mktemp("small-hf")
                 made[family] = str(tiny_small_hf_config(
@@ -177,7 +177,7 @@ def test_audio_at_another_rate_is_resampled_to_the_models(loaded):
 
 def test_save_then_load_gives_identical_embeddings_and_records_the_weights(loaded, tmp_path):
     family, _, model, _ = loaded
-    folder = model.save(tmp_path / "ckpt", {"stage": "stage_b", "init": "x"})
+    folder = model.save(tmp_path / "ckpt", TrainingProvenance(stage="stage_b", init="x"))
     back = load_model(str(folder))
     assert back.family == model.family and back.config["extra"]["stage"] == "stage_b"
     assert back.weights_sha256 == file_sha256(weights_file(str(folder)))
@@ -211,3 +211,36 @@ def test_set_trainable_counts_and_one_step_changes_exactly_the_trainable_tensors
     changed = {k for k, v in params.items() if not torch.equal(v.detach(), before[k])}
     assert changed == set(trainable), (sorted(set(trainable) - changed)[:5],
                                        sorted(changed - set(trainable))[:5])
+
+
+@pytest.mark.parametrize("double", ["FakeModel", "RandomModel", "OracleModel", "CaptionModel",
+                                    "ToyClap"])
+def test_every_test_double_implements_the_whole_interface(double, tmp_path):
+    """teminal.testing's doubles stand in for a model anywhere one is used, so no caller needs
+    to probe for an attribute: the whole protocol, a head refused by the interface."""
+    import teminal.testing as doubles
+    from teminal.testing import SAMPLE_RATE, VOCAB, WAVE_LEN, encode
+
+    made = {"FakeModel": lambda: doubles.FakeModel(),
+            "RandomModel": lambda: doubles.RandomModel(),
+            "OracleModel": lambda: doubles.OracleModel(VOCAB, SAMPLE_RATE, {}),
+            "CaptionModel": lambda: doubles.CaptionModel(SAMPLE_RATE, {}, {}, 3, WAVE_LEN),
+            "ToyClap": lambda: doubles.ToyClap()}[double]()
+    assert isinstance(made, AudioTextModel)
+    assert made.supports_audio_head is False
+    with pytest.raises(ValueError, match="no order-aware audio head"):
+        made.add_audio_head("additive")
+    assert isinstance(made.family, str) and made.weights_sha256 == "random-init"
+    assert made.device == torch.device("cpu")
+    assert 0 < made.logit_scale().detach().item() <= 100
+    n_train, n_total = made.set_trainable(None)
+    assert set(made.trainable_names()) <= set(made.named_weights()) and n_train <= n_total
+    made.eval()
+    assert made.training is False
+    if double in ("RandomModel", "ToyClap"):  # the doubles that read any audio and text
+        audio = torch.from_numpy(encode("single", 1)).repeat(2, 500)[:, :32000]
+        a, t = made(audio=audio, text_tokens=made.tokenize(["a dog", "rain"]),
+                    sample_rate=SAMPLE_RATE)
+        assert a.shape == (2, made.embed_dim) and t.shape == (2, made.embed_dim)
+    folder = made.save(tmp_path / "ckpt", TrainingProvenance(stage="test"))
+    assert json.loads((folder / "config.json").read_text())["extra"]["stage"] == "test"

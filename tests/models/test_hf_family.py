@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from teminal.models import ModelFilesNotFound, ModelSpecError, load_model
+from teminal.models import ModelFilesNotFound, ModelSpecError, TrainingProvenance, load_model
 
 # float32 torch features vs the extractor's float64 numpy ones differ by < 1e-3 dB; after the
 # tiny model the unit-norm embeddings agree to about 1e-7 (measured): 1e-5 leaves room for BLAS.
@@ -98,7 +98,8 @@ def test_export_loads_with_plain_transformers_and_back_as_the_same_model(pair, t
     from transformers import ClapModel, ClapProcessor
 
     ours = pair[0]
-    ours.save(tmp_path / "ckpt", {"stage": "stage_b"})
+    provenance = TrainingProvenance(stage="stage_b")
+    ours.save(tmp_path / "ckpt", provenance)
     plain = ClapModel.from_pretrained(str(tmp_path / "ckpt" / "hf"), local_files_only=True).eval()
     proc = ClapProcessor.from_pretrained(str(tmp_path / "ckpt" / "hf"), local_files_only=True)
     assert proc.feature_extractor.truncation == "rand_trunc"
@@ -107,6 +108,29 @@ def test_export_loads_with_plain_transformers_and_back_as_the_same_model(pair, t
         inputs = proc.feature_extractor(wave, sampling_rate=48000, return_tensors="pt")
         expect = _pooled(plain.get_audio_features(**inputs))
         back = load_model(str(tmp_path / "ckpt"))
-        assert back.family == "hf" and back.config["extra"] == {"stage": "stage_b"}
+        assert back.family == "hf" and back.config["extra"] == provenance.to_dict()
         assert torch.allclose(back.embed_audio(torch.from_numpy(wave)[None], 48000), expect,
                               atol=EMBED_ATOL)
+
+
+def test_an_hf_export_is_a_plain_transformers_folder_with_its_card(pair, tmp_path):
+    from transformers import ClapModel, ClapProcessor
+
+    from teminal.models.export import export
+
+    ours = pair[0]
+    out, card = export(ours, None, tmp_path / "exported")  # hf: the family's own format
+    assert card == out / "README.md"
+    assert "ClapModel.from_pretrained('exported')" in card.read_text()
+    plain = ClapModel.from_pretrained(str(out), local_files_only=True).eval()
+    proc = ClapProcessor.from_pretrained(str(out), local_files_only=True)
+    wave = np.random.default_rng(1).standard_normal(48000).astype(np.float32) * 0.1
+    texts = ["a dog barks", "rain"]
+    with torch.no_grad():
+        inputs = proc.feature_extractor(wave, sampling_rate=48000, return_tensors="pt")
+        expect = _pooled(plain.get_audio_features(**inputs))
+        assert torch.allclose(ours.embed_audio(torch.from_numpy(wave)[None], 48000), expect,
+                              atol=EMBED_ATOL)
+        expect = _pooled(plain.get_text_features(**proc.tokenizer(texts, padding=True,
+                                                                   return_tensors="pt")))
+        assert torch.allclose(ours.embed_text(texts), expect, atol=EMBED_ATOL)

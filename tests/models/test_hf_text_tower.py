@@ -10,7 +10,7 @@ import torch
 
 from teminal.models import load_model
 from teminal.models.errors import ModelFilesNotFound
-from teminal.models.testing import tiny_small_hf_config, write_tiny_hf_encoder
+from teminal.testing import tiny_small_hf_config, write_tiny_hf_encoder
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import torch
 from teminal.models import ModelFilesNotFound, load_model
 from teminal.models import registry
 from teminal.models.registry import parse_spec, spec_label, weights_file
-from teminal.models.testing import place_in_hf_cache
+from teminal.testing import place_in_hf_cache
 
 REPO = "laion/clap-htsat-unfused"
 

@@ -4,14 +4,17 @@ one layer, and (through a monkeypatched audio-tower lookup) a small PANN audio t
 HTSAT. The missing-file errors are tested for real."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 import pytest
 
-from teminal.models import ModelFilesNotFound, ModelSpecError, load_model
-from teminal.models import laion_checkpoint, specs
-from teminal.models.laion_checkpoint import fix_keys, parse_spec
-from teminal.models.text import find_roberta_dir
+from teminal.models import ModelFilesNotFound, ModelSpecError, TrainingProvenance, load_model
+from teminal.models.laion import checkpoint as laion_checkpoint, loading as specs
+from teminal.models.laion.checkpoint import fix_keys
+from teminal.models.registry import parse_spec
+from teminal.models.laion.tokenizers import find_roberta_dir
 
 TEST_AUDIO = {  # a cheap PANN tower standing in for HTSAT
     "embed_dim": 512,
@@ -75,7 +78,7 @@ def test_laion_model_saved_and_reloaded_carries_its_tokenizer(fake_laion, robert
                                                               tmp_path, monkeypatch):
     path, _ = fake_laion
     model = load_model(f"laion:{path}?text={roberta_tokenizer_dir}")
-    out = model.save(tmp_path / "stage_a", {"stage": "stage_a"})
+    out = model.save(tmp_path / "stage_a", TrainingProvenance(stage="stage_a"))
     assert all((out / "tokenizer" / f).is_file() for f in ("vocab.json", "merges.txt"))
     monkeypatch.delenv("TEMINAL_ROBERTA_DIR", raising=False)
     for f in roberta_tokenizer_dir.iterdir():  # the original folder is gone
@@ -103,7 +106,7 @@ def test_tokenizer_from_an_existing_hugging_face_cache(tmp_path, monkeypatch,
     for f in roberta_tokenizer_dir.iterdir():
         (snapshot / f.name).write_bytes(f.read_bytes())
     monkeypatch.delenv("TEMINAL_ROBERTA_DIR", raising=False)
-    monkeypatch.setattr("teminal.models.text.HF_CACHE_DIR", str(tmp_path / "hf-cache"))
+    monkeypatch.setattr("teminal.models.laion.tokenizers.HF_CACHE_DIR", str(tmp_path / "hf-cache"))
     folder, missing = find_roberta_dir(None)
     assert missing == [] and folder == snapshot
 
@@ -125,7 +128,7 @@ def test_htsat_tiny_roberta_base_builds_offline_and_embeds(roberta_tokenizer_dir
 
 def test_missing_checkpoint_and_tokenizer_are_both_named(tmp_path, monkeypatch):
     monkeypatch.delenv("TEMINAL_ROBERTA_DIR", raising=False)
-    monkeypatch.setattr("teminal.models.text._hf_cache_dir", lambda: None)
+    monkeypatch.setattr("teminal.models.laion.tokenizers._hf_cache_dir", lambda: None)
     ckpt = tmp_path / "630k-audioset-best.pt"
     with pytest.raises(ModelFilesNotFound) as err:
         load_model(f"laion:{ckpt}?text={tmp_path / 'roberta'}")
@@ -140,7 +143,7 @@ def test_missing_checkpoint_and_tokenizer_are_both_named(tmp_path, monkeypatch):
 def test_missing_tokenizer_without_a_folder_says_where_it_looked(tmp_path, monkeypatch,
                                                                  roberta_tokenizer_dir):
     monkeypatch.delenv("TEMINAL_ROBERTA_DIR", raising=False)
-    monkeypatch.setattr("teminal.models.text._hf_cache_dir", lambda: None)
+    monkeypatch.setattr("teminal.models.laion.tokenizers._hf_cache_dir", lambda: None)
     ckpt = tmp_path / "x.pt"
     ckpt.write_bytes(b"")
     with pytest.raises(ModelFilesNotFound) as err:
@@ -163,9 +166,14 @@ def test_unreadable_checkpoint_is_a_clear_error(tmp_path, roberta_tokenizer_dir)
 
 # ---- spec syntax and key fixing on synthetic state dicts ---------------------------------
 
+def _path_and_text(spec):
+    parsed = parse_spec(spec)
+    return parsed.path, parsed.options.get("text")
+
+
 def test_parse_spec():
-    assert parse_spec("laion:/a/b.pt") == (laion_checkpoint.Path("/a/b.pt"), None)
-    assert parse_spec("laion:/a/b.pt?text=/tok") == (laion_checkpoint.Path("/a/b.pt"), "/tok")
+    assert _path_and_text("laion:/a/b.pt") == (Path("/a/b.pt"), None)
+    assert _path_and_text("laion:/a/b.pt?text=/tok") == (Path("/a/b.pt"), "/tok")
     with pytest.raises(ModelSpecError, match="unknown option"):
         parse_spec("laion:/a/b.pt?txt=/tok")
     with pytest.raises(ModelSpecError, match="names no checkpoint"):
@@ -228,3 +236,53 @@ def test_htsat_tiny_with_roberta_is_inferred_from_key_shapes():
     assert config["trainable"] == ["audio_branch.layers.3.*", "audio_branch.norm.*",
                                    "audio_projection.*", "text_branch.encoder.layer.11.*",
                                    "text_branch.pooler.*", "text_projection.*", "logit_scale_a"]
+
+
+# ---- the way back out: a .pt laion-clap's own load_ckpt reads --------------------------------
+
+def test_a_laion_export_loads_through_load_ckpts_own_steps_with_the_same_embeddings(
+        fake_laion, roberta_tokenizer_dir, tmp_path):
+    """CLAP_Module.load_ckpt(path) is laion's factory.load_state_dict(path, skip_params=True)
+    (state_dict entry, `module.` stripped, position_ids deleted) and a strict load into the
+    CLAP create_model built. CLAP_Module itself reaches for a hub tokenizer, so the same steps
+    run on laion's own CLAP class built offline from the model's config."""
+    import torch.nn.functional as F
+
+    from teminal.models.export import export
+    from teminal.models.laion.library import _submodule, build_clap
+
+    model = load_model(f"laion:{fake_laion[0]}?text={roberta_tokenizer_dir}")
+    with torch.no_grad():  # as if post-trained: the export is not the file it came from
+        for p in model.clap.audio_projection.parameters():
+            p.add_(0.01)
+    out, card = export(model, "laion", tmp_path / "teminal.pt")
+    laion = build_clap(model.config["clap"], model.config["text"]["roberta_config"]).eval()
+    laion.load_state_dict(_submodule("factory").load_state_dict(str(out), skip_params=True))
+    g = torch.Generator().manual_seed(0)
+    wave = 0.1 * torch.randn(2, model.clip_samples, generator=g)
+    texts = ["a dog barks", "siren before rain"]
+    with torch.no_grad():
+        # get_audio_embedding's steps (a PANN tower takes the tensor, not laion's dict)
+        theirs = F.normalize(laion.audio_projection(laion.encode_audio(wave, "cpu")["embedding"]),
+                             dim=-1)
+        assert torch.allclose(model.embed_audio(wave, model.sample_rate), theirs, atol=1e-5)
+        theirs = laion.get_text_embedding(dict(model.tokenize(texts)))
+        assert torch.allclose(model.embed_text(texts), theirs, atol=1e-5)
+    assert "load_ckpt('teminal.pt')" in card.read_text()
+
+
+def test_laion_exports_name_the_audio_tower_clap_module_builds():
+    from types import SimpleNamespace
+
+    from teminal.models.laion.export import amodel_name
+
+    config = laion_checkpoint.laion_config_for(_htsat_tiny_roberta_shapes(), "630k.pt")
+    assert amodel_name(SimpleNamespace(config=config)) == "HTSAT-tiny"
+
+
+def test_the_small_model_has_no_laion_format(small_model, tmp_path):
+    from teminal.models.export import ExportError, export
+
+    with pytest.raises(ExportError, match="family small.*checkpoint folder"):
+        export(small_model, "laion", tmp_path / "x.pt")
+    assert not (tmp_path / "x.pt").exists()

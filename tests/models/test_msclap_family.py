@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 
 from teminal.models import ModelFilesNotFound, ModelSpecError, load_model
-from teminal.models.msclap_family import htsat_sizes, msclap_modules, text_model_from_config
-from teminal.models.testing import TINY_HTSAT, tiny_msclap_text_config
+from teminal.models.msclap.library import htsat_sizes, msclap_modules, text_model_from_config
+from teminal.testing import TINY_HTSAT, tiny_msclap_text_config
 
 
 def _msclap_wrapper(monkeypatch, path, tok_dir, version):
@@ -107,8 +107,41 @@ def test_version_is_required_and_must_match_the_weights(tiny_msclap, tmp_path):
     path, tok = tiny_msclap("2023")
     with pytest.raises(ModelSpecError, match=r"\?version=2022"):
         load_model(f"msclap:{path}?text={tok}")
-    from teminal.models.testing import write_fake_bert_vocab
+    from teminal.testing import write_fake_bert_vocab
 
     bert = write_fake_bert_vocab(tmp_path / "bert")
     with pytest.raises(ModelSpecError, match="version=2022"):
         load_model(f"msclap:{path}?version=2022&text={bert}")
+
+
+def test_an_msclap_export_loads_in_msclaps_own_wrapper_with_the_same_embeddings(
+        tiny_msclap, tmp_path, monkeypatch):
+    """The .pth of `teminal.models.export --format msclap` is what CLAPWrapper(model_fp=...)
+    loads: every key of msclap's CLAP, nothing else; an order-aware head is refused unless
+    --without-head, and then the file is the pooled model."""
+    from teminal.models.export import ExportError, export
+
+    path, tok = tiny_msclap("2023")
+    ours = load_model(f"msclap:{path}?version=2023&text={tok}")
+    ours.add_audio_head("moment_contrast")
+    with torch.no_grad():  # as if post-trained: neither the base nor a head adding 0
+        for p in [*ours.clap.audio_encoder.projection.parameters(),
+                  *ours.audio_head.parameters()]:
+            p.add_(0.01)
+    with pytest.raises(ExportError, match="order-aware audio head.*--without-head"):
+        export(ours, "msclap", tmp_path / "refused.pth")
+    out, card = export(ours, "msclap", tmp_path / "teminal.pth", without_head=True)
+    assert "Dropped" in card.read_text()
+    ref = _msclap_wrapper(monkeypatch, out, tok, "2023")
+    assert set(torch.load(out)["model"]) == set(ref.clap.state_dict())
+    ours.audio_head = None  # what the file holds: the pooled model
+    g = torch.Generator().manual_seed(2)
+    clips = {"c.wav": 0.1 * torch.randn(ours.clip_samples, generator=g)}
+    monkeypatch.setattr(ref, "read_audio", lambda name, resample=True: (clips[name], 44100))
+    texts = ["a dog barks", "siren before rain"]
+    with torch.no_grad():
+        expect_audio = F.normalize(ref.get_audio_embeddings(list(clips)), dim=-1)
+        expect_text = F.normalize(ref.get_text_embeddings(texts), dim=-1)
+        assert torch.allclose(ours.embed_audio(clips["c.wav"][None], 44100), expect_audio,
+                              atol=1e-5)
+        assert torch.allclose(ours.embed_text(texts), expect_text, atol=1e-5)

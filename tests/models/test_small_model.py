@@ -8,7 +8,7 @@ import logging
 import pytest
 import torch
 
-from teminal.models import ClapModel, ModelSpecError, load_model
+from teminal.models import ClapModel, ModelSpecError, TrainingProvenance, load_model
 from teminal.models.audio_input import fit_length
 
 
@@ -194,10 +194,11 @@ def test_save_and_load_round_trip_gives_identical_embeddings(small_model, tmp_pa
     with torch.no_grad():  # make the weights differ from the seeded init
         for p in small_model.clap.audio_projection.parameters():
             p.add_(0.01)
-    out = small_model.save(tmp_path / "ckpt", {"stage": "stage_a", "catalog_build_id": "b1"})
+    provenance = TrainingProvenance(stage="stage_a", build_id="b1")
+    out = small_model.save(tmp_path / "ckpt", provenance)
     assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors"]
     config = json.loads((out / "config.json").read_text())
-    assert config["extra"] == {"stage": "stage_a", "catalog_build_id": "b1"}
+    assert config["extra"] == provenance.to_dict()
     assert config["clap"] == small_model.config["clap"]
     loaded = load_model(str(out))
     assert loaded.config["extra"]["stage"] == "stage_a"
@@ -220,3 +221,19 @@ def test_unknown_spec_and_incomplete_checkpoint_folder(tmp_path):
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(FileNotFoundError, match="model.safetensors"):
         load_model(str(tmp_path))
+
+
+def test_the_same_weights_saved_twice_are_the_same_bytes(tmp_path):
+    """safetensors serialises a metadata dict in hash order, which changes from one save to the
+    next (two keys gave two different files 1 time in 2): a checkpoint's bytes must depend on
+    its weights only."""
+    import hashlib
+
+    from teminal.models.adapter import write_safetensors
+
+    digests = set()
+    for i in range(12):
+        path = tmp_path / f"{i}.safetensors"
+        write_safetensors(path, {"a": torch.arange(4.0), "b": torch.ones(2)})
+        digests.add(hashlib.sha256(path.read_bytes()).hexdigest())
+    assert len(digests) == 1

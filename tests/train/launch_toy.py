@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import torch  # noqa: E402
 
 from toy_clap import reference_info_nce  # noqa: E402
-from teminal.models.testing import toy_factory  # noqa: E402
+from teminal.testing import toy_factory  # noqa: E402
 
 made = []
 

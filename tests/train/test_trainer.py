@@ -10,7 +10,7 @@ import torch
 from teminal.train.run_config import TrainConfig
 from teminal.train.streaming import canonical_caption
 from teminal.train.trainer import NonFiniteLoss, Stage, complete_checkpoints, run
-from teminal.models.testing import toy_factory
+from teminal.testing import toy_factory
 from toy_clap import reference_info_nce, weights
 
 RELATIONS = ("forward", "reversed", "overlay")
@@ -198,7 +198,7 @@ def test_the_optimiser_is_adam_with_the_fused_kernel_and_the_same_updates():
 def test_the_temperature_moves_at_its_own_learning_rate_when_asked(tiny_data, tmp_path):
     """Adam moves a parameter by about lr per step, so a short run's temperature barely moves
     (the small model's stayed at 14.3): --logit-scale-lr-mult gives it a rate of its own."""
-    from teminal.models.testing import toy_factory as make
+    from teminal.testing import toy_factory as make
     from teminal.train.trainer import param_groups
 
     groups = param_groups(make("toy", "cpu"), 30.0)

@@ -1,4 +1,4 @@
-"""Helpers of the trainer tests; the toy model itself is teminal.models.testing.ToyClap."""
+"""Helpers of the trainer tests; the toy model itself is teminal.testing.ToyClap."""
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,4 +1,4 @@
-"""Tokenizers for the two text towers, found on local disk only.
+"""Tokenizers of the laion family's text towers, found on local disk only.
 
 - `BpeTokenizer`: laion-clap's bundled CLIP BPE vocabulary (for the 'transformer' text tower of
   the small model); nothing to download.
@@ -54,9 +54,10 @@ class BpeTokenizer:
     plain truncation would make it read an arbitrary word instead."""
 
     def __init__(self, context_length: int):
-        from teminal.models.laion_import import bpe_tokenizer
+        from teminal.models.laion.library import bpe_tokenizer
 
         self.context_length = int(context_length)
+        self.folder = None  # the vocabulary ships inside laion-clap: nothing to copy
         self._bpe = bpe_tokenizer()
         self.sot = self._bpe.encoder["<start_of_text>"]
         self.eot = self._bpe.encoder["<end_of_text>"]
@@ -67,6 +68,9 @@ class BpeTokenizer:
             ids = [self.sot] + self._bpe.encode(text)[: self.context_length - 2] + [self.eot]
             out[i, : len(ids)] = torch.tensor(ids)
         return out
+
+    def files(self) -> list[Path]:
+        return []
 
 
 def roberta_dir_candidates(explicit: str | None) -> list[tuple[str, Path]]:
@@ -136,7 +140,7 @@ class RobertaTokenizerFiles:
         return [self.folder / name for name in ROBERTA_FILES]
 
 
-def _bytes_to_unicode() -> dict[int, str]:
+def bytes_to_unicode() -> dict[int, str]:
     """GPT-2 / RoBERTa byte-level alphabet: every byte maps to a printable character."""
     bs = (list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
           + list(range(ord("®"), ord("ÿ") + 1)))
@@ -159,7 +163,7 @@ def write_byte_level_tokenizer(folder: str | Path, merges: tuple[str, ...] = ())
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     vocab = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3}
-    for ch in sorted(set(_bytes_to_unicode().values())):
+    for ch in sorted(set(bytes_to_unicode().values())):
         vocab.setdefault(ch, len(vocab))
     vocab["<mask>"] = len(vocab)
     for m in merges:

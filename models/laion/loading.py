@@ -11,8 +11,8 @@
                                    a run folder with final/ inside works too
 
 `model.config` is the resolved spec: everything needed to rebuild the architecture, plus
-"source" (the spec it was loaded from) and "extra" (what `save(dir, extra)` recorded: {} for a
-model that was never saved).
+"source" (the spec it was loaded from) and "extra" (the TrainingProvenance `save(dir,
+provenance)` recorded: {} for a model that was never trained).
 """
 from __future__ import annotations
 
@@ -22,11 +22,12 @@ from pathlib import Path
 
 import torch
 
-from teminal.models import laion_checkpoint
-from teminal.models.clap import CONFIG_FILE, WEIGHTS_FILE, ClapModel
+from teminal.models.adapter import CONFIG_FILE, WEIGHTS_FILE, read_safetensors
 from teminal.models.errors import MissingFile, ModelFilesNotFound, ModelSpecError
+from teminal.models.laion import checkpoint as laion_checkpoint
+from teminal.models.laion.adapter import ClapModel
 from teminal.models.registry import ParsedSpec
-from teminal.models.text import (POOLINGS, ROBERTA_FILES, BpeTokenizer, HfTokenizerFiles,
+from teminal.models.laion.tokenizers import (POOLINGS, ROBERTA_FILES, BpeTokenizer, HfTokenizerFiles,
                                  RobertaTokenizerFiles, find_roberta_dir,
                                  missing_encoder_files, resolve_encoder_dir)
 
@@ -132,7 +133,7 @@ def make_tokenizer(config: dict, tokenizer_dir: str | Path | None, spec: str):
 def _from_config(config: dict, spec: str, text_dir: str | None = None) -> ClapModel:
     if "clap" not in config:
         raise ModelSpecError(f"model config {spec!r} has no 'clap' section (laion-clap's CLAP "
-                             "arguments; see models/configs/small-cnn6.json)")
+                             "arguments; see models/laion/configs/small-cnn6.json)")
     config = {**config, "family": "small", "source": spec, "extra": {}, "weights": None}
     text = config.setdefault("text", {})
     if text.get("encoder") != "hf":
@@ -178,7 +179,7 @@ def load_checkpoint(parsed: ParsedSpec) -> ClapModel:
     if missing:
         raise ModelFilesNotFound(str(folder), missing)
     config = _read_json(folder / CONFIG_FILE)
-    weights = _read_weights(folder / WEIGHTS_FILE)  # before building: a damaged file fails fast
+    weights = read_safetensors(folder / WEIGHTS_FILE)  # before building: a damaged file fails fast
     text_dir = config.get("text", {}).get("dir")
     if text_dir and not Path(text_dir).is_absolute():
         text_dir = folder / text_dir
@@ -192,23 +193,11 @@ def load_checkpoint(parsed: ParsedSpec) -> ClapModel:
     config["family"] = parsed.family
     config["weights"] = str((folder / WEIGHTS_FILE).resolve())
     model = build(config, text_dir, str(folder))
-    if hasattr(model.tokenizer, "folder"):
+    if model.tokenizer.folder is not None:
         model.config["text"]["dir"] = str(model.tokenizer.folder.resolve())
     model.load_weights(weights, str(folder / WEIGHTS_FILE))
     log.info("loaded %s (%s) from %s", model.config.get("name"), _count(model), folder)
     return model
-
-
-def _read_weights(path: Path) -> dict:
-    from safetensors.torch import load_file
-
-    try:
-        return load_file(str(path))
-    except Exception as e:  # truncated or overwritten: safetensors' own message names no file
-        raise ModelSpecError(f"{path} is not a readable safetensors file "
-                             f"({' '.join(str(e).split())[:200]}): the checkpoint is damaged; "
-                             f"export it again (rerun the training with --resume) or use "
-                             f"another checkpoint") from None
 
 
 def _count(model: torch.nn.Module) -> str:

@@ -20,29 +20,17 @@ from pathlib import Path
 import torch
 
 from teminal.models.errors import MissingFile, ModelSpecError
-from teminal.models.tensor_files import PickledObjects, load_tensors
-from teminal.models.text import ROBERTA_BASE_CONFIG
+from teminal.models.tensor_files import state_dict_in
+from teminal.models.laion.tokenizers import ROBERTA_BASE_CONFIG
 
 log = logging.getLogger(__name__)
 
-PREFIX = "laion:"
 CHECKPOINT_HOWTO = ("download 630k-audioset-best.pt from the Hugging Face link in the "
                     "LAION-AI/CLAP README (https://github.com/LAION-AI/CLAP; the file is at "
                     "https://huggingface.co/lukewys/laion_clap/blob/main/630k-audioset-best.pt),"
                     " then pass --model laion:/path/to/630k-audioset-best.pt")
 HTSAT_BY_WIDTH = {96: "HTSAT-tiny", 128: "HTSAT-base", 256: "HTSAT-large"}
 TEXT_MAX_LENGTH = 77  # LAION-CLAP's tokenizer max_length
-
-
-def parse_spec(spec: str) -> tuple[Path, str | None]:
-    """'laion:PATH.pt[?text=DIR]' -> (checkpoint path, tokenizer folder or None), through the
-    one spec parser (teminal.models.registry)."""
-    from teminal.models.registry import parse_spec as parse
-
-    if not spec.startswith(PREFIX):
-        raise ModelSpecError(f"not a LAION spec: {spec!r} (expected laion:PATH.pt[?text=DIR])")
-    parsed = parse(spec)
-    return parsed.path, parsed.options.get("text")
 
 
 def missing_checkpoint(path: Path) -> list[MissingFile]:
@@ -54,18 +42,8 @@ def missing_checkpoint(path: Path) -> list[MissingFile]:
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """The weights of a LAION checkpoint file: its 'state_dict' entry (or the file itself when
     it is a bare state dict), `module.` prefixes removed."""
-    try:
-        ckpt = load_tensors(path)
-    except PickledObjects:
-        raise
-    except Exception as e:  # truncated download, not a torch file, ...
-        raise ModelSpecError(f"cannot read checkpoint {path}: {str(e)[:300]}. Is the download "
-                             f"complete? ({CHECKPOINT_HOWTO})") from None
-    state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor)
-                                              for v in state.values()):
-        raise ModelSpecError(f"{path} is not a LAION-CLAP checkpoint (no state dict of tensors)")
-    return strip_module_prefix(state)
+    return strip_module_prefix(state_dict_in(path, None, "LAION-CLAP checkpoint",
+                                             CHECKPOINT_HOWTO))
 
 
 def strip_module_prefix(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -101,7 +79,7 @@ def reject_fusion(state: dict[str, torch.Tensor], source: str) -> None:
 
 def audio_tower_config(state: dict[str, torch.Tensor], source: str) -> tuple[str, dict]:
     """(laion config name, its config dict) of the checkpoint's audio tower (HTSAT sizes)."""
-    from teminal.models.laion_import import laion_model_config
+    from teminal.models.laion.library import laion_model_config
 
     weight = state.get("audio_branch.patch_embed.proj.weight")
     if weight is None:
@@ -162,7 +140,7 @@ def random_laion_config(audio_name: str = "HTSAT-tiny", tokenizer_dir: str | Non
     """The spec of a LAION-CLAP architecture without a checkpoint (laion's bundled `audio_name`
     config + roberta-base): the shape of 630k-audioset-best.pt, randomly initialised by
     `load_model` (for benchmarks: speed and memory do not depend on the weights)."""
-    from teminal.models.laion_import import laion_model_config
+    from teminal.models.laion.library import laion_model_config
 
     config = laion_config(audio_name, laion_model_config(audio_name), dict(ROBERTA_BASE_CONFIG),
                           512)
