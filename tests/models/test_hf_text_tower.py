@@ -90,3 +90,50 @@ def test_small_minilm_reads_words_not_order_before_post_training():
                               "This is a sound of rain."])
     # pooled sentence embeddings through a fresh projection: word order barely moves them
     assert float(e[0] @ e[1]) > 0.9 > float(e[0] @ e[2])
+
+
+def _with_pooling(tmp_path, encoder, pooling):
+    config = json.loads(tiny_small_hf_config(tmp_path, encoder).read_text())
+    config["text"]["pooling"] = pooling
+    path = tmp_path / f"{pooling}.json"
+    path.write_text(json.dumps(config))
+    return load_model(str(path)).eval()
+
+
+def test_mean_plus_moment_pooling_is_the_mean_beside_an_order_odd_moment(tmp_path, encoder):
+    from teminal.models.laion.adapter import pool_text
+
+    model = _with_pooling(tmp_path, encoder, "mean+moment")
+    hidden_size = model.clap.text_branch.config.hidden_size
+    assert model.clap.text_projection[0].in_features == 2 * hidden_size   # sized to mean+moment
+    tokens = model.tokenize(["a dog barks before rain", "rain"])
+    with torch.no_grad():
+        out = model.clap.text_branch(**tokens)
+        pooled = pool_text(out, tokens["attention_mask"], "mean+moment")
+        # reversing the real tokens' states (padding left where it is) keeps the mean and
+        # flips the moment's sign: the moment is what reads order
+        flipped = out.last_hidden_state.clone()
+        n = int(tokens["attention_mask"][0].sum())
+        flipped[0, :n] = out.last_hidden_state[0, :n].flip(0)
+        again = pool_text(type(out)(last_hidden_state=flipped), tokens["attention_mask"],
+                          "mean+moment")
+    mean, moment = pooled[0, :hidden_size], pooled[0, hidden_size:]
+    assert torch.allclose(again[0, :hidden_size], mean, atol=1e-5)
+    assert torch.allclose(again[0, hidden_size:], -moment, atol=1e-4)
+    assert float(moment.norm()) > 1.0                         # standardised, not a tenth
+    # padding does not count: the one-word text's states past its end change nothing
+    padded = out.last_hidden_state.clone()
+    padded[1, int(tokens["attention_mask"][1].sum()):] = 7.0
+    with torch.no_grad():
+        same = pool_text(type(out)(last_hidden_state=padded), tokens["attention_mask"],
+                         "mean+moment")
+    assert torch.allclose(same[1], pooled[1], atol=1e-6)
+
+
+def test_a_mean_plus_moment_checkpoint_reloads_identically(tmp_path, encoder):
+    model = _with_pooling(tmp_path, encoder, "mean+moment")
+    model.save(tmp_path / "ckpt")
+    back = load_model(str(tmp_path / "ckpt")).eval()
+    texts = ["a dog barks before rain", "rain before a dog barks"]
+    with torch.no_grad():
+        assert torch.equal(model.embed_text(texts), back.embed_text(texts))
