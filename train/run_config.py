@@ -407,15 +407,17 @@ def resolve(stage: str, argv: list[str] | None = None, description: str = "") ->
     ns = vars(build_parser(stage, description).parse_args(argv))
     config_path, recipe = ns.pop("config"), ns.pop("recipe")
     flags = {k: v for k, v in ns.items() if v is not None}
-    spec = flags.get("init") or flags.get("model") or "small"
-    path = Path(config_path) if config_path else default_config_path(stage, spec)
-    merged = load_yaml(path)
-    if recipe:
+    merged = load_yaml(config_path) if config_path else {}
+    spec = flags.get("init") or merged.get("init") or flags.get("model") or \
+        merged.get("model") or "small"
+    if recipe:  # before the default file: a recipe that does not run this stage says so
         from teminal.train.recipes import stage_settings
 
-        spec = flags.get("init") or merged.get("init") or flags.get("model") or \
-            merged.get("model") or "small"
         settings, record, digest = stage_settings(recipe, stage, _family(spec))
+    path = Path(config_path) if config_path else default_config_path(stage, spec)
+    if not config_path:
+        merged = load_yaml(path)
+    if recipe:
         merged = {**merged, **settings, "recipe": record, "recipe_hash": digest}
     cfg = TrainConfig.from_dict({**merged, **flags}, source=str(path))
     return cfg.validate()
