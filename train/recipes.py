@@ -145,8 +145,11 @@ def locate(ref: str, near: Path | None = None) -> Path | None:
     """The file a recipe reference names: a path to a YAML file, else NAME.yaml beside the
     recipe that extends it (`near`), else a shipped recipe; None when there is none."""
     path = Path(ref).expanduser()
-    if path.suffix in (".yaml", ".yml") and path.is_file():
-        return path
+    if path.suffix in (".yaml", ".yml"):
+        for candidate in ([near / path] if near and not path.is_absolute() else []) + [path]:
+            if candidate.is_file():
+                return candidate
+        return None
     for folder in ([near] if near else []) + [RECIPE_DIR]:
         candidate = folder / f"{ref}.yaml"
         if candidate.is_file():

@@ -127,6 +127,11 @@ def test_cycles_and_unknown_recipes_are_one_error_naming_the_chain(tmp_path):
         load(tmp_path / "d.yaml")
     with pytest.raises(RecipeError, match=r"unknown recipe 'no_such'.*shipped recipes: .*paper"):
         load("no_such")
+    # a parent is found by name beside its child (or shipped), or by a path relative to it
+    (tmp_path / "sub").mkdir()
+    write(tmp_path / "sub", "child", "description: child\nextends: ../c_free.yaml\n")
+    write(tmp_path, "c_free", "description: free\nextends: paper\nstage_b: {beta: 0.5}\n")
+    assert load(tmp_path / "sub" / "child.yaml").chain == ["c_free", "paper"]
     for error in (RecipeError("x"),):
         assert "\n" not in str(error)
 
