@@ -329,13 +329,7 @@ def model_family(spec: str) -> str:
 def default_config_path(stage: str, spec: str) -> Path:
     """small_<stage>.yaml for the small model; every pretrained family (laion, hf, msclap) takes
     the paper's settings, laion_<stage>.yaml."""
-    from teminal.models.errors import ModelSpecError
-
-    try:
-        family = model_family(spec)
-    except ModelSpecError as e:
-        raise ValueError(f"--model/--init {spec!r}: {e}") from None
-    return CONFIG_DIR / f"{'small' if family == 'small' else 'laion'}_{stage}.yaml"
+    return CONFIG_DIR / f"{'small' if _family(spec) == 'small' else 'laion'}_{stage}.yaml"
 
 
 def _flag_type(tp):
@@ -424,6 +418,7 @@ def resolve(stage: str, argv: list[str] | None = None, description: str = "") ->
 
 
 def _family(spec: str) -> str:
+    """model_family, its errors as the settings error of --model/--init."""
     from teminal.models.errors import ModelSpecError
 
     try:
