@@ -12,8 +12,9 @@ started with `--recipe ROW` as the demo starts them. The class pairs of
 `teminal.evaluate.holdout.synthetic_holdout()` (a ring: 12 of 66 pairs) are removed from stages
 A and B with `--where`.
 
-Steps are shared where their inputs are: one pretraining per (pretrain section, seed, data),
-one stage A per (its base, stage_a section), a stage B per row. Each step's folder is named by
+Steps are shared where their inputs are: one pretraining per (pretrain section, seed), on the
+default build (the base stands for a released checkpoint, which no recipe's data shapes), one
+stage A per (its base, stage_a section, data), a stage B per row. Each step's folder is named by
 a key, the hash of everything that decides its result: the recipe's section for that stage, the
 key of the step it starts from, the seed, the build id of its data, the hold-out predicate and
 the settings this script overrides (step counts, --quick). A changed recipe therefore trains
@@ -23,7 +24,7 @@ over the resolved recipe, passed to the stage as flags.
 
 Data: the demo's synthetic build (16 kHz, int16 PCM members, stages A and B; the same
 `pipeline build` flags as scripts/demo.sh); a recipe with a `build:` section (for example
-extended wordings) trains on its own build of the same sources. Every model is scored with ZSTE
+extended wordings) trains stages A and B on its own build of the same sources. Every model is scored with ZSTE
 on the test split of the default build (fold 5 clips, never trained on), so the columns
 compare whatever data a row trained on.
 
@@ -52,13 +53,12 @@ FAMILY = "small"
 # Bump when something outside a key's inputs changes what a step computes (how this script
 # runs a stage), so that no folder of the old way is served for the new one.
 KEY_VERSION = 1
-# The demo's `pipeline build` flags (scripts/demo.sh; tests/train/test_recipes.py compares
+# The demo's `pipeline build` settings (scripts/demo.sh; tests/train/test_recipes.py compares
 # them): 4 groups per clip in training, 6 in the test split so that the held-out pairs get
-# >= 150 order items. --quick: one group per clip.
-DEMO_BUILD = ["--stages", "a,b", "--sample-rate", "16000", "--groups",
-              "train=1152,val=96,test=576", "--codec", "pcm", "--workers", "2", "--seed", "0",
-              "--no-progress"]
-QUICK_GROUPS = ["--groups-per-clip", "1"]
+# >= 150 order items. --quick: one group per clip instead.
+DEMO_BUILD = {"stages": "a,b", "sample_rate": 16000, "groups": "train=1152,val=96,test=576",
+              "codec": "pcm", "workers": 2, "seed": 0}
+QUICK_BUILD = {**{k: v for k, v in DEMO_BUILD.items() if k != "groups"}, "groups_per_clip": 1}
 COLUMNS = {  # name: path into a ZSTE result's metrics; a new column is one more line here
     "single": ("task1_single",),
     "order_seen": ("task3_order", "seen"),
@@ -131,9 +131,12 @@ class Step:
     inputs: dict
 
 
-def plan(row: str, resolved, seed: int, model: Path, data: Path, build_id: str, where: str,
-         args, folder: Path) -> list[Step]:
-    """The steps of one row for one seed, in order, each in the folder its key names."""
+def plan(row: str, resolved, seed: int, model: Path, data: tuple[Path, str],
+         base_data: tuple[Path, str], where: str, args, folder: Path) -> list[Step]:
+    """The steps of one row for one seed, in order, each in the folder its key names. `data`
+    and `base_data` are (folder, build id) of the row's training data and of the default build,
+    which pretraining reads: the base stands for a released checkpoint, which no recipe's data
+    shapes, and every row with the same pretraining section shares it."""
     from teminal.train.recipes import settings_hash
 
     steps: list[Step] = []
@@ -143,12 +146,13 @@ def plan(row: str, resolved, seed: int, model: Path, data: Path, build_id: str, 
             continue
         section = resolved.section(stage)
         extra = overrides(stage, section, args)
+        path, build = base_data if stage == "pretrain" else data
         inputs = {"version": KEY_VERSION, "stage": stage, "settings": section,
-                  "overrides": extra, "after": after, "seed": seed, "build_id": build_id,
+                  "overrides": extra, "after": after, "seed": seed, "build_id": build,
                   "where": where if stage != "pretrain" else None}
         key = settings_hash(inputs)
         out = folder / f"{stage}-{key}"
-        steps.append(Step(stage, key, out, stage_argv(stage, row, init, data, seed, where, extra),
+        steps.append(Step(stage, key, out, stage_argv(stage, row, init, path, seed, where, extra),
                           inputs))
         init, after = out, key
     return steps
@@ -205,9 +209,9 @@ def build_data(args, build: dict, eval_data: Path | None = None) -> Path:
     if not (src / "meta" / "esc50.csv").exists():
         _cli(pipeline, ["synth", "esc50", str(src), "--seed", "0", "--clips-per-class-per-fold",
                         str(args.clips_per_class_per_fold)])
-    groups = QUICK_GROUPS if args.quick else []
+    plumbing = build_flags(QUICK_BUILD if args.quick else DEMO_BUILD)
     _cli(pipeline, ["build", "--dataset", "esc50", "--root", str(src), "--out", str(data),
-                    *DEMO_BUILD, *groups, *build_flags(build)])
+                    *plumbing, "--no-progress", *build_flags(build)])
     return data
 
 
@@ -258,21 +262,22 @@ def run_seed(seed: int, args, recipes: dict, datas: dict, eval_data: Path, where
 
     folder = args.out / f"seed{seed}"
     model = seed_model_config(seed, folder)
-    eval_id = build_id(eval_data)
+    default = (eval_data, build_id(eval_data))
     results, layout, bases = {}, {}, {}
     for row, resolved in recipes.items():
         data = datas[row]
-        steps = plan(row, resolved, seed, model, data, build_id(data), where, args, folder)
+        steps = plan(row, resolved, seed, model, (data, build_id(data)), default, where, args,
+                     folder)
         for step in steps:
             times[step.stage] = times.get(step.stage, 0.0) + train(step)
         base = (steps[0].folder, steps[0].key) if steps[0].stage == "pretrain" else \
             (model, settings_hash(json.loads(model.read_text())))
         bases.setdefault(base, row)
-        results[row] = score(steps[-1].folder, steps[-1].key, eval_data, eval_id, args)
+        results[row] = score(steps[-1].folder, steps[-1].key, eval_data, default[1], args)
         layout[row] = {s.stage: str(s.folder.relative_to(args.out)) for s in steps}
     for (base, key), row in bases.items():
         label = "base" if len(bases) == 1 else f"base:{row}"
-        results[label] = score(base, key, eval_data, eval_id, args)
+        results[label] = score(base, key, eval_data, default[1], args)
     return results, layout
 
 
