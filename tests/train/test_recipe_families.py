@@ -16,7 +16,7 @@ from teminal.train.recipes import resolve
 from teminal.train.run_config import present_patterns
 
 DEMO = "contrast_frozen_text_lr03_avg"
-COMMON = ["--max-steps", "1", "--groups-per-batch", "2", "--num-workers", "0",
+COMMON = ["--max-steps", "1", "--groups-per-batch", "1", "--num-workers", "0",
           "--mixed-precision", "no", "--cpu", "--no-tensorboard", "--no-progress",
           "--save-every", "0", "--log-every", "1"]
 NEEDS_HEAD = "needs the hf/msclap audio head (branch modelsx)"
