@@ -39,11 +39,13 @@ from torch import nn
 
 from teminal.models.provenance import TrainingProvenance
 from teminal.models.registry import checkpoint_folder
+from teminal.models.trainable import weight_names
 from teminal.pipeline.lock import read_lock, run_lock
 from teminal.pipeline.progress import progress_bar
 from teminal.train.averaging import WeightAverage
 from teminal.train.losses import positive_mask
-from teminal.train.run_config import TrainConfig, differences, dump, head_value, resume_keys
+from teminal.train.run_config import (TrainConfig, differences, dump, head_value, present_patterns,
+                                      present_rules, resume_keys)
 from teminal.train.run_state import (COMPLETE_FILE, TrainProgress, check_state_files,
                                      checkpoint_dir, complete_checkpoints, disk_error,
                                      last_good_checkpoint, load_average, migrate_legacy_state,
@@ -320,7 +322,9 @@ class Trainer:
         if cfg.audio_head and self.model.add_audio_head(head_value(cfg.audio_head)):
             log.info("added an order-aware audio head %s (zero-initialised: the model starts "
                      "as the base)", self.model.config["audio_head"])
-        n_train, n_total = self.model.set_trainable(cfg.trainable)
+        # `?PATTERN`s apply where the model has such parameters (run_config.present_patterns)
+        n_train, n_total = self.model.set_trainable(
+            present_patterns(cfg.trainable, weight_names(self.model).values()))
         if n_train == 0:  # else torch's "optimizer got an empty parameter list"
             names = [n for n, _ in self.model.named_parameters()]
             raise ValueError(f"--trainable {cfg.trainable} matches no trainable parameter of "
@@ -328,7 +332,10 @@ class Trainer:
                              f"globs, or re:REGEX)")
         log.info("model %s: %s of %s parameters train (%.1f%%)", self.spec, f"{n_train:,}",
                  f"{n_total:,}", 100 * n_train / max(1, n_total))
-        groups = param_groups(self.model, cfg.logit_scale_lr_mult, cfg.lr_mult)
+        trained = {id(p) for p in self.model.parameters() if p.requires_grad}
+        lr_mult = present_rules(cfg.lr_mult, [n for i, n in weight_names(self.model).items()
+                                              if i in trained])
+        groups = param_groups(self.model, cfg.logit_scale_lr_mult, lr_mult)
         self.params = [p for g in groups for p in g["params"]]
         self.named_params = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
         optimizer = adam(groups, cfg.lr, cfg.weight_decay)
