@@ -181,10 +181,11 @@ def build_data(args) -> Path:
     captioned with the extended wordings: the same audio and canonical captions as the demo's
     build (the rows train on the canonical caption), and the wordings for
     contrast_frozen_r2_templates."""
+    from teminal.manifests.vocabulary import catalog_path
     from teminal.pipeline.cli import main as pipeline
 
     data = args.out / "data"
-    if (data / "manifests" / "catalog.duckdb").exists():
+    if catalog_path(data).exists():
         return data
     src = args.out / "synthetic-esc50"
     if not (src / "meta" / "esc50.csv").exists():

@@ -15,8 +15,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-RELATIONS = ("single", "double", "forward", "reversed", "overlay")
-STAGE_RELATIONS = {"a": ("single", "double"), "b": ("forward", "reversed", "overlay")}
+from teminal.manifests.vocabulary import RELATIONS, label_text
 
 
 @dataclass(frozen=True)
@@ -126,11 +125,6 @@ def render_captions(relation: str, a: str, b: str | None = None,
     fill = _fill_captioned if template_set.startswith("captioned") else _fill_labels
     captions = [fill(t.text, a, b) for t in templates]
     return captions[0], captions, [t.id for t in templates]
-
-
-def label_text(label: str) -> str:
-    """A class name as caption text: "chirping_birds" -> "chirping birds"."""
-    return " ".join(label.replace("_", " ").split())
 
 
 def clean_caption(text: str) -> str:

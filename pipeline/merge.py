@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-from teminal.pipeline.compose import STAGE_RELATIONS
+from teminal.manifests.vocabulary import STAGE_RELATIONS
 from teminal.pipeline.layout import BUILD_FILE, MERGE_FILE, PARTS_DIR, write_json_atomic
 from teminal.pipeline.paths import UnsafePath, inside, no_symlinks_at, relative_parts, safe_name
 from teminal.pipeline.verify import OUTSIDE, manifest_problems, shard_problem

@@ -7,9 +7,9 @@ import tarfile
 import numpy as np
 import pytest
 
-from teminal.pipeline.audio import encode_member
-from teminal.pipeline.shards import (iter_groups, iter_members, member_name, remove_temporaries,
-                                     shard_relpath, write_shard)
+from teminal.manifests.shard_codec import encode_member
+from teminal.manifests.vocabulary import member_name, shard_relpath
+from teminal.pipeline.shards import iter_groups, iter_members, remove_temporaries, write_shard
 
 SR = 16000
 
