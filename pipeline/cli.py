@@ -12,7 +12,6 @@
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 import sys
@@ -301,46 +300,40 @@ def query(sql: str, data: Path | None, max_rows: int, max_width: int) -> None:
 def info(out: Path) -> None:
     """Summary of the build in OUT: sources, samples by stage/split/relation, shards, bytes,
     rejects, and whether the input was synthetic."""
-    from teminal.manifests.catalog import reading
+    from teminal.manifests.catalog import Catalog
 
     try:
-        with reading(out) as con:
-            _echo_info(con)
+        with Catalog.open(out) as catalog:
+            _echo_info(catalog)
     except (FileNotFoundError, ValueError) as e:   # no catalog, a damaged one, a bad config
         raise click.ClickException(str(e)) from None
 
 
-def _echo_info(con) -> None:
-    """The summary `pipeline info` prints, from an open catalog."""
-    for build_id, config, version, synthetic in con.execute(
-            "SELECT build_id, config, version, synthetic FROM builds ORDER BY build_id").fetchall():
-        cfg = json.loads(config)
-        flag = "   *** SYNTHETIC input: not real data ***" if synthetic else ""
-        click.echo(f"build {build_id} (teminal {version}){flag}")
+def _echo_info(catalog) -> None:
+    """The summary `pipeline info` prints, from an open Catalog."""
+    for build in catalog.builds():
+        cfg = build.config
+        flag = "   *** SYNTHETIC input: not real data ***" if build.synthetic else ""
+        click.echo(f"build {build.build_id} (teminal {build.version}){flag}")
         comp = cfg.get("compose", {})
         click.echo(f"  dataset {cfg.get('dataset')}  root {cfg.get('root')}  seed {cfg.get('seed')}  "
                    f"{comp.get('sample_rate')} Hz x {comp.get('clip_seconds')} s  "
                    f"codec {cfg.get('codec')}  templates {comp.get('template_set')}")
         click.echo(f"  timing  {_timing_text(comp)}")
     click.echo("\nsources by dataset, split")
-    _echo_query(con, "SELECT dataset, split, count(*) AS clips, count(DISTINCT label) AS labels, "
-                     "coalesce(sum(len(captions)), 0) AS captions "
-                     "FROM sources GROUP BY ALL ORDER BY ALL")
+    _echo_table(catalog.sources_summary())
     click.echo("\nsamples by dataset, stage, split, relation")
-    _echo_query(con, "SELECT dataset, stage, split, relation, count(*) AS samples, "
-                     "count(DISTINCT group_key) AS groups FROM samples GROUP BY ALL ORDER BY ALL")
-    _echo_timing(con)
+    _echo_table(catalog.samples_summary())
+    click.echo("\ntiming: where the second part starts (fraction of the clip)")
+    _echo_table(catalog.timing_summary())
     click.echo("\nshards")
-    _echo_query(con, "SELECT stage, split, count(*) AS shards, sum(num_groups) AS groups, "
-                     "sum(num_samples) AS samples, round(sum(bytes) / 1e6, 1) AS MB "
-                     "FROM shards GROUP BY ALL ORDER BY ALL")
-    total = con.execute("SELECT coalesce(sum(bytes), 0), count(*) FROM shards").fetchone()
-    click.echo(f"total {total[1]} shards, {total[0] / 1e6:.1f} MB")
-    n_rejects = con.execute("SELECT count(*) FROM rejects").fetchone()[0]
+    _echo_table(catalog.shards_summary())
+    total_bytes, count = catalog.shard_totals()
+    click.echo(f"total {count} shards, {total_bytes / 1e6:.1f} MB")
+    n_rejects = catalog.reject_count()
     click.echo(f"\nrejects: {n_rejects}")
     if n_rejects:
-        _echo_query(con, "SELECT phase, regexp_extract(reason, '^[^:(]*') AS reason, "
-                         "count(*) AS n FROM rejects GROUP BY ALL ORDER BY n DESC, reason")
+        _echo_table(catalog.rejects_summary())
 
 
 def _timing_text(compose: dict) -> str:
@@ -356,21 +349,6 @@ def _timing_text(compose: dict) -> str:
 
     return (f"junction {shown('junction')}, reversed mirrored  gap {shown('gap', ' s')}  "
             f"overlay start {shown('overlay_start')}")
-
-
-def _echo_timing(con) -> None:
-    """Where the second part of each two-part member starts (fraction of the clip) and, for a
-    timed build's concatenations, the silence before it."""
-    timed = "slot_lengths" in {r[0] for r in con.execute("DESCRIBE samples").fetchall()}
-    start = "offsets[2] * sample_rate / num_samples"
-    gap = ("CASE WHEN relation IN ('double', 'forward', 'reversed') THEN "
-           "coalesce(offsets[2] - offsets[1] - slot_lengths[1], 0) END")
-    gaps = f", round(min({gap}), 3) AS gap_min_s, round(max({gap}), 3) AS gap_max_s" if timed else ""
-    click.echo("\ntiming: where the second part starts (fraction of the clip)")
-    _echo_query(con, f"SELECT dataset, stage, relation, count(*) AS samples, "
-                     f"round(min({start}), 3) AS start_min, round(avg({start}), 3) AS start_mean, "
-                     f"round(max({start}), 3) AS start_max{gaps} "
-                     "FROM samples WHERE len(offsets) = 2 GROUP BY ALL ORDER BY ALL")
 
 
 @main.command(context_settings=CONTEXT)
@@ -539,9 +517,8 @@ def format_table(names: list[str], rows: list[tuple], max_width: int = 60) -> st
     return "\n".join(out)
 
 
-def _echo_query(con, sql: str) -> None:
-    cur = con.execute(sql)
-    click.echo(format_table([d[0] for d in cur.description], cur.fetchall()))
+def _echo_table(table) -> None:
+    click.echo(format_table(table.names, table.rows))
 
 
 if __name__ == "__main__":  # pragma: no cover

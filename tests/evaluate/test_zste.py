@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from teminal.models.testing import VOCAB, FakeModel, OrderBlindModel, RandomModel, make_testset
-from teminal.evaluate.testset import PairGroup, TrainingData
+from teminal.evaluate.testset import PairGroup
+from teminal.evaluate.training_data import TrainingData
 from teminal.evaluate.zste import (
     compositional_candidates, evaluate_zste, heldout_templates, paper_template,
 )
