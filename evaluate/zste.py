@@ -36,6 +36,7 @@ from teminal.pipeline.progress import progress_bar
 
 from teminal.evaluate.embed import AudioStats, TextCache, embed_stream, eval_mode, normalize
 from teminal.evaluate.metrics import Score, argmax_first, top_k_sets
+from teminal.evaluate.options import TEMPLATE_CHOICES
 from teminal.evaluate.testset import GROUP_RELATIONS, PairGroup, SingleItem
 from teminal.evaluate.training_data import TrainingData
 from teminal.manifests.vocabulary import CLASS_PROMPT
@@ -45,7 +46,6 @@ POSITION_PROMPTS = ("In this concatenated sound, the first sound is {c}",
                     "In this concatenated sound, the second sound is {c}")
 TASK4_SIZE = 50
 TASK4_OTHER_CLASSES = 5
-TEMPLATE_CHOICES = ("paper", "heldout", "all")
 ORDER_LABELS = GROUP_RELATIONS   # rows: true relation; columns: caption type
 
 

@@ -44,6 +44,7 @@ from teminal.pipeline.catalog import write_build_catalog
 from teminal.pipeline.config import BuildConfig, compute_build_id
 from teminal.pipeline.layout import BUILD_FILE, CACHE_DIR, PARTS_DIR, write_json_atomic
 from teminal.pipeline.lock import build_lock, claim_lock
+from teminal.pipeline.machine import human_bytes
 from teminal.pipeline.plan import check_splits, pairable_clips, plan_shards, scan_sources
 from teminal.pipeline.pool import decode_pool
 from teminal.pipeline.progress import progress_bar
@@ -89,8 +90,8 @@ class BuildSummary:
             f"  shards   {self.shards_built} built, {self.shards_skipped} already done, "
             f"{self.shards_total} in this part",
             f"  sources  {self.clips} clips",
-            f"  groups   {self.groups}   samples {self.samples}   bytes {_human_bytes(self.bytes)}"
-            f"   (source pool {_human_bytes(self.pool_bytes)})",
+            f"  groups   {self.groups}   samples {self.samples}   bytes {human_bytes(self.bytes)}"
+            f"   (source pool {human_bytes(self.pool_bytes)})",
             f"  time     {self.seconds:.1f} s   {self.members_per_s:.1f} members/s (rendered this run)",
         ]
         if self.rejects:
@@ -296,14 +297,6 @@ def _claim_out(out: Path, build_id: str, overwrite: bool) -> None:
 def _reason_kind(reason: str) -> str:
     """"truncated: 10 of 20 frames decoded" -> "truncated" (for counting rejects by reason)."""
     return re.split(r"[:(]", reason, maxsplit=1)[0].strip() or reason
-
-
-def _human_bytes(n: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} B"
 
 
 def _version() -> str:

@@ -89,6 +89,9 @@ TEMPLATE_SETS: dict[str, dict[str, tuple[Template, ...]]] = {
     "captioned": _CAPTIONED,
     "captioned-extended": _CAPTIONED_EXTENDED,
 }
+# the sets a build is asked for (--template-set); a captioned dataset uses each one's captioned
+# flavour (CAPTIONED_SETS)
+LABEL_TEMPLATE_SETS = tuple(name for name in TEMPLATE_SETS if not name.startswith("captioned"))
 CAPTIONED_SETS = {"paper": "captioned", "extended": "captioned-extended",
                   "captioned": "captioned", "captioned-extended": "captioned-extended"}
 

@@ -192,12 +192,12 @@ def check_timing(junction, gap, overlay_start, clip_seconds: float) -> dict:
         where = (f"the first event {max(first, 0):g} s (a junction at {j_lo:g} less a gap of "
                  f"{g_hi:g} s)" if first < least - eps else
                  f"the second event {second:g} s (after a junction at {j_hi:g})")
-        raise ValueError(f"--junction {_shown(ranges['junction'])} with --gap "
-                         f"{_shown(ranges['gap'])} leaves {where} of a {clip_seconds:g} s clip; "
+        raise ValueError(f"--junction {timing_text(ranges['junction'])} with --gap "
+                         f"{timing_text(ranges['gap'])} leaves {where} of a {clip_seconds:g} s clip; "
                          f"each event keeps at least {least:g} s: move the junction towards 0.5 "
                          f"or shorten the gap")
     if (1 - s_hi) * clip_seconds < least - eps:
-        raise ValueError(f"--overlay-start {_shown(ranges['overlay_start'])} leaves the late "
+        raise ValueError(f"--overlay-start {timing_text(ranges['overlay_start'])} leaves the late "
                          f"sound {(1 - s_hi) * clip_seconds:g} s of a {clip_seconds:g} s clip; it "
                          f"keeps at least {least:g} s: lower the overlay start")
     return ranges
@@ -208,24 +208,25 @@ def _timing_range(name: str, value) -> tuple[float, float]:
     pair = (value, value) if isinstance(value, (int, float)) else tuple(value)
     if len(pair) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
                                  and math.isfinite(v) for v in pair):
-        raise ValueError(f"{option} {_shown(value)}: give X or LOW,HIGH, finite {accepted}, "
+        raise ValueError(f"{option} {timing_text(value)}: give X or LOW,HIGH, finite {accepted}, "
                          f"for example {example}")
     lo, hi = float(pair[0]), float(pair[1])
     ok = {"junction": lambda v: 0 < v < 1, "gap": lambda v: v >= 0,
           "overlay_start": lambda v: 0 <= v < 1}[name]
     if not (ok(lo) and ok(hi)):
-        raise ValueError(f"{option} {_shown(pair)}: give {accepted}, for example {example}")
+        raise ValueError(f"{option} {timing_text(pair)}: give {accepted}, for example {example}")
     if lo > hi:
-        raise ValueError(f"{option} {_shown(pair)}: the low end is above the high end "
+        raise ValueError(f"{option} {timing_text(pair)}: the low end is above the high end "
                          f"({option} is X or LOW,HIGH)")
     return lo, hi
 
 
-def _shown(value) -> str:
-    """A timing value as the options take it: X, or LOW,HIGH."""
+def timing_text(value) -> str:
+    """A timing value as the options take it: X, or LOW,HIGH (`pipeline build`'s defaults are
+    written this way too)."""
     if isinstance(value, (tuple, list)):
-        if len(value) == 2 and _shown(value[0]) == _shown(value[1]):
-            return _shown(value[0])
+        if len(value) == 2 and timing_text(value[0]) == timing_text(value[1]):
+            return timing_text(value[0])
         return ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value)
     return f"{value:g}" if isinstance(value, float) else repr(value)
 

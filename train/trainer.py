@@ -530,7 +530,7 @@ class Trainer:
     def _check_batch_memory(self) -> None:
         """Refuse --groups-per-batch values whose audio alone would not fit in memory: the
         batch in use and those the loader's workers hold ready (float32 clips)."""
-        from teminal.evaluate.workers import memory_problem
+        from teminal.pipeline.machine import memory_problem
 
         cfg = self.cfg
         samples = member_samples(cfg.data, self.stage.data_stage, cfg.split)

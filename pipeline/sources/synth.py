@@ -465,7 +465,11 @@ def _marker_text(seed: int, classes: list[str], per_fold: int, n_clips: int) -> 
 
 def write_synthetic(name: str, out_dir, **options) -> Path:
     """Entry point for `pipeline synth NAME OUT_DIR`: the synthetic dataset called `name`."""
-    writers = {"esc50": write_synthetic_esc50}
-    if name not in writers:
-        raise ValueError(f"no synthetic dataset {name!r}; available: {', '.join(writers)}")
-    return writers[name](out_dir, **options)
+    if name not in SYNTHETIC_WRITERS:
+        raise ValueError(f"no synthetic dataset {name!r}; available: "
+                         f"{', '.join(SYNTHETIC_WRITERS)}")
+    return SYNTHETIC_WRITERS[name](out_dir, **options)
+
+
+# `pipeline synth NAME`: the synthetic stand-ins this module writes, by the dataset they mimic
+SYNTHETIC_WRITERS = {"esc50": write_synthetic_esc50}
