@@ -31,10 +31,12 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from teminal.manifests.vocabulary import STAGE_RELATIONS
+
 # The relations each trainer stage reads, for checkpoints written before `relations` was
 # recorded (train/pretrain.py, stage_a.py, stage_b.py define them for new ones).
-LEGACY_STAGE_RELATIONS = {"pretrain": ("single",), "stage_a": ("single", "double"),
-                          "stage_b": ("forward", "reversed", "overlay")}
+LEGACY_STAGE_RELATIONS = {"pretrain": ("single",), "stage_a": STAGE_RELATIONS["a"],
+                          "stage_b": STAGE_RELATIONS["b"]}
 
 
 @dataclass(frozen=True)
