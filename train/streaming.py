@@ -354,7 +354,10 @@ class GroupStream(IterableDataset):
         key, shard = raw["__key__"], raw["__url__"]
         # checked against the catalog, not the group's own JSON: a shard replaced whole (another
         # build, the same keys) brings a JSON that agrees with its own bytes
-        expected = self._expected()[shard]
+        expected = self._expected().get(shard)
+        if expected is None:   # an index made by hand, not from the catalog
+            raise CorruptShard(f"{shard}: the stream's index holds no catalog contents for it; "
+                               f"build the index with ShardIndex.build(data_dir, stage, split)")
         check_group_build(meta, expected.build_id, shard)
         rng = random.Random(f"{self.caption_seed}:{raw['__epoch__']}:{key}")
         waves, texts, keys, rate = [], [], [], None
