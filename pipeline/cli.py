@@ -13,10 +13,8 @@
 from __future__ import annotations
 
 import os
-import re
 import sys
 from pathlib import Path
-from typing import Callable
 
 import click
 
