@@ -23,6 +23,10 @@ STAGE_RELATIONS: dict[str, tuple[str, ...]] = {
     "b": ("forward", "reversed", "overlay"),
 }
 RELATIONS: tuple[str, ...] = tuple(r for rs in STAGE_RELATIONS.values() for r in rs)
+# relations whose two parts play one after the other (the others fill the clip from their start)
+CONCATENATIONS = frozenset({"double", "forward", "reversed"})
+# relations that put a class pair in front of a model (a single names one class)
+PAIR_RELATIONS: tuple[str, ...] = tuple(r for r in RELATIONS if r != "single")
 
 
 def stage_of(relations) -> str | None:
@@ -30,11 +34,6 @@ def stage_of(relations) -> str | None:
     return next((stage for stage, rs in STAGE_RELATIONS.items()
                  if relations and set(relations) <= set(rs)), None)
 
-
-# relations whose two parts play one after the other (the others fill the clip from their start)
-CONCATENATIONS = frozenset({"double", "forward", "reversed"})
-# relations that put a class pair in front of a model (a single names one class)
-PAIR_RELATIONS: tuple[str, ...] = tuple(r for r in RELATIONS if r != "single")
 
 # -- texts -------------------------------------------------------------------------------------
 
