@@ -197,13 +197,14 @@ def evaluate(model: Path, data: Path, out: Path, max_items) -> dict:
 def build_data(args, build: dict, eval_data: Path | None = None) -> Path:
     """The demo's synthetic build with a recipe's build settings: OUT/data for the default
     build (or --data), OUT/data-<hash of the settings> for the others."""
+    from teminal.manifests.vocabulary import catalog_path
     from teminal.pipeline.cli import main as pipeline
     from teminal.train.recipes import build_flags, settings_hash
 
     if not build and eval_data is not None:
         return eval_data
     data = args.out / ("data" if not build else f"data-{settings_hash(build)}")
-    if (data / "manifests" / "catalog.duckdb").exists():
+    if catalog_path(data).exists():
         return data
     src = args.out / "synthetic-esc50"
     if not (src / "meta" / "esc50.csv").exists():
