@@ -7,6 +7,8 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.teminal-installed
 DEMO   ?= runs/demo
+# The one recipe make demo runs (train/configs/recipes/; README, "What the demo shows")
+DEMO_RECIPE ?= contrast_frozen_text_lr03_avg
 # glibc tuning that removes page-fault costs of large numpy buffers (see BENCHMARKS.md).
 export MALLOC_MMAP_THRESHOLD_ ?= 67108864
 export MALLOC_TRIM_THRESHOLD_ ?= 4294967296
@@ -28,7 +30,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $@
 
 demo: $(STAMP)
-	PATH="$(abspath $(VENV))/bin:$$PATH" bash scripts/demo.sh $(DEMO)
+	PATH="$(abspath $(VENV))/bin:$$PATH" bash scripts/demo.sh $(DEMO) $(DEMO_RECIPE)
 
 test: $(STAMP)
 	$(PY) -m pytest -q -n 2 --durations=15 tests

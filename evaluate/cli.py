@@ -16,6 +16,9 @@ from pathlib import Path
 
 import click
 
+from teminal.evaluate.options import TEMPLATE_CHOICES, ZEROSHOT_DATASETS
+from teminal.pipeline.sources import retrieval_datasets
+
 
 def _check_workers(workers: int | None) -> None:
     """More decode processes than the machine can run are refused before the model loads."""
@@ -29,7 +32,7 @@ def _check_workers(workers: int | None) -> None:
 def _check_batch_memory(model, batch_size: int) -> None:
     """A batch of clips at the model's rate and length, decoded and on its way to the model
     (float32, twice), must fit in the memory available."""
-    from teminal.evaluate.workers import memory_problem
+    from teminal.pipeline.machine import memory_problem
 
     clip = int(model.clip_samples)
     problem = memory_problem("--batch-size", batch_size, 2 * batch_size * clip * 4,
@@ -53,15 +56,13 @@ def _load_model(spec: str, device: str, seed: int):
 
     torch.manual_seed(seed)
     try:
-        from teminal.models import ModelSpecError, load_model
+        from teminal.models import load_model
     except ImportError as e:
         raise click.ClickException(f"cannot import teminal.models.load_model ({e})") from None
     try:
         model = load_model(spec, device=device)
     except (FileNotFoundError, ValueError) as e:  # ModelSpecError is a ValueError
         raise click.ClickException(f"model {spec!r}: {e}") from None
-    except ModelSpecError as e:
-        raise click.ClickException(str(e)) from None
     model.eval()
     return model
 
@@ -119,7 +120,7 @@ def main():
 @with_common
 @click.option("--data", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True,
               help="A `pipeline build` output folder (OUT); its test split is evaluated.")
-@click.option("--templates", type=click.Choice(["paper", "heldout", "all"]), default="all",
+@click.option("--templates", type=click.Choice(TEMPLATE_CHOICES), default="all",
               show_default=True,
               help="'paper': the paper's wording only; 'heldout' or 'all': also task 3 under every "
                    "wording held out of training (task 3's main figure always uses the paper's).")
@@ -157,7 +158,8 @@ def zste(spec, out, seed, batch_size, device, label, quiet, workers, data, templ
 
 @main.command()
 @with_common
-@click.option("--dataset", type=click.Choice(["esc50"]), default="esc50", show_default=True)
+@click.option("--dataset", type=click.Choice(ZEROSHOT_DATASETS), default="esc50",
+              show_default=True)
 @click.option("--root", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True,
               help="ESC-50 folder (official layout, real or synthetic).")
 @click.option("--folds", default="all", show_default=True,
@@ -181,7 +183,7 @@ def zeroshot(spec, out, seed, batch_size, device, label, quiet, workers, dataset
 
 @main.command()
 @with_common
-@click.option("--dataset", type=click.Choice(["audiocaps", "clotho"]), required=True)
+@click.option("--dataset", type=click.Choice(retrieval_datasets()), required=True)
 @click.option("--root", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True)
 @click.option("--split", default="test", show_default=True,
               help="AudioCaps test / Clotho evaluation ('test').")

@@ -12,9 +12,7 @@ from __future__ import annotations
 import argparse
 from typing import Iterable, Sequence
 
-
-def label_text(label: str) -> str:
-    return label.replace("_", " ")
+from teminal.manifests.vocabulary import label_text
 
 
 def cycle_pairs(classes: Sequence[str], step: int = 1) -> list[tuple[str, str]]:

@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from teminal.models.interface import file_sha256  # noqa: F401  (re-exported: tests, callers)
+from teminal.manifests.vocabulary import STAGE_RELATIONS
+from teminal.manifests.digests import file_sha256  # noqa: F401  (re-exported: tests, callers)
 
 SCHEMA_VERSION = 1
 COMMANDS = ("zste", "zeroshot", "retrieval")
@@ -212,7 +213,7 @@ def rows(result: dict) -> list[Row]:
         names = {"task1_single": "1 single", "task2_mixture": "2 mixture (overlay)",
                  "task3_order": "3 order (fwd+rev)", "task4_compositional": "4 compositional",
                  "task5_position": "5 position"}
-        variants = {"task2_mixture": ("concatenation",), "task3_order": ("forward", "reversed", "overlay"),
+        variants = {"task2_mixture": ("concatenation",), "task3_order": STAGE_RELATIONS["b"],
                     "task5_position": ("forward", "reversed")}
         for task, name in names.items():
             if task not in m:

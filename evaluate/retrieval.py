@@ -25,18 +25,12 @@ from teminal.evaluate.embed import (AudioStats, TextCache, decoded_sources, embe
                                     eval_mode)
 from teminal.evaluate.metrics import audio_to_text_metrics, text_to_audio_metrics
 from teminal.evaluate.workers import DecodePool, decode_ahead, workers_for
+from teminal.pipeline.sources import retrieval_datasets
 
 FILL = "repeatpad"
 # Below this share of the split's clips, R@k and mAP say little about the model: with 7 of
 # Clotho's 1,045 evaluation clips, R@10 ranks each caption among 7 candidates and reads 1.000.
 MIN_COVERAGE = 0.5
-
-
-def retrieval_datasets() -> tuple[str, ...]:
-    """The captioned datasets of the registry (their readers have retrieval_items)."""
-    from teminal.pipeline.sources import DATASETS as REGISTRY
-
-    return tuple(name for name, spec in REGISTRY.items() if spec.retrieval)
 
 
 DATASETS = retrieval_datasets()

@@ -26,14 +26,9 @@ from typing import Callable, Iterable, Iterator
 MAX_DEFAULT_WORKERS = 8
 
 
-# What the machine has: every count of processes a user asks for is bounded by it.
-
-def usable_cpus() -> int:
-    """CPUs this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+# What the machine has (teminal.pipeline.machine) bounds every count of processes.
+from teminal.pipeline.machine import (available_memory, human_bytes, memory_problem,  # noqa: F401
+                                      usable_cpus)
 
 
 def worker_limit() -> int:
@@ -41,39 +36,6 @@ def worker_limit() -> int:
     on I/O part of the time), at least MAX_DEFAULT_WORKERS so the defaults hold on any machine.
     More only thrash: 819 workers took 17 GB in 82 s."""
     return max(MAX_DEFAULT_WORKERS, 2 * usable_cpus())
-
-
-def available_memory() -> int | None:
-    """Bytes of memory available to new allocations (MemAvailable), None when unknown."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
-
-
-def human_bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if n < 1024 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TB"
-
-
-def memory_problem(flag: str, value, needed: float, what: str) -> str | None:
-    """A one-line refusal when `needed` bytes (what `flag value` makes one process hold at
-    once) exceed the memory available now; None when it fits or the memory is unknown."""
-    free = available_memory()
-    if free is None or needed <= free:
-        return None
-    return (f"{flag} {value}: {what} take about {human_bytes(needed)}, more than the "
-            f"{human_bytes(free)} of memory available; lower {flag}")
 
 
 def workers_problem(flag: str, workers: int) -> str | None:

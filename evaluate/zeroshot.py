@@ -18,8 +18,7 @@ from teminal.evaluate.embed import (AudioStats, TextCache, decoded_sources, embe
                                     eval_mode)
 from teminal.evaluate.metrics import Score, argmax_first, rank_of
 from teminal.evaluate.workers import DecodePool, decode_ahead, workers_for
-
-PROMPT = "This is a sound of {label}."
+from teminal.manifests.vocabulary import CLASS_PROMPT
 ALL_FOLDS = (1, 2, 3, 4, 5)
 FILL = "repeatpad"
 
@@ -72,7 +71,7 @@ def evaluate_zeroshot(model, clips, vocabulary, batch_size: int = 32, progress: 
         if not kept:
             raise ValueError(f"no clip could be decoded ({skipped or 'none given'})")
         cache = TextCache(model, max(batch_size, 64))
-        prompts = cache.embed([PROMPT.format(label=c) for c in vocabulary])
+        prompts = cache.embed([CLASS_PROMPT.format(label=c) for c in vocabulary])
     sims = np.stack([audio[c.source_id] for c in kept]) @ prompts.T
     index = {c: i for i, c in enumerate(vocabulary)}
     truth = np.array([index[c.label] for c in kept])
@@ -93,7 +92,7 @@ def protocol(folds) -> dict:
         "all 5 folds, 2000 clips for full ESC-50 (MS-CLAP's protocol)" if tuple(folds) == ALL_FOLDS
         else f"folds {','.join(map(str, folds))}")
     return {"benchmark": "ESC-50 zero-shot classification", "folds": list(folds),
-            "description": name, "prompt": PROMPT, "fill": FILL,
+            "description": name, "prompt": CLASS_PROMPT, "fill": FILL,
             "decision": "top-1 argmax of cosine similarity over the dataset's classes; no training"}
 
 

@@ -36,16 +36,17 @@ from teminal.pipeline.progress import progress_bar
 
 from teminal.evaluate.embed import AudioStats, TextCache, embed_stream, eval_mode, normalize
 from teminal.evaluate.metrics import Score, argmax_first, top_k_sets
-from teminal.evaluate.testset import RELATIONS, PairGroup, SingleItem, TrainingData
+from teminal.evaluate.options import TEMPLATE_CHOICES
+from teminal.evaluate.testset import GROUP_RELATIONS, PairGroup, SingleItem
+from teminal.evaluate.training_data import TrainingData
+from teminal.manifests.vocabulary import CLASS_PROMPT
 from teminal.evaluate.workers import DecodePool, decode_ahead, workers_for
 
-CLASS_PROMPT = "This is a sound of {label}."
 POSITION_PROMPTS = ("In this concatenated sound, the first sound is {c}",
                     "In this concatenated sound, the second sound is {c}")
 TASK4_SIZE = 50
 TASK4_OTHER_CLASSES = 5
-TEMPLATE_CHOICES = ("paper", "heldout", "all")
-ORDER_LABELS = ("forward", "reversed", "overlay")   # rows: true relation; columns: caption type
+ORDER_LABELS = GROUP_RELATIONS   # rows: true relation; columns: caption type
 
 
 # ---------------------------------------------------------------------------------------------
@@ -150,14 +151,14 @@ def embed_testset(model, testset, batch_size: int = 32, stats: AudioStats | None
 
     def members():
         for group, waves in testset.groups(pool):
-            for relation in RELATIONS:
+            for relation in GROUP_RELATIONS:
                 yield (group, relation), waves[relation]
 
-    groups, vecs = [], {r: [] for r in RELATIONS}
+    groups, vecs = [], {r: [] for r in GROUP_RELATIONS}
     with progress_bar(testset.num_groups, "zste groups", "group", enabled=progress,
                       leave=False) as bar:
         for (group, relation), vec in embed_stream(model, members(), sr, batch_size, stats):
-            if relation == RELATIONS[0]:
+            if relation == GROUP_RELATIONS[0]:
                 groups.append(group)
                 bar.update(1)
             vecs[relation].append(vec)
@@ -211,7 +212,7 @@ def task2_mixture(emb: ZsteEmbeddings, vocab: list[str], cache: TextCache,
     index = {c: i for i, c in enumerate(vocab)}
     truth = [frozenset((index[g.a], index[g.b])) for g in emb.groups]
     hits = {}
-    for relation in RELATIONS:
+    for relation in GROUP_RELATIONS:
         x = emb.members[relation]
         top2 = top_k_sets(x @ prompts.T, 2) if len(x) else []
         hits[relation] = np.array([t == p for t, p in zip(truth, top2)], dtype=bool)
@@ -240,7 +241,7 @@ def order_predictions(emb: ZsteEmbeddings, cache: TextCache, template: OrderTemp
         _texts(cache, [template.together(x, y) for x, y in zip(a, b)]),
     ]
     out = {}
-    for relation in RELATIONS:
+    for relation in GROUP_RELATIONS:
         x = emb.members[relation]
         sims = np.stack([_rowdot(x, c) for c in captions], axis=1)
         out[relation] = argmax_first(sims)
@@ -287,7 +288,7 @@ def task3_order(emb: ZsteEmbeddings, cache: TextCache, template: OrderTemplate,
         **scored(main, _tile(seen, 2), 1 / 3),
         "order_blind_ceiling": 0.5,
         "template": template.to_dict(),
-        "variants": {r: scored(hits[r], seen) for r in RELATIONS},
+        "variants": {r: scored(hits[r], seen) for r in GROUP_RELATIONS},
         "confusion": {"labels": list(ORDER_LABELS), "rows": "true relation",
                       "columns": "predicted caption", "counts": confusion.tolist()},
         "order_cosine": order_cosines(emb, cache, template, seen),
@@ -373,7 +374,7 @@ def template_generalisation(emb: ZsteEmbeddings, cache: TextCache, paper: dict,
         main = np.concatenate([hits["forward"], hits["reversed"]])
         per[template.id] = {**scored(main, _tile(seen, 2), 1 / 3),
                             "template": template.to_dict(), "in_training": in_training,
-                            "variants": {r: scored(hits[r], seen) for r in RELATIONS}}
+                            "variants": {r: scored(hits[r], seen) for r in GROUP_RELATIONS}}
         if in_training is not True:
             pooled.append(main)
     heldout_hits = np.concatenate(pooled) if pooled else np.zeros(0, bool)
@@ -482,10 +483,12 @@ def run(model, spec: str, data, *, seed: int = 0, batch_size: int = 32, template
         workers: int | None = 0) -> dict:
     """`evaluate zste` as a function: the full result object (see teminal.evaluate.report)."""
     from teminal.evaluate.report import new_result
-    from teminal.evaluate.testset import CatalogTestSet, resolve_training_data
+    from teminal.evaluate.testset import CatalogTestSet
+    from teminal.evaluate.training_data import resolve_training_data
+    from teminal.models.provenance import find_checkpoint
 
     testset = CatalogTestSet(data, split=split, max_items=max_items)
-    training = resolve_training_data(model, train_data)
+    training = resolve_training_data(model, train_data, near=find_checkpoint(spec))
     out = evaluate_zste(model, testset, seed=seed, batch_size=batch_size, templates=templates,
                         training=training, progress=progress, workers=workers)
     dataset = ",".join(testset.datasets) or testset.info.config.get("dataset")

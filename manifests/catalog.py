@@ -14,24 +14,17 @@ import json
 import os
 import re
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping
 
-from teminal.manifests.schema import OPTIONAL_COLUMNS, SORT_KEYS, TABLES, optional_columns
-
-CATALOG_FILE = "catalog.duckdb"
+from teminal.manifests.schema import OPTIONAL_COLUMNS, SORT_KEYS, TABLES, columns, optional_columns
+from teminal.manifests.vocabulary import (CATALOG_FILE, catalog_path,  # noqa: F401
+                                          manifests_dir)
 # The storage format catalog.duckdb is written in. duckdb 2.x writes version 69 by default,
 # which every 1.x client (the newest `duckdb` command-line tool on the package index is 1.5.6)
 # refuses to open; v1.2.0's format is read by duckdb >= 1.2 and by 2.x alike.
 CATALOG_STORAGE_VERSION = "v1.2.0"
-
-
-def manifests_dir(out: str | os.PathLike) -> Path:
-    return Path(out) / "manifests"
-
-
-def catalog_path(out: str | os.PathLike) -> Path:
-    return manifests_dir(out) / CATALOG_FILE
 
 
 def write_table(table: str, rows: Iterable[Mapping], path: str | os.PathLike) -> Path:
@@ -302,3 +295,317 @@ def select_group_keys(con, split: str, where: str | None = None, query: str | No
         chosen = {r[col] for r in cur.fetchall()}
         keys = chosen if keys is None else keys & chosen
     return keys
+
+
+def selection_digest(group_keys) -> str:
+    """sha256 of a set of group keys (sorted, one per line): equal selections, equal digests.
+    What a run records of the groups it trained on (the trainer's index, its provenance)."""
+    import hashlib
+
+    return hashlib.sha256("\n".join(sorted(group_keys)).encode()).hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------
+# The read side: every query the project runs on a catalog (the user's own `pipeline query`
+# SQL aside), typed.
+
+@dataclass(frozen=True)
+class ShardRow:
+    """A `shards` row: a tar of the build (path relative to OUT) and what the build recorded."""
+    path: str
+    stage: str
+    split: str
+    num_groups: int
+    num_samples: int
+    bytes: int | None
+    sha256: str | None
+
+
+@dataclass(frozen=True)
+class BuildRow:
+    """A `builds` row; `config` parsed ({} when it is not readable JSON)."""
+    build_id: str
+    config: dict
+    version: str | None
+    synthetic: bool
+
+
+@dataclass(frozen=True)
+class ShardContents:
+    """What the catalog says one shard holds: its groups, each member's sha256 (by sample key)
+    and the build that wrote it (None when its rows name none)."""
+    groups: frozenset[str]
+    digests: Mapping[str, str]
+    build_id: str | None
+
+
+@dataclass
+class CatalogInfo:
+    """Provenance of a catalog as results record it: the build id(s) of its rows, the
+    synthetic flag, the (last) build's config."""
+    path: str
+    build_ids: list[str]
+    synthetic: bool
+    config: dict = field(default_factory=dict)
+
+    @property
+    def build_id(self) -> str | None:
+        return ",".join(self.build_ids) if self.build_ids else None
+
+    def to_dict(self) -> dict:
+        return {"path": self.path, "build_id": self.build_id, "synthetic": self.synthetic}
+
+
+@dataclass(frozen=True)
+class Table:
+    """A query's result for printing: column names and rows."""
+    names: list[str]
+    rows: list[tuple]
+
+
+class Catalog:
+    """A build's catalog, read-only and offline, through typed queries.
+
+        with Catalog.open(out) as catalog:
+            catalog.shards("b", "train")
+
+    Opened through `reading(out)`: a missing catalog is a FileNotFoundError, a damaged one a
+    CatalogUnreadable naming the file and the fix, whatever query meets the damage. Only
+    `select_group_keys` runs SQL a user wrote (--where, --query-file): its errors are a
+    ValueError saying so."""
+
+    def __init__(self, con, out: str | os.PathLike):
+        self.con, self.out = con, Path(out)
+
+    @classmethod
+    @contextlib.contextmanager
+    def open(cls, out: str | os.PathLike):
+        with reading(out) as con:
+            yield cls(con, out)
+
+    def _dicts(self, sql: str, params=()) -> list[dict]:
+        return fetch_dicts(self.con, sql, params)
+
+    def _values(self, sql: str, params=()) -> list:
+        return [r[0] for r in self.con.execute(sql, list(params)).fetchall()]
+
+    def _table(self, sql: str) -> Table:
+        cur = self.con.execute(sql)
+        return Table([d[0] for d in cur.description], cur.fetchall())
+
+    # -- shards, groups and members (training, evaluation, verify) -------------------------------
+
+    def shards(self, stage: str | None = None, split: str | None = None) -> list[ShardRow]:
+        """`shards` rows in path order, of one stage and split or all."""
+        where, params = _filters(stage=stage, split=split)
+        return [ShardRow(**r) for r in self._dicts(
+            f"SELECT path, stage, split, num_groups, num_samples, bytes, sha256 FROM shards "
+            f"{where} ORDER BY path", params)]
+
+    def shard_contents(self, stage: str | None = None,
+                       split: str | None = None) -> dict[str, ShardContents]:
+        """Per shard path, what its `samples` rows say it holds (see ShardContents)."""
+        where, params = _filters(stage=stage, split=split)
+        groups: dict[str, set] = {}
+        digests: dict[str, dict] = {}
+        builds: dict[str, str | None] = {}
+        for shard, group, key, sha, build in self.con.execute(
+                f"SELECT shard, group_key, key, sha256, build_id FROM samples {where}",
+                params).fetchall():
+            groups.setdefault(shard, set()).add(group)
+            digests.setdefault(shard, {})[key] = sha or ""
+            builds.setdefault(shard, build or None)
+        return {s: ShardContents(frozenset(groups[s]), digests[s], builds[s]) for s in groups}
+
+    def member_digests(self) -> dict[str, tuple[str, str]]:
+        """sample key -> (shard, sha256) of every row."""
+        return {k: (shard, sha) for k, shard, sha in
+                self.con.execute("SELECT key, shard, sha256 FROM samples").fetchall()}
+
+    def stages_splits(self, stage: str) -> list[str]:
+        """The splits `stage` has shards of."""
+        return self._values("SELECT DISTINCT split FROM shards WHERE stage = ? ORDER BY split",
+                            [stage])
+
+    def group_count(self, stage: str, split: str) -> int:
+        return int(self._values("SELECT count(DISTINCT group_key) FROM samples WHERE stage = ? "
+                                "AND split = ?", [stage, split])[0] or 0)
+
+    def longest_member(self, stage: str, split: str) -> int:
+        """Samples of the longest member of (stage, split); 0 when it has none."""
+        return int(self._values("SELECT max(num_samples) FROM samples WHERE stage = ? AND "
+                                "split = ?", [stage, split])[0] or 0)
+
+    def render_settings(self, split: str) -> dict:
+        """sample_rate, num_samples and pad of the split's members ({} without members)."""
+        rows = self._dicts("SELECT sample_rate, num_samples, pad FROM samples WHERE split = ? "
+                           "ORDER BY stage DESC, key LIMIT 1", [split])
+        return rows[0] if rows else {}
+
+    def pair_rows(self, split: str) -> list[dict]:
+        """group_key, relation, labels and template_ids of every member of `split`: what a
+        training run on it put in front of a model."""
+        return self._dicts("SELECT group_key, relation, labels, template_ids FROM samples "
+                           "WHERE split = ?", [split])
+
+    def select_group_keys(self, split: str, where: str | None = None, query: str | None = None,
+                          stage: str | None = None) -> set[str] | None:
+        """`select_group_keys` (the one definition of a run's selection) on this catalog; a
+        user's SQL that fails is a ValueError naming it, damage to the file is still
+        CatalogUnreadable."""
+        import duckdb
+
+        try:
+            return select_group_keys(self.con, split, where, query, stage=stage)
+        except duckdb.Error as e:
+            if is_damage(e):
+                raise
+            raise ValueError(f"SQL over the catalog failed: {e}\n  where: {where!r}  query: "
+                             f"{query!r}\n  tables: {', '.join(TABLES)} (see "
+                             f"docs/ARCHITECTURE.md)") from None
+
+    def group_keys(self, stage: str, split: str) -> set[str]:
+        return set(self._values("SELECT DISTINCT group_key FROM samples WHERE stage = ? AND "
+                                "split = ?", [stage, split]))
+
+    # -- sources, builds, vocabulary (evaluation, render) ----------------------------------------
+
+    def builds(self) -> list[BuildRow]:
+        # catalogs written before the synthetic flag existed lack its column: not synthetic
+        cols = set(self._values("SELECT column_name FROM (DESCRIBE builds)"))
+        synthetic = "synthetic" if "synthetic" in cols else "false"
+        return [BuildRow(r["build_id"], _json_or_empty(r["config"]), r["version"],
+                         bool(r["synthetic"])) for r in self._dicts(
+            f"SELECT build_id, config, version, {synthetic} AS synthetic FROM builds "
+            f"ORDER BY build_id")]
+
+    def info(self, split: str | None = None) -> CatalogInfo:
+        """The build id(s) of the rows of `split` (all rows: None; a catalog without rows: its
+        builds), whether any of those builds is synthetic, and the last one's config."""
+        ids = self.sample_build_ids(split)
+        builds = self.builds()
+        if not ids:
+            ids = [b.build_id for b in builds]
+        used = [b for b in builds if b.build_id in ids] or builds
+        return CatalogInfo(str(self.out), ids, any(b.synthetic for b in used),
+                           used[-1].config if used else {})
+
+    def sample_build_ids(self, split: str | None = None) -> list[str]:
+        """The distinct build ids of the `samples` rows (of one split), sorted."""
+        where, params = _filters(split=split)
+        return [b for b in self._values(f"SELECT DISTINCT build_id FROM samples {where} "
+                                        f"ORDER BY build_id", params) if b]
+
+    def datasets(self) -> list[str]:
+        return self._values("SELECT DISTINCT dataset FROM sources ORDER BY dataset")
+
+    def labels(self) -> list[str]:
+        """Every class label of the sources (the class vocabulary), sorted."""
+        return self._values("SELECT DISTINCT label FROM sources WHERE label IS NOT NULL "
+                            "ORDER BY label")
+
+    def labelled_sources(self, split: str) -> list[dict]:
+        """source_id, path and label of the split's labelled sources, by source id."""
+        return self._dicts("SELECT source_id, path, label FROM sources WHERE split = ? AND "
+                           "label IS NOT NULL ORDER BY source_id", [split])
+
+    def source_paths(self, source_ids) -> dict[str, str]:
+        return dict(self.con.execute("SELECT source_id, path FROM sources WHERE "
+                                     "list_contains(?, source_id)", [list(source_ids)]).fetchall())
+
+    def sample(self, key: str) -> dict | None:
+        """The `samples` row of `key` (every column), None when there is none."""
+        rows = self._dicts("SELECT * FROM samples WHERE key = ?", [key])
+        return rows[0] if rows else None
+
+    def keys_like(self, key: str, limit: int = 5) -> list[str]:
+        """Up to `limit` sample keys of the group `key` or starting with it (for "did you
+        mean")."""
+        return self._values("SELECT key FROM samples WHERE group_key = ? OR key LIKE ? ORDER BY "
+                            "key LIMIT ?", [key, key + "%", limit])
+
+    # -- verify: each table's rows as one digest -------------------------------------------------
+
+    def table_digest(self, table: str) -> tuple[int, str]:
+        """(rows, digest of the rows) of a catalog table; see `rows_digest_sql`."""
+        return tuple(self.con.execute(rows_digest_sql(table, table)).fetchone())
+
+    # -- `pipeline info` -------------------------------------------------------------------------
+
+    def sources_summary(self) -> Table:
+        return self._table("SELECT dataset, split, count(*) AS clips, count(DISTINCT label) AS "
+                           "labels, coalesce(sum(len(captions)), 0) AS captions FROM sources "
+                           "GROUP BY ALL ORDER BY ALL")
+
+    def samples_summary(self) -> Table:
+        return self._table("SELECT dataset, stage, split, relation, count(*) AS samples, "
+                           "count(DISTINCT group_key) AS groups FROM samples GROUP BY ALL "
+                           "ORDER BY ALL")
+
+    def timing_summary(self) -> Table:
+        """Where the second part of each two-part member starts (fraction of the clip) and, for
+        a timed build's concatenations, the silence before it."""
+        timed = "slot_lengths" in self._values("SELECT column_name FROM (DESCRIBE samples)")
+        start = "offsets[2] * sample_rate / num_samples"
+        gap = ("CASE WHEN relation IN ('double', 'forward', 'reversed') THEN "
+               "coalesce(offsets[2] - offsets[1] - slot_lengths[1], 0) END")
+        gaps = (f", round(min({gap}), 3) AS gap_min_s, round(max({gap}), 3) AS gap_max_s"
+                if timed else "")
+        return self._table(f"SELECT dataset, stage, relation, count(*) AS samples, "
+                           f"round(min({start}), 3) AS start_min, round(avg({start}), 3) AS "
+                           f"start_mean, round(max({start}), 3) AS start_max{gaps} "
+                           "FROM samples WHERE len(offsets) = 2 GROUP BY ALL ORDER BY ALL")
+
+    def shards_summary(self) -> Table:
+        return self._table("SELECT stage, split, count(*) AS shards, sum(num_groups) AS groups, "
+                           "sum(num_samples) AS samples, round(sum(bytes) / 1e6, 1) AS MB "
+                           "FROM shards GROUP BY ALL ORDER BY ALL")
+
+    def shard_totals(self) -> tuple[int, int]:
+        """(bytes, shards) of every shard."""
+        return tuple(self.con.execute("SELECT coalesce(sum(bytes), 0), count(*) FROM shards"
+                                      ).fetchone())
+
+    def reject_count(self) -> int:
+        return int(self._values("SELECT count(*) FROM rejects")[0])
+
+    def rejects_summary(self) -> Table:
+        return self._table("SELECT phase, regexp_extract(reason, '^[^:(]*') AS reason, "
+                           "count(*) AS n FROM rejects GROUP BY ALL ORDER BY n DESC, reason")
+
+
+def rows_digest_sql(table: str, source: str) -> str:
+    """(rows, sha256 over the sorted sha256 of each row's JSON) of `source` read as `table`:
+    equal for equal multisets of rows, whatever their order (ties in a sort key included)."""
+    row = "{" + ", ".join(f"'{c}': \"{c}\"" for c in columns(table)) + "}"
+    return (f"SELECT count(*), sha256(coalesce(string_agg(h, '' ORDER BY h), '')) FROM "
+            f"(SELECT sha256(to_json({row})) AS h FROM {source})")
+
+
+def parquet_digest(path: str | os.PathLike, table: str) -> tuple[int, str]:
+    """`Catalog.table_digest` of a Parquet manifest, on a private in-memory connection (the
+    file is the project's own, read with the project's own SQL); duckdb.Error when unreadable."""
+    import duckdb
+
+    con = duckdb.connect()
+    try:
+        return tuple(con.execute(rows_digest_sql(
+            table, f"read_parquet('{_sql_path(path)}')")).fetchone())
+    finally:
+        con.close()
+
+
+def _filters(**equal) -> tuple[str, list]:
+    """("WHERE a = ? AND b = ?", [values]) for the given columns whose value is not None."""
+    used = [(k, v) for k, v in equal.items() if v is not None]
+    if not used:
+        return "", []
+    return "WHERE " + " AND ".join(f"{k} = ?" for k, _ in used), [v for _, v in used]
+
+
+def _json_or_empty(text) -> dict:
+    try:
+        value = json.loads(text) if text else {}
+    except (TypeError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}

@@ -21,11 +21,12 @@ embedding helpers do not switch off autograd: evaluators wrap them in `torch.no_
 """
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import torch
+
+from teminal.manifests.digests import file_sha256  # noqa: F401  (the one file hash)
 
 RANDOM_INIT = "random-init"  # weights_sha256 of a model that was not loaded from a file
 
@@ -85,14 +86,6 @@ class AudioTextModel(Protocol):
     def add_audio_head(self, value="temporal") -> bool: ...   # teminal.models.heads.HeadSpec
 
     def save(self, directory: str | Path, provenance=None) -> Path: ...  # TrainingProvenance | None
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 _SHA_CACHE: dict[tuple[str, int, int], str] = {}

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import errno
 import functools
-import io
 import os
 import shutil
 import struct
@@ -20,13 +19,16 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-INT16_SCALE = 32768.0
+# The stored members' codec is the contract layer's (read back by trainers and evaluators); the
+# pipeline encodes through it.
+from teminal.manifests.shard_codec import (CODECS, INT16_SCALE, decode_member,  # noqa: F401
+                                           encode_member, to_int16)
+
 SILENCE_PEAK_DB = -60.0      # a source whose peak, DC offset removed, is below this is "silent"
 MIN_SOURCE_SECONDS = 0.1     # shorter sources are rejected: too short to hold a sound event
 ENERGY_FLOOR_DB = -120.0     # rms_db of digital silence; loudness is never pushed from below it
 MAX_GAIN_DB = 60.0           # normalisation never amplifies by more than this
 FIT_POLICIES = ("repeat", "repeatpad", "zero")
-CODECS = {"flac": "flac", "pcm": "npy"}
 
 
 class AudioError(Exception):
@@ -244,18 +246,27 @@ def apply_gain_db(x: np.ndarray, gain_db: float) -> np.ndarray:
     return np.asarray(x, dtype=np.float32) * np.float32(10.0 ** (gain_db / 20.0))
 
 
-def peak_limit(x: np.ndarray, ceiling: float = 0.99) -> tuple[np.ndarray, float]:
-    """Scale down (never up) so that max |y| <= ceiling; returns (y, gain_db <= 0)."""
+def peak_limit(x: np.ndarray, ceiling: float = 0.99,
+               extremes: tuple[np.float32, np.float32] | None = None,
+               in_place: bool = False) -> tuple[np.ndarray, float]:
+    """Scale down (never up) so that max |y| <= ceiling; returns (y, gain_db <= 0).
+
+    `in_place` scales x's own buffer (rendering does, once per member); otherwise y is a new
+    array. `extremes` (max, min) of x when the caller knows them, which saves a pass; the check
+    after scaling needs no pass either: float32 rounding is monotonic, so max(x * g) ==
+    float32(max(x) * g) (and likewise for the min) for a gain g > 0."""
     x = np.asarray(x, dtype=np.float32)
-    peak = float(np.max(np.abs(x))) if x.size else 0.0
+    if not x.size:
+        return (x if in_place else x.copy()), 0.0
+    hi, lo = extremes if extremes is not None else (x.max(), x.min())
+    hi, lo = np.float32(hi), np.float32(lo)
+    peak = max(float(hi), -float(lo))
     if peak <= ceiling:
-        return x.copy(), 0.0
+        return (x if in_place else x.copy()), 0.0
     gain = np.float32(ceiling / peak)
-    y = x * gain
-    # float32 rounding can leave the peak one ulp above the ceiling
-    while float(np.max(np.abs(y))) > ceiling:
+    while max(float(hi * gain), -float(lo * gain)) > ceiling:  # float32 rounding: one ulp over
         gain = np.nextafter(gain, np.float32(0))
-        y = x * gain
+    y = np.multiply(x, gain, out=x if in_place else None)
     return y, float(20.0 * np.log10(float(gain)))
 
 
@@ -274,13 +285,28 @@ def highest_energy_window(x: np.ndarray, length: int) -> int:
     return int(np.argmax(energy))
 
 
-def fit_to_length(x: np.ndarray, length: int, policy: str = "repeat") -> np.ndarray:
-    """Make `x` exactly `length` samples long.
-
-    Longer input is cut to its highest-energy window. Shorter input is padded by `policy`:
+def padding_spans(n: int, length: int, policy: str = "repeat") -> list[tuple[int, int]]:
+    """Where the copies of an n-sample clip go when `policy` pads it to `length` samples:
+    (offset in the slot, samples of the clip from its start), the rest of the slot silent.
       - "repeat":    tile the clip and cut (LAION-CLAP's "repeat"), the default for singles/overlays;
       - "repeatpad": whole repeats, then zeros (LAION-CLAP's "repeatpad");
-      - "zero":      zeros after the clip."""
+      - "zero":      the clip once, then zeros.
+    The one definition of padding in the pipeline: `fit_to_length`, rendering (compose) and the
+    trainer's replayed singles all place copies where it says."""
+    if policy not in FIT_POLICIES:
+        raise ValueError(f"unknown fit policy {policy!r}; choose one of {', '.join(FIT_POLICIES)}")
+    if n <= 0:
+        raise ValueError("cannot pad an empty clip")
+    if policy == "zero":
+        return [(0, min(n, length))]
+    whole = policy == "repeatpad"
+    return [(pos, min(n, length - pos)) for pos in range(0, length, n)
+            if not (whole and pos + n > length)]
+
+
+def fit_to_length(x: np.ndarray, length: int, policy: str = "repeat") -> np.ndarray:
+    """Make `x` exactly `length` samples long: longer input is cut to its highest-energy window,
+    shorter input padded by `policy` (`padding_spans`)."""
     if policy not in FIT_POLICIES:
         raise ValueError(f"unknown fit policy {policy!r}; choose one of {', '.join(FIT_POLICIES)}")
     x = np.asarray(x, dtype=np.float32)
@@ -290,20 +316,14 @@ def fit_to_length(x: np.ndarray, length: int, policy: str = "repeat") -> np.ndar
     if n >= length:
         start = highest_energy_window(x, length)
         return x[start:start + length].copy()
-    if policy == "repeat":
-        return np.tile(x, -(-length // n))[:length].copy()
     out = np.zeros(length, dtype=np.float32)
-    body = np.tile(x, length // n) if policy == "repeatpad" else x
-    out[:len(body)] = body
+    for pos, k in padding_spans(n, length, policy):
+        out[pos:pos + k] = x[:k]
     return out
 
 
 # ---------------------------------------------------------------------------------------------
 # Stored members
-
-def to_int16(x: np.ndarray) -> np.ndarray:
-    return np.clip(np.rint(np.asarray(x, dtype=np.float32) * INT16_SCALE), -32768, 32767).astype(np.int16)
-
 
 def write_wav(path, x: np.ndarray, sample_rate: int) -> None:
     """Write 16-bit PCM WAV to `path`. libsndfile reports a full disk as a bare "System error";
@@ -330,66 +350,8 @@ def _free_bytes(folder: Path) -> int | None:
         return None
 
 
-def encode_member(x: np.ndarray, sample_rate: int, codec: str = "flac") -> tuple[bytes, str]:
-    """Encode float32 mono to the bytes of a shard member; returns (bytes, extension).
-
-    "flac": FLAC PCM_16; "pcm": int16 .npy (about 2.3x the bytes, ~50x faster to decode).
-    Both are deterministic: the same samples give the same bytes."""
-    q = to_int16(x)
-    if codec == "flac":
-        buf = io.BytesIO()
-        sf.write(buf, q, int(sample_rate), format="FLAC", subtype="PCM_16")
-        return buf.getvalue(), "flac"
-    if codec == "pcm":
-        buf = io.BytesIO()
-        np.save(buf, q, allow_pickle=False)
-        return buf.getvalue(), "npy"
-    raise ValueError(f"unknown codec {codec!r}; choose one of {', '.join(CODECS)}")
-
-
-def decode_member(data: bytes, ext: str, where: str | None = None) -> tuple[np.ndarray, int | None]:
-    """Inverse of encode_member: (float32 mono, sample_rate or None for .npy).
-
-    Undecodable bytes raise ValueError naming `where` (member and shard) and the fix, instead
-    of libsndfile's or numpy's message that names nothing."""
-    ext = ext.lower().lstrip(".").rsplit(".", 1)[-1]
-    if ext not in ("flac", "npy"):
-        raise ValueError(f"unknown member extension {ext!r}; expected 'flac' or 'npy'")
-    try:
-        if ext == "flac":
-            q, sr = sf.read(io.BytesIO(data), dtype="int16")
-            return _int16_to_float(q), int(sr)
-        a = np.load(io.BytesIO(data), allow_pickle=False)
-        if a.dtype == np.int16:
-            return _int16_to_float(a), None
-        return a.astype(np.float32), None
-    except Exception as e:  # libsndfile's errors can even fail to print
-        try:
-            reason = " ".join(str(e).split()) or type(e).__name__
-        except Exception:
-            reason = type(e).__name__
-        raise ValueError(f"{where or 'a shard member'}: cannot decode the {ext} member "
-                         f"({reason}); the shard is corrupt: `pipeline verify OUT` lists every "
-                         f"damaged shard, and rerunning the same `pipeline build` re-creates "
-                         f"them") from None
-
-
-def _int16_to_float(q: np.ndarray) -> np.ndarray:
-    if q.ndim > 1:
-        q = q.mean(axis=1)
-    y = q.astype(np.float32)
-    y *= np.float32(1.0 / INT16_SCALE)
-    return y
-
-
-def codec_extension(codec: str) -> str:
-    if codec not in CODECS:
-        raise ValueError(f"unknown codec {codec!r}; choose one of {', '.join(CODECS)}")
-    return CODECS[codec]
-
-
 __all__ = [
     "read_header", "load_source", "resample", "rms_db", "normalize_loudness", "apply_gain_db",
-    "peak_limit", "highest_energy_window", "fit_to_length", "encode_member", "decode_member",
-    "to_int16", "codec_extension", "SILENCE_PEAK_DB", "MIN_SOURCE_SECONDS", "FIT_POLICIES", "CODECS",
+    "peak_limit", "highest_energy_window", "padding_spans", "fit_to_length", "encode_member",
+    "decode_member", "to_int16", "SILENCE_PEAK_DB", "MIN_SOURCE_SECONDS", "FIT_POLICIES", "CODECS",
 ]

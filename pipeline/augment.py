@@ -2,9 +2,9 @@
 
 `AugmentChain.draw(seed, sample_rate)` chooses what each transform does (whether it applies, its
 gain, semitones, rate, cutoff, noise level ...) when a recipe is planned; the recipe stores that
-record, and `AugmentChain.apply(x, sample_rate, params)` (`replay`) applies exactly it when the
-recipe is rendered, so rendering never draws a parameter. audiomentations draws from Python's
-global `random` module and numpy's global `np.random` (filter cutoffs, the noise itself): both
+record, and `AugmentChain.apply(x, sample_rate, params)` applies exactly it when the recipe is
+rendered (teminal.pipeline.compose rebuilds the chain from the record's spec), so rendering
+never draws a parameter. audiomentations draws from Python's global `random` module and numpy's global `np.random` (filter cutoffs, the noise itself): both
 are seeded from the record's seed around each step, and restored, under a lock, so the result
 depends on the record only and the caller's global random state is left exactly as it was.
 A noise level relative to the signal ("snr") is recorded as noise std per unit of the part's
@@ -15,7 +15,6 @@ Time reversal is deliberately absent: it would contradict the `reversed` relatio
 """
 from __future__ import annotations
 
-import json
 import random
 import threading
 from contextlib import contextmanager
@@ -154,20 +153,6 @@ class AugmentChain:
         """(augmented copy of x, params): `draw` then `apply`."""
         params = self.draw(seed, sample_rate)
         return self.apply(x, sample_rate, params), params
-
-
-def augment(x: np.ndarray, sample_rate: int, spec, seed: int) -> tuple[np.ndarray, dict]:
-    """One-off convenience: AugmentChain(spec)(x, sample_rate, seed)."""
-    return AugmentChain(spec)(x, sample_rate, seed)
-
-
-def replay(x: np.ndarray, sample_rate: int, params: dict | str | None) -> np.ndarray:
-    """Re-apply a recorded augmentation (the `augment` column, dict or JSON text) to a part."""
-    if isinstance(params, str):
-        params = json.loads(params) if params.strip() else {}
-    if not params:
-        return np.ascontiguousarray(x, dtype=np.float32).copy()
-    return AugmentChain(params["spec"]).apply(x, sample_rate, params)
 
 
 @contextmanager

@@ -44,6 +44,7 @@ from teminal.pipeline.catalog import write_build_catalog
 from teminal.pipeline.config import BuildConfig, compute_build_id
 from teminal.pipeline.layout import BUILD_FILE, CACHE_DIR, PARTS_DIR, write_json_atomic
 from teminal.pipeline.lock import build_lock, claim_lock
+from teminal.pipeline.machine import human_bytes
 from teminal.pipeline.plan import check_splits, pairable_clips, plan_shards, scan_sources
 from teminal.pipeline.pool import decode_pool
 from teminal.pipeline.progress import progress_bar
@@ -89,8 +90,8 @@ class BuildSummary:
             f"  shards   {self.shards_built} built, {self.shards_skipped} already done, "
             f"{self.shards_total} in this part",
             f"  sources  {self.clips} clips",
-            f"  groups   {self.groups}   samples {self.samples}   bytes {_human_bytes(self.bytes)}"
-            f"   (source pool {_human_bytes(self.pool_bytes)})",
+            f"  groups   {self.groups}   samples {self.samples}   bytes {human_bytes(self.bytes)}"
+            f"   (source pool {human_bytes(self.pool_bytes)})",
             f"  time     {self.seconds:.1f} s   {self.members_per_s:.1f} members/s (rendered this run)",
         ]
         if self.rejects:
@@ -125,6 +126,37 @@ def run_build(config: BuildConfig, progress: bool = True,
 
 def _run_build(config: BuildConfig, out: Path, t0: float, progress: bool,
                log: Callable[[str], None]) -> BuildSummary:
+    """The phases in order (module docstring): scan, decode and pair, claim OUT, render, catalog."""
+    scan, root = _scan(config, log)
+    if config.part[1] == 1:
+        # leftovers of a killed run; with --part another part may be writing right now
+        remove_temporaries(out)
+    with process_pool(config.workers) as pool:   # decodes; renders too with --executor local
+        sources, accepted, rejects, notes = _decode_and_pair(config, scan, out, pool, progress,
+                                                             log)
+        build_id = compute_build_id(config, accepted, sources.digests)
+        tasks = plan_shards(config, accepted)
+        _claim(out, config, build_id, root, scan, accepted, rejects, tasks)
+        rendering = _render(config, out, tasks, build_id, sources, pool, progress, log)
+        _record_failures(out, config.part, build_id, rendering.failed)
+    catalog = _write_catalog_when_complete(out, tasks, rendering.rows, build_id,
+                                           config.keep_cache)
+    rows = rendering.rows
+    return BuildSummary(
+        build_id=build_id, out=str(out), synthetic=bool(scan.synthetic),
+        shards_total=rendering.shards, shards_built=rendering.built - len(rendering.failed),
+        shards_skipped=rendering.shards - rendering.built,
+        groups=sum(r["num_groups"] for r in rows), samples=sum(r["num_samples"] for r in rows),
+        bytes=sum(r["bytes"] for r in rows),
+        rejects=dict(Counter(_reason_kind(r.reason) for r in rejects)),
+        seconds=time.perf_counter() - t0, catalog=catalog,
+        pool_bytes=4 * sum(n for _, n in sources.index.values()), rendered=rendering.members,
+        clips=len(accepted), notes=notes, failed=rendering.failed, executor=config.executor,
+        render_seconds=rendering.seconds)
+
+
+def _scan(config: BuildConfig, log: Callable[[str], None]):
+    """(the dataset's scan, its root); no usable clip at all is an error saying how to get it."""
     scan, root = scan_sources(config)
     if scan.synthetic:
         log(f"NOTE: {root} is SYNTHETIC data (procedural sounds, not {config.dataset}); every "
@@ -134,91 +166,116 @@ def _run_build(config: BuildConfig, out: Path, t0: float, progress: bool,
     if not scan.clips:
         raise ValueError(f"{config.dataset}: no usable clip under {root} ({len(scan.rejects)} "
                          f"rejected at scan{_reject_counts(scan.rejects)}). {spec_how_to(config)}")
-    if config.part[1] == 1:
-        # leftovers of a killed run; with --part another part may be writing right now
-        remove_temporaries(out)
+    return scan, root
 
-    with process_pool(config.workers) as pool:   # decodes; renders too with --executor local
-        sources = decode_pool(scan.clips, config.compose.sample_rate, out, pool, progress)
-        decoded = [c for c in scan.clips if c.source_id in sources.index]
-        accepted, unpaired, notes = pairable_clips(decoded, dataset_spec(config.dataset).compatible)
-        present = {c.split for c in decoded}
-        notes[:0] = [f"split {s}: no usable clip (no metadata, or every clip rejected); skipped"
-                     for s in (config.splits or dataset_spec(config.dataset).default_splits)
-                     if s not in present]
-        for note in notes:
-            log(f"NOTE: {note}")
-        rejects = list(scan.rejects) + sources.rejects + unpaired
-        if not accepted:
-            raise ValueError(
-                f"{config.dataset}: no split has 2 clips that can be paired ({len(decoded)} "
-                f"decoded, {len(rejects)} rejected{_reject_counts(rejects)}). {spec_how_to(config)}")
-        build_id = compute_build_id(config, accepted, sources.digests)
-        tasks = plan_shards(config, accepted)
-        with claim_lock(out):  # check and write build.json as one step: parts may race here
-            _claim_out(out, build_id, config.overwrite)
-            write_json_atomic(out / PARTS_DIR / BUILD_FILE, {
-                "build_id": build_id,
-                "config": config.identity() | {"root": str(Path(root).resolve())},
-                "version": _version(), "synthetic": bool(scan.synthetic),
-                "sources": [c.to_dict() for c in accepted],
-                "rejects": [r.to_dict() for r in rejects],
-                "shards": [t.relpath for t in tasks]})
-        i, n = config.part
-        mine = [t for t in tasks if t.order % n == i]
-        done = {t.relpath: shard_done(out, t, build_id) for t in mine}
-        todo = [t for t in mine if done[t.relpath] is None]
-        ctx = ShardContext(str(out), build_id, config.seed, config.codec,
-                           config.compose.to_dict(), str(sources.path))
-        jobs = [(t, ctx, {s: sources.index[s] for pair in t.pairs for s in
-                          (pair[0]["source_id"], pair[1]["source_id"])}) for t in todo]
-        rows = [r for r in done.values() if r is not None]
-        if len(rows):
-            log(f"resume: {len(rows)} of {len(mine)} shards already done for build {build_id}")
-        t_render = time.perf_counter()
-        rendered, failed = 0, []
-        if config.executor == "ray":
-            results = run_ray(jobs, config.ray_address, config.workers, config.retries)
-        else:
-            results = run_local(jobs, pool, config.retries)
-        with progress_bar(len(jobs), "render", "shard", progress) as bar:
-            for result in results:
-                bar.update(1)
-                if result.row is None:
-                    failed.append({"shard": result.relpath, "error": result.error,
-                                   "attempts": result.attempts})
-                    log(f"FAILED {result.relpath} after {result.attempts} attempt(s): {result.error}")
-                    continue
-                rows.append(result.row)
-                rendered += result.row["num_samples"]
-                bar.set_postfix_str(f"{rendered / max(time.perf_counter() - t_render, 1e-9):.0f} members/s")
-        render_seconds = time.perf_counter() - t_render
-        failed.sort(key=lambda f: f["shard"])
-        # one record per part, so that parts running at once do not overwrite each other's
-        failed_file = out / PARTS_DIR / ("failed.json" if n == 1 else f"failed-{i}of{n}.json")
-        if failed:
-            write_json_atomic(failed_file, {"build_id": build_id, "failed": failed})
-        elif failed_file.exists():
-            failed_file.unlink()
 
-    catalog = None
+def _decode_and_pair(config: BuildConfig, scan, out: Path, pool, progress: bool,
+                     log: Callable[[str], None]):
+    """(the decoded source pool, the clips that can be paired, every reject, notes): the pool
+    is decoded, then the clips with a compatible partner in their split are kept."""
+    sources = decode_pool(scan.clips, config.compose.sample_rate, out, pool, progress)
+    decoded = [c for c in scan.clips if c.source_id in sources.index]
+    accepted, unpaired, notes = pairable_clips(decoded, dataset_spec(config.dataset).compatible)
+    present = {c.split for c in decoded}
+    notes[:0] = [f"split {s}: no usable clip (no metadata, or every clip rejected); skipped"
+                 for s in (config.splits or dataset_spec(config.dataset).default_splits)
+                 if s not in present]
+    for note in notes:
+        log(f"NOTE: {note}")
+    rejects = list(scan.rejects) + sources.rejects + unpaired
+    if not accepted:
+        raise ValueError(
+            f"{config.dataset}: no split has 2 clips that can be paired ({len(decoded)} "
+            f"decoded, {len(rejects)} rejected{_reject_counts(rejects)}). {spec_how_to(config)}")
+    return sources, accepted, rejects, notes
+
+
+def _claim(out: Path, config: BuildConfig, build_id: str, root, scan, accepted, rejects,
+           tasks) -> None:
+    """OUT becomes this build's (refused when it holds another): its build.json, the plan."""
+    with claim_lock(out):  # check and write build.json as one step: parts may race here
+        _claim_out(out, build_id, config.overwrite)
+        write_json_atomic(out / PARTS_DIR / BUILD_FILE, {
+            "build_id": build_id,
+            "config": config.identity() | {"root": str(Path(root).resolve())},
+            "version": _version(), "synthetic": bool(scan.synthetic),
+            "sources": [c.to_dict() for c in accepted],
+            "rejects": [r.to_dict() for r in rejects],
+            "shards": [t.relpath for t in tasks]})
+
+
+@dataclass
+class Rendering:
+    """What the render phase of this part did: the `shards` rows of its finished shards (those
+    done before included), its failures, counts and time."""
+    rows: list[dict]
+    failed: list[dict]
+    shards: int          # shards of this part
+    built: int           # shards this run rendered (or tried to)
+    members: int         # members this run rendered
+    seconds: float
+
+
+def _render(config: BuildConfig, out: Path, tasks, build_id: str, sources, pool, progress: bool,
+            log: Callable[[str], None]) -> Rendering:
+    """Render this part's shards that are not done yet (a finished one is skipped: resume)."""
+    i, n = config.part
+    mine = [t for t in tasks if t.order % n == i]
+    done = {t.relpath: shard_done(out, t, build_id) for t in mine}
+    todo = [t for t in mine if done[t.relpath] is None]
+    ctx = ShardContext(str(out), build_id, config.seed, config.codec,
+                       config.compose.to_dict(), str(sources.path))
+    jobs = [(t, ctx, {s: sources.index[s] for pair in t.pairs for s in
+                      (pair[0]["source_id"], pair[1]["source_id"])}) for t in todo]
+    rows = [r for r in done.values() if r is not None]
+    if len(rows):
+        log(f"resume: {len(rows)} of {len(mine)} shards already done for build {build_id}")
+    t_render = time.perf_counter()
+    rendered, failed = 0, []
+    if config.executor == "ray":
+        results = run_ray(jobs, config.ray_address, config.workers, config.retries)
+    else:
+        results = run_local(jobs, pool, config.retries)
+    with progress_bar(len(jobs), "render", "shard", progress) as bar:
+        for result in results:
+            bar.update(1)
+            if result.row is None:
+                failed.append({"shard": result.relpath, "error": result.error,
+                               "attempts": result.attempts})
+                log(f"FAILED {result.relpath} after {result.attempts} attempt(s): {result.error}")
+                continue
+            rows.append(result.row)
+            rendered += result.row["num_samples"]
+            bar.set_postfix_str(f"{rendered / max(time.perf_counter() - t_render, 1e-9):.0f} members/s")
+    failed.sort(key=lambda f: f["shard"])
+    return Rendering(rows, failed, len(mine), len(todo), rendered,
+                     time.perf_counter() - t_render)
+
+
+def _record_failures(out: Path, part: tuple[int, int], build_id: str, failed: list[dict]) -> None:
+    """OUT/manifests/parts/failed[-IofN].json lists the part's failed shards (removed when none
+    failed): one record per part, so parts running at once never overwrite each other's."""
+    i, n = part
+    failed_file = out / PARTS_DIR / ("failed.json" if n == 1 else f"failed-{i}of{n}.json")
+    if failed:
+        write_json_atomic(failed_file, {"build_id": build_id, "failed": failed})
+    elif failed_file.exists():
+        failed_file.unlink()
+
+
+def _write_catalog_when_complete(out: Path, tasks, rows: list[dict], build_id: str,
+                                 keep_cache: bool) -> str | None:
+    """The catalog, once every planned shard (of every part) is done; None until then."""
     # This run's shards were just written or checked at its start; other parts' are checked here.
     checked = {r["path"] for r in rows}
-    if all(t.relpath in checked or shard_done(out, t, build_id) for t in tasks):
-        catalog = str(write_build_catalog(out))
-        remove_temporaries(out / "shards")
-        remove_temporaries(out / "manifests")
-        if not config.keep_cache:
-            shutil.rmtree(out / CACHE_DIR, ignore_errors=True)
-    return BuildSummary(
-        build_id=build_id, out=str(out), synthetic=bool(scan.synthetic), shards_total=len(mine),
-        shards_built=len(todo) - len(failed), shards_skipped=len(mine) - len(todo),
-        groups=sum(r["num_groups"] for r in rows), samples=sum(r["num_samples"] for r in rows),
-        bytes=sum(r["bytes"] for r in rows), rejects=dict(Counter(_reason_kind(r.reason) for r in rejects)),
-        seconds=time.perf_counter() - t0, catalog=catalog,
-        pool_bytes=4 * sum(n for _, n in sources.index.values()), rendered=rendered,
-        clips=len(accepted), notes=notes, failed=failed, executor=config.executor,
-        render_seconds=render_seconds)
+    if not all(t.relpath in checked or shard_done(out, t, build_id) for t in tasks):
+        return None
+    catalog = str(write_build_catalog(out))
+    remove_temporaries(out / "shards")
+    remove_temporaries(out / "manifests")
+    if not keep_cache:
+        shutil.rmtree(out / CACHE_DIR, ignore_errors=True)
+    return catalog
 
 
 def spec_how_to(config: BuildConfig) -> str:
@@ -296,14 +353,6 @@ def _claim_out(out: Path, build_id: str, overwrite: bool) -> None:
 def _reason_kind(reason: str) -> str:
     """"truncated: 10 of 20 frames decoded" -> "truncated" (for counting rejects by reason)."""
     return re.split(r"[:(]", reason, maxsplit=1)[0].strip() or reason
-
-
-def _human_bytes(n: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} B"
 
 
 def _version() -> str:

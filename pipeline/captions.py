@@ -15,8 +15,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-RELATIONS = ("single", "double", "forward", "reversed", "overlay")
-STAGE_RELATIONS = {"a": ("single", "double"), "b": ("forward", "reversed", "overlay")}
+from teminal.manifests.vocabulary import RELATIONS, label_text
 
 
 @dataclass(frozen=True)
@@ -90,6 +89,9 @@ TEMPLATE_SETS: dict[str, dict[str, tuple[Template, ...]]] = {
     "captioned": _CAPTIONED,
     "captioned-extended": _CAPTIONED_EXTENDED,
 }
+# the sets a build is asked for (--template-set); a captioned dataset uses each one's captioned
+# flavour (CAPTIONED_SETS)
+LABEL_TEMPLATE_SETS = tuple(name for name in TEMPLATE_SETS if not name.startswith("captioned"))
 CAPTIONED_SETS = {"paper": "captioned", "extended": "captioned-extended",
                   "captioned": "captioned", "captioned-extended": "captioned-extended"}
 
@@ -126,11 +128,6 @@ def render_captions(relation: str, a: str, b: str | None = None,
     fill = _fill_captioned if template_set.startswith("captioned") else _fill_labels
     captions = [fill(t.text, a, b) for t in templates]
     return captions[0], captions, [t.id for t in templates]
-
-
-def label_text(label: str) -> str:
-    """A class name as caption text: "chirping_birds" -> "chirping birds"."""
-    return " ".join(label.replace("_", " ").split())
 
 
 def clean_caption(text: str) -> str:

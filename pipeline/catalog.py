@@ -14,12 +14,12 @@ def write_build_catalog(out: str | os.PathLike) -> Path:
     """Merge the build's fragments into the Parquet manifests and catalog.duckdb.
 
     Refuses when a planned shard is missing or belongs to another build."""
-    from teminal.manifests.catalog import write_catalog
+    from teminal.manifests.catalog import manifests_dir, write_catalog
 
     out = Path(out)
     build_file = out / PARTS_DIR / BUILD_FILE
     if not build_file.exists():
-        if (out / "manifests" / MERGE_FILE).exists():
+        if (manifests_dir(out) / MERGE_FILE).exists():
             raise FileNotFoundError(f"{out} holds a merged catalog, not a build: rerun "
                                     f"`pipeline catalog --merge OUT1 OUT2 ... --out {out}`")
         raise FileNotFoundError(f"{build_file} is missing: {out} holds no pipeline build "

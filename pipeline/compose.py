@@ -64,11 +64,11 @@ from typing import Mapping
 
 import numpy as np
 
+from teminal.manifests.vocabulary import CONCATENATIONS, STAGE_RELATIONS, sample_key
+from teminal.pipeline.audio import padding_spans, peak_limit
 from teminal.pipeline.pairing import derive_seed
 from teminal.pipeline.sources.base import SourceClip, sanitize_id
 
-STAGE_RELATIONS = {"a": ("single", "double"), "b": ("forward", "reversed", "overlay")}
-CONCATENATIONS = frozenset({"double", "forward", "reversed"})
 PAD_POLICIES = ("repeat", "zero")
 TARGET_DB = -20.0   # default loudness of every part before mixing (dBFS RMS)
 CEILING = 0.99      # default peak limit of the composite (linear full scale)
@@ -192,12 +192,12 @@ def check_timing(junction, gap, overlay_start, clip_seconds: float) -> dict:
         where = (f"the first event {max(first, 0):g} s (a junction at {j_lo:g} less a gap of "
                  f"{g_hi:g} s)" if first < least - eps else
                  f"the second event {second:g} s (after a junction at {j_hi:g})")
-        raise ValueError(f"--junction {_shown(ranges['junction'])} with --gap "
-                         f"{_shown(ranges['gap'])} leaves {where} of a {clip_seconds:g} s clip; "
+        raise ValueError(f"--junction {timing_text(ranges['junction'])} with --gap "
+                         f"{timing_text(ranges['gap'])} leaves {where} of a {clip_seconds:g} s clip; "
                          f"each event keeps at least {least:g} s: move the junction towards 0.5 "
                          f"or shorten the gap")
     if (1 - s_hi) * clip_seconds < least - eps:
-        raise ValueError(f"--overlay-start {_shown(ranges['overlay_start'])} leaves the late "
+        raise ValueError(f"--overlay-start {timing_text(ranges['overlay_start'])} leaves the late "
                          f"sound {(1 - s_hi) * clip_seconds:g} s of a {clip_seconds:g} s clip; it "
                          f"keeps at least {least:g} s: lower the overlay start")
     return ranges
@@ -208,24 +208,25 @@ def _timing_range(name: str, value) -> tuple[float, float]:
     pair = (value, value) if isinstance(value, (int, float)) else tuple(value)
     if len(pair) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
                                  and math.isfinite(v) for v in pair):
-        raise ValueError(f"{option} {_shown(value)}: give X or LOW,HIGH, finite {accepted}, "
+        raise ValueError(f"{option} {timing_text(value)}: give X or LOW,HIGH, finite {accepted}, "
                          f"for example {example}")
     lo, hi = float(pair[0]), float(pair[1])
     ok = {"junction": lambda v: 0 < v < 1, "gap": lambda v: v >= 0,
           "overlay_start": lambda v: 0 <= v < 1}[name]
     if not (ok(lo) and ok(hi)):
-        raise ValueError(f"{option} {_shown(pair)}: give {accepted}, for example {example}")
+        raise ValueError(f"{option} {timing_text(pair)}: give {accepted}, for example {example}")
     if lo > hi:
-        raise ValueError(f"{option} {_shown(pair)}: the low end is above the high end "
+        raise ValueError(f"{option} {timing_text(pair)}: the low end is above the high end "
                          f"({option} is X or LOW,HIGH)")
     return lo, hi
 
 
-def _shown(value) -> str:
-    """A timing value as the options take it: X, or LOW,HIGH."""
+def timing_text(value) -> str:
+    """A timing value as the options take it: X, or LOW,HIGH (`pipeline build`'s defaults are
+    written this way too)."""
     if isinstance(value, (tuple, list)):
-        if len(value) == 2 and _shown(value[0]) == _shown(value[1]):
-            return _shown(value[0])
+        if len(value) == 2 and timing_text(value[0]) == timing_text(value[1]):
+            return timing_text(value[0])
         return ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value)
     return f"{value:g}" if isinstance(value, float) else repr(value)
 
@@ -377,7 +378,7 @@ def make_group_recipes(stage: str, split: str, index: int, a: SourceClip, b: Sou
         caption, captions, template_ids = render_captions(
             relation, text_a, None if relation == "single" else text_b, template_set)
         recipes.append(SampleRecipe(
-            key=f"{gkey}.{relation}", group_key=gkey, stage=stage, split=split,
+            key=sample_key(gkey, relation), group_key=gkey, stage=stage, split=split,
             relation=relation, source_ids=[p.source_id for p in parts],
             labels=[p.label for p in parts], caption=caption, captions=list(captions),
             template_ids=list(template_ids), offsets=offsets,
@@ -533,48 +534,20 @@ def render_detailed(recipe: SampleRecipe, waves: Mapping[str, np.ndarray],
         gains.append(float(gain))
     if concat:
         out[covered:] = 0
-    out, limit_db = _peak_limit(out, recipe.ceiling, (hi, lo) if known else None)
+    out, limit_db = peak_limit(out, recipe.ceiling, (hi, lo) if known else None, in_place=True)
     gains = [round(g + float(limit_db), 6) for g in gains]
     return Rendering(np.ascontiguousarray(out, dtype=np.float32), gains)
 
 
 def _add_padded(out: np.ndarray, start: int, length: int, x: np.ndarray, policy: str) -> None:
-    """out[start:start+length] += x padded to `length` by `policy` ("repeat": x tiled, as
-    audio.fit_to_length does; "zero": x then silence), without building the padded copy."""
+    """out[start:start+length] += x padded to `length` by `policy` (audio.padding_spans: "repeat"
+    tiles x, "zero" places it once), without building the padded copy."""
     if policy not in PAD_POLICIES:
         raise ValueError(f"pad policy {policy!r} is not one of {PAD_POLICIES}")
-    m = len(x)
-    if m == 0:
+    if len(x) == 0:
         return
-    pos = 0
-    while pos < length:
-        k = min(m, length - pos)
+    for pos, k in padding_spans(len(x), length, policy):
         out[start + pos:start + pos + k] += x[:k]
-        pos += k
-        if policy == "zero":
-            break
-
-
-def _peak_limit(x: np.ndarray, ceiling: float,
-                extremes: tuple[np.float32, np.float32] | None = None) -> tuple[np.ndarray, float]:
-    """audio.peak_limit (scale down so max |y| <= ceiling; same gain, same bits) with fewer passes
-    over the buffer, which it scales in place: this runs once per rendered member.
-
-    `extremes` (max, min) of `x` when the caller knows them. The limiter's check needs no pass
-    over the scaled buffer: float32 rounding is monotonic, so max(x * g) == float32(max(x) * g)
-    (and likewise for the min) for a gain g > 0."""
-    if not x.size:
-        return x, 0.0
-    hi, lo = extremes if extremes is not None else (x.max(), x.min())
-    hi, lo = np.float32(hi), np.float32(lo)
-    peak = max(float(hi), -float(lo))
-    if peak <= ceiling:
-        return x, 0.0
-    gain = np.float32(ceiling / peak)
-    while max(float(hi * gain), -float(lo * gain)) > ceiling:  # float32 rounding: one ulp over
-        gain = np.nextafter(gain, np.float32(0))
-    np.multiply(x, gain, out=x)
-    return x, float(20.0 * np.log10(float(gain)))
 
 
 def _prepared_part(wave: np.ndarray, sid: str, cut: int, length: int, sr: int, target_db: float,

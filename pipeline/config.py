@@ -8,14 +8,14 @@ import math
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
-from teminal.pipeline.compose import STAGE_RELATIONS, ComposeConfig
+from teminal.manifests.shard_codec import CODECS
+from teminal.manifests.vocabulary import STAGE_RELATIONS
+from teminal.pipeline.compose import ComposeConfig
 from teminal.pipeline.augment import check_chain
 from teminal.pipeline.executors import EXECUTORS, check_workers
 from teminal.pipeline.paths import safe_name
 from teminal.pipeline.sources import DATASETS
 from teminal.pipeline.sources.base import SourceClip
-
-CODECS = ("flac", "pcm")
 
 
 @dataclass(frozen=True)

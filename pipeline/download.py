@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import Callable, Mapping
 
 import click
+from teminal.manifests.digests import hash_file
 from teminal.pipeline.progress import progress_bar
 
 from teminal.pipeline.sources import DATASETS
@@ -313,13 +314,9 @@ def _range_total(content_range: str | None) -> int | None:
 def file_digests(path: Path, progress: bool = False) -> dict:
     md5, sha = hashlib.md5(), hashlib.sha256()
     size = path.stat().st_size
-    with open(path, "rb") as f, progress_bar(
-            size, f"hash {path.name}", "B", enabled=progress and size >= (256 << 20),
-            unit_scale=True, leave=False) as bar:
-        while chunk := f.read(CHUNK):
-            md5.update(chunk)
-            sha.update(chunk)
-            bar.update(len(chunk))
+    with progress_bar(size, f"hash {path.name}", "B", enabled=progress and size >= (256 << 20),
+                      unit_scale=True, leave=False) as bar:
+        hash_file(path, md5, sha, on_chunk=bar.update, chunk=CHUNK)
     return {"bytes": size, "md5": md5.hexdigest(), "sha256": sha.hexdigest()}
 
 

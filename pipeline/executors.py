@@ -20,18 +20,12 @@ import time
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
+from teminal.pipeline.machine import usable_cpus
+
 EXECUTORS = ("local", "ray")
 # --workers beyond this many processes per CPU only adds memory (each holds its own imports and
 # buffers): a pool of 819 spawned processes took 17 GB in 82 s (issue 23.9).
 WORKERS_PER_CPU = 4
-
-
-def usable_cpus() -> int:
-    """CPUs this process may run on (its affinity mask where the OS has one)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def max_workers() -> int:

@@ -1,9 +1,9 @@
-"""Where a build keeps its files in OUT, and how they are written (atomically).
+"""Where a build keeps its working files in OUT, and how they are written (atomically).
 
-    OUT/shards/<stage>/<split>-NNNNNN.tar         the WebDataset shards (teminal.pipeline.shards)
+    OUT/shards/<stage>/<split>-NNNNNN.tar         the WebDataset shards  } what readers see:
+    OUT/manifests/{sources,...}.parquet, catalog.duckdb   the catalog  } teminal.manifests.vocabulary
     OUT/manifests/parts/build.json                the build's plan: id, config, sources, shards
     OUT/manifests/parts/<stage>/<split>-NNNNNN.json  one fragment per finished shard
-    OUT/manifests/{sources,...}.parquet, catalog.duckdb   the catalog (teminal.manifests.catalog)
     OUT/manifests/merge.json                      instead of build.json: a merged catalog
     OUT/.cache/pool-<key>.{f32,json}              the decoded source pool (teminal.pipeline.pool)
 """
@@ -13,7 +13,9 @@ import json
 import os
 from pathlib import Path
 
-PARTS_DIR = "manifests/parts"
+from teminal.manifests.vocabulary import MANIFESTS_DIR
+
+PARTS_DIR = f"{MANIFESTS_DIR}/parts"
 BUILD_FILE = "build.json"
 MERGE_FILE = "merge.json"     # marks an OUT that holds a merged catalog (teminal.pipeline.merge)
 CACHE_DIR = ".cache"

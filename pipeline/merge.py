@@ -10,7 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-from teminal.pipeline.compose import STAGE_RELATIONS
+from teminal.manifests.catalog import manifests_dir, read_table, write_catalog
+from teminal.manifests.schema import TABLES
+from teminal.manifests.vocabulary import STAGE_RELATIONS
 from teminal.pipeline.layout import BUILD_FILE, MERGE_FILE, PARTS_DIR, write_json_atomic
 from teminal.pipeline.paths import UnsafePath, inside, no_symlinks_at, relative_parts, safe_name
 from teminal.pipeline.verify import OUTSIDE, manifest_problems, shard_problem
@@ -63,9 +65,29 @@ def merge_catalogs(inputs: Sequence[str | os.PathLike], out: str | os.PathLike,
     and shards that are symlinks leading out of the input are refused, naming the file and the
     value. (So the output of a `--link symlink` merge cannot be merged again: merge the builds
     it came from.)"""
-    from teminal.manifests.catalog import manifests_dir, read_table, write_catalog
-    from teminal.manifests.schema import TABLES
+    out, paths = _checked_locations(inputs, out, link)
+    plan = _MergePlan(out)
+    for src in paths:
+        plan.add(src)
+    plan.check()
+    shutil.rmtree(out / "shards", ignore_errors=True)   # an earlier merge's links
+    counts: Counter = Counter()
+    for tar, rel in plan.links:
+        counts[_place_shard(tar, out / rel, link)] += 1
+    if counts.get("symlink") and link == "hard":
+        log(f"NOTE: {counts['symlink']} shard(s) are on another file system than {out}: "
+            "linked by relative symlink instead of a hard link")
+    catalog = write_catalog(out, plan.tables)
+    write_json_atomic(manifests_dir(out) / MERGE_FILE,
+                       {"inputs": [str(p) for p in paths], "link": link})
+    return MergeSummary(str(out), [str(p) for p in paths], list(plan.datasets),
+                        len(plan.tables["builds"]), len(plan.tables["shards"]),
+                        len(plan.tables["samples"]), dict(counts), str(catalog))
 
+
+def _checked_locations(inputs, out, link: str) -> tuple[Path, list[Path]]:
+    """(OUT, the input folders), absolute, once the link mode is known, every input is given
+    once, OUT is none of them and holds no build, and OUT/shards, OUT/manifests are no links."""
     if link not in LINK_MODES:
         raise ValueError(f"link mode {link!r}: choose one of {', '.join(LINK_MODES)}")
     out = Path(out).absolute()
@@ -80,77 +102,93 @@ def merge_catalogs(inputs: Sequence[str | os.PathLike], out: str | os.PathLike,
         raise FileExistsError(f"{out} holds a pipeline build; merge into a new or empty folder "
                               "(or a folder an earlier merge wrote)")
     no_symlinks_at(out, ("shards", "manifests"), "merge --out")
+    return out, paths
 
-    tables: dict[str, list[dict]] = {t: [] for t in TABLES}
-    links: list[tuple[Path, str]] = []          # (input tar, merged relpath)
-    owner: dict[str, Path] = {}                 # sample key -> input folder
-    rendered: dict[tuple, list[str]] = {}       # (sample_rate, num_samples) -> inputs
-    datasets: dict[str, None] = {}
-    for src in paths:
+
+class _MergePlan:
+    """The merged tables and the shard links, input by input, each input checked before any
+    of its rows is taken (see merge_catalogs)."""
+
+    def __init__(self, out: Path):
+        self.out = out
+        self.tables: dict[str, list[dict]] = {t: [] for t in TABLES}
+        self.links: list[tuple[Path, str]] = []          # (input tar, merged relpath)
+        self.owner: dict[str, Path] = {}                 # sample key -> input folder
+        self.rendered: dict[tuple, list[str]] = {}       # (sample_rate, num_samples) -> inputs
+        self.datasets: dict[str, None] = {}
+
+    def add(self, src: Path) -> None:
+        rows = _verified_tables(src)
+        moved = self._add_shards(src, rows)
+        self._add_samples(src, rows["samples"], moved)
+        for table in ("sources", "rejects", "builds"):
+            self.tables[table].extend(rows[table])
+
+    def _add_shards(self, src: Path, rows: dict) -> dict[str, str]:
+        """Plan a link per input shard, tagged with its dataset; returns input -> merged path."""
         mdir = manifests_dir(src)
-        missing = [t for t in TABLES if not (mdir / f"{t}.parquet").is_file()]
-        if missing:
-            raise FileNotFoundError(
-                f"{src} has no finished catalog (no {mdir / (missing[0] + '.parquet')}); finish "
-                f"its build (`pipeline build` / `pipeline catalog {src}`) before merging")
-        _refuse_unverified(src, manifest_problems(src))
-        rows = {t: read_table(mdir / f"{t}.parquet") for t in TABLES}
         build_dataset = {b["build_id"]: _config_dataset(b, mdir) for b in rows["builds"]}
-        shard_dataset = {r["shard"]: build_dataset.get(r["build_id"], r["dataset"]) for r in rows["samples"]}
+        shard_dataset = {r["shard"]: build_dataset.get(r["build_id"], r["dataset"])
+                         for r in rows["samples"]}
         moved = {}
         for shard in rows["shards"]:
             dataset = sanitize_shard_tag(shard_dataset.get(shard["path"], "") or src.name)
-            datasets[dataset] = None
+            self.datasets[dataset] = None
             tar = _input_shard(src, shard, mdir / "shards.parquet")
             moved[shard["path"]] = merged_shard_path(shard["path"], shard["split"], dataset)
-            inside(out, moved[shard["path"]], f"{mdir / 'shards.parquet'}", write=True,
+            inside(self.out, moved[shard["path"]], f"{mdir / 'shards.parquet'}", write=True,
                    what="merged shard path")
-            links.append((tar, moved[shard["path"]]))
-            tables["shards"].append(shard | {"path": moved[shard["path"]]})
-        for sample in rows["samples"]:
+            self.links.append((tar, moved[shard["path"]]))
+            self.tables["shards"].append(shard | {"path": moved[shard["path"]]})
+        return moved
+
+    def _add_samples(self, src: Path, samples: list[dict], moved: dict[str, str]) -> None:
+        mdir = manifests_dir(src)
+        for sample in samples:
             if sample["shard"] not in moved:
                 raise UnsafePath(f"{mdir / 'samples.parquet'}: sample {sample['key']!r} names "
                                  f"shard {sample['shard']!r}, which its shards table does not "
                                  f"list; refusing to merge {src}")
-            if sample["key"] in owner:
+            if sample["key"] in self.owner:
                 raise ValueError(
-                    f"merge: sample {sample['key']} is in both {owner[sample['key']]} and {src}; "
-                    "sample keys name their dataset (<dataset>-<stage>-<split>-NNNNNN), so two "
-                    "builds of one dataset cannot share a catalog: merge builds of different "
-                    "datasets")
-            owner[sample["key"]] = src
-            rendered.setdefault((sample["sample_rate"], sample["num_samples"]), [])
-            if str(src) not in rendered[(sample["sample_rate"], sample["num_samples"])]:
-                rendered[(sample["sample_rate"], sample["num_samples"])].append(str(src))
-            tables["samples"].append(sample | {"shard": moved[sample["shard"]]})
-        tables["sources"].extend(rows["sources"])
-        tables["rejects"].extend(rows["rejects"])
-        tables["builds"].extend(rows["builds"])
-    if len(rendered) > 1:
-        shown = "; ".join(f"{sr} Hz x {n / sr:g} s in {', '.join(ins)}"
-                          for (sr, n), ins in sorted(rendered.items()))
-        raise ValueError(f"merge: the builds were rendered differently ({shown}); a trainer reads "
-                         "one rate and length: rebuild with equal --sample-rate and --clip-seconds")
-    targets = [rel for _, rel in links]
-    if len(set(targets)) != len(targets):
-        raise ValueError("merge: two inputs hold shards of the same dataset and split; merge "
-                         "builds of different datasets")
-    tables["sources"] = list({r["source_id"]: r for r in reversed(tables["sources"])}.values())
-    tables["builds"] = list({r["build_id"]: r for r in tables["builds"]}.values())
+                    f"merge: sample {sample['key']} is in both {self.owner[sample['key']]} and "
+                    f"{src}; sample keys name their dataset (<dataset>-<stage>-<split>-NNNNNN), "
+                    "so two builds of one dataset cannot share a catalog: merge builds of "
+                    "different datasets")
+            self.owner[sample["key"]] = src
+            inputs = self.rendered.setdefault((sample["sample_rate"], sample["num_samples"]), [])
+            if str(src) not in inputs:
+                inputs.append(str(src))
+            self.tables["samples"].append(sample | {"shard": moved[sample["shard"]]})
 
-    shutil.rmtree(out / "shards", ignore_errors=True)   # an earlier merge's links
-    counts: Counter = Counter()
-    for tar, rel in links:
-        counts[_place_shard(tar, out / rel, link)] += 1
-    if counts.get("symlink") and link == "hard":
-        log(f"NOTE: {counts['symlink']} shard(s) are on another file system than {out}: "
-            "linked by relative symlink instead of a hard link")
-    catalog = write_catalog(out, tables)
-    write_json_atomic(manifests_dir(out) / MERGE_FILE,
-                       {"inputs": [str(p) for p in paths], "link": link})
-    return MergeSummary(str(out), [str(p) for p in paths], list(datasets),
-                        len(tables["builds"]), len(tables["shards"]), len(tables["samples"]),
-                        dict(counts), str(catalog))
+    def check(self) -> None:
+        """One rendering (rate and length) and one merged path per shard; then the sources and
+        builds that several inputs share are kept once."""
+        if len(self.rendered) > 1:
+            shown = "; ".join(f"{sr} Hz x {n / sr:g} s in {', '.join(ins)}"
+                              for (sr, n), ins in sorted(self.rendered.items()))
+            raise ValueError(f"merge: the builds were rendered differently ({shown}); a trainer "
+                             "reads one rate and length: rebuild with equal --sample-rate and "
+                             "--clip-seconds")
+        targets = [rel for _, rel in self.links]
+        if len(set(targets)) != len(targets):
+            raise ValueError("merge: two inputs hold shards of the same dataset and split; merge "
+                             "builds of different datasets")
+        self.tables["sources"] = list({r["source_id"]: r
+                                       for r in reversed(self.tables["sources"])}.values())
+        self.tables["builds"] = list({r["build_id"]: r for r in self.tables["builds"]}.values())
+
+
+def _verified_tables(src: Path) -> dict[str, list[dict]]:
+    """The rows of an input's Parquet manifests, once its catalog is finished and verifies."""
+    mdir = manifests_dir(src)
+    missing = [t for t in TABLES if not (mdir / f"{t}.parquet").is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"{src} has no finished catalog (no {mdir / (missing[0] + '.parquet')}); finish "
+            f"its build (`pipeline build` / `pipeline catalog {src}`) before merging")
+    _refuse_unverified(src, manifest_problems(src))
+    return {t: read_table(mdir / f"{t}.parquet") for t in TABLES}
 
 
 def _refuse_unverified(src: Path, problems: list[str]) -> None:

@@ -14,7 +14,7 @@ from typing import Callable, Sequence
 from teminal.pipeline.config import BuildConfig, resolve_group_counts
 from teminal.pipeline.layout import fragment_relpath
 from teminal.pipeline.pairing import draw_pairs
-from teminal.pipeline.shards import shard_relpath
+from teminal.manifests.vocabulary import shard_relpath
 from teminal.pipeline.sources import dataset_spec
 from teminal.pipeline.sources.base import Reject, SourceClip, SourceScan
 

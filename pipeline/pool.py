@@ -15,6 +15,7 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
+from teminal.manifests.digests import file_sha256
 from teminal.pipeline.audio import AudioError, load_source
 from teminal.pipeline.layout import CACHE_DIR, write_json_atomic
 from teminal.pipeline.progress import progress_bar
@@ -112,9 +113,5 @@ def _stat(path: str) -> tuple[int, int]:
 
 
 def _file_digest(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:16]
+    return file_sha256(path)[:16]
 

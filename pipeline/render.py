@@ -6,7 +6,6 @@ finished shard of a build, so that a killed build resumes where it stopped.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -15,14 +14,17 @@ from typing import Mapping
 
 import numpy as np
 
-from teminal.pipeline.audio import AudioError, encode_member, load_source
+from teminal.manifests.digests import file_sha256, sha256_hex
+from teminal.manifests.shard_codec import encode_member
+from teminal.manifests.vocabulary import member_name
+from teminal.pipeline.audio import AudioError, load_source
 from teminal.pipeline.compose import (ComposeConfig, SampleRecipe, make_group_recipes,
                                       render_detailed)
 from teminal.pipeline.layout import write_json_atomic
 from teminal.pipeline.paths import inside, relative_parts
 from teminal.pipeline.plan import ShardTask
 from teminal.pipeline.pool import pool_waves
-from teminal.pipeline.shards import file_sha256, write_shard
+from teminal.pipeline.shards import ShardWriter
 from teminal.pipeline.sources.base import SourceClip
 
 
@@ -45,29 +47,30 @@ def build_shard(task: ShardTask, ctx: ShardContext, pool_index: Mapping[str, tup
     the `shards` row."""
     compose = ComposeConfig.from_dict(ctx.compose)
     out = Path(ctx.out)
-    groups, rows = [], []
+    rows = []
     parts: dict = {}   # prepared parts, shared by the shard's groups (render_detailed's cache)
-    for i, (a, b) in enumerate(task.pairs):
-        a, b = SourceClip.from_dict(a), SourceClip.from_dict(b)
-        waves = pool_waves(ctx.pool_path, {s: pool_index[s] for s in (a.source_id, b.source_id)})
-        recipes = make_group_recipes(task.stage, task.split, task.first_group + i, a, b,
-                                     compose, ctx.seed, waves)
-        members = []
-        if len(parts) > PART_CACHE_MAX:
-            parts.clear()     # bounded memory whatever the shard size; output is the same
-        for recipe in recipes:
-            rendering = render_detailed(recipe, waves, parts)
-            recipe.gains_db = rendering.gains_db      # measured, for analysis; never read back
-            data, ext = encode_member(rendering.audio, recipe.sample_rate, ctx.codec)
-            recipe.shard, recipe.build_id = task.relpath, ctx.build_id
-            recipe.sha256 = hashlib.sha256(data).hexdigest()
-            members.append((f"{recipe.key}.{ext}", data))
-        group_rows = [r.to_dict() for r in recipes]
-        meta = {"group_key": recipes[0].group_key, "stage": task.stage, "split": task.split,
-                "dataset": recipes[0].dataset, "build_id": ctx.build_id, "samples": group_rows}
-        groups.append((recipes[0].group_key, meta, members))
-        rows.extend(group_rows)
-    written = write_shard(out / task.relpath, groups)
+    # the writer hashes each member into its row (and the shard) while the next group renders
+    with ShardWriter(out / task.relpath) as writer:
+        for i, (a, b) in enumerate(task.pairs):
+            a, b = SourceClip.from_dict(a), SourceClip.from_dict(b)
+            waves = pool_waves(ctx.pool_path, {s: pool_index[s] for s in (a.source_id, b.source_id)})
+            recipes = make_group_recipes(task.stage, task.split, task.first_group + i, a, b,
+                                         compose, ctx.seed, waves)
+            members = []
+            if len(parts) > PART_CACHE_MAX:
+                parts.clear()     # bounded memory whatever the shard size; output is the same
+            for recipe in recipes:
+                rendering = render_detailed(recipe, waves, parts)
+                recipe.gains_db = rendering.gains_db      # measured, for analysis; never read back
+                data, ext = encode_member(rendering.audio, recipe.sample_rate, ctx.codec)
+                recipe.shard, recipe.build_id = task.relpath, ctx.build_id
+                members.append((member_name(recipe.group_key, recipe.relation, ext), data))
+            group_rows = [r.to_dict() for r in recipes]   # sha256 filled in by the writer
+            meta = {"group_key": recipes[0].group_key, "stage": task.stage, "split": task.split,
+                    "dataset": recipes[0].dataset, "build_id": ctx.build_id, "samples": group_rows}
+            writer.add(recipes[0].group_key, meta, members)
+            rows.extend(group_rows)
+    written = writer.written
     shard_row = {"path": task.relpath, "stage": task.stage, "split": task.split,
                  "num_groups": written.num_groups, "num_samples": written.num_members,
                  "bytes": written.bytes, "sha256": written.sha256}
@@ -124,26 +127,18 @@ def rerender(out: str | os.PathLike, key: str, root: str | os.PathLike | None = 
     mapped from the build's root to it)."""
     import tarfile
 
-    from teminal.manifests.catalog import reading
+    from teminal.manifests.catalog import Catalog
 
     out = Path(out)
-    with reading(out) as con:
-        cur = con.execute("SELECT * FROM samples WHERE key = ?", [key])
-        names = [d[0] for d in cur.description]
-        found = cur.fetchone()
-        if found is None:
-            near = [r[0] for r in con.execute(
-                "SELECT key FROM samples WHERE group_key = ? OR key LIKE ? ORDER BY key LIMIT 5",
-                [key, key + "%"]).fetchall()]
+    with Catalog.open(out) as catalog:
+        row = catalog.sample(key)
+        if row is None:
+            near = catalog.keys_like(key)
             hint = f"; did you mean {', '.join(near)}?" if near else " (keys look like esc50-b-test-000000.forward)"
             raise KeyError(f"no sample {key!r} in {out}{hint}")
-        row = dict(zip(names, found))
         recipe = SampleRecipe.from_dict(row)
-        paths = dict(con.execute(
-            "SELECT source_id, path FROM sources WHERE list_contains(?, source_id)",
-            [recipe.source_ids]).fetchall())
-        config = json.loads(con.execute("SELECT config FROM builds WHERE build_id = ?",
-                                        [recipe.build_id]).fetchone()[0])
+        paths = catalog.source_paths(recipe.source_ids)
+        config = next((b.config for b in catalog.builds() if b.build_id == recipe.build_id), {})
     shard = inside(out, recipe.shard, f"{out} catalog row {key}", what="shard path")
     waves = {}
     for sid in recipe.source_ids:
@@ -170,11 +165,11 @@ def rerender(out: str | os.PathLike, key: str, root: str | os.PathLike | None = 
                              f"the build") from None
     audio = render_detailed(recipe, waves).audio
     data, ext = encode_member(audio, recipe.sample_rate, config.get("codec", "flac"))
-    member = f"{recipe.key}.{ext}"
+    member = member_name(recipe.group_key, recipe.relation, ext)
     with tarfile.open(shard, "r:") as tar:
         try:
-            stored = hashlib.sha256(tar.extractfile(member).read()).hexdigest()
+            stored = sha256_hex(tar.extractfile(member).read())
         except KeyError:
             raise KeyError(f"shard {recipe.shard} has no member {member}") from None
     return Rerendered(recipe.key, audio, recipe.sample_rate, recipe.caption, recipe.source_ids,
-                      recipe.sha256, stored, hashlib.sha256(data).hexdigest())
+                      recipe.sha256, stored, sha256_hex(data))

@@ -11,12 +11,16 @@ the manifest and shard checks (not the member ones) on every input before mergin
 """
 from __future__ import annotations
 
-import hashlib
-import os
 import random
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from teminal.manifests.catalog import Catalog, manifests_dir, parquet_digest
+from teminal.manifests.digests import file_sha256
+from teminal.manifests.shard_codec import CorruptShard, check_member
+from teminal.manifests.schema import TABLES
+from teminal.manifests.vocabulary import parse_member_name
 
 
 @dataclass
@@ -44,13 +48,10 @@ class VerifyReport:
 
 
 def verify_build(out, rerender: int = 0, root=None, seed: int = 0) -> VerifyReport:
-    from teminal.manifests.catalog import reading
-
     out = Path(out)
-    with reading(out) as con:
-        shards = con.execute("SELECT path, bytes, sha256 FROM shards ORDER BY path").fetchall()
-        rows = {k: (shard, sha) for k, shard, sha in con.execute(
-            "SELECT key, shard, sha256 FROM samples").fetchall()}
+    with Catalog.open(out) as catalog:
+        shards = [(r.path, r.bytes, r.sha256) for r in catalog.shards()]
+        rows = catalog.member_digests()
     report = VerifyReport(str(out), shards=len(shards))
     report.problems += manifest_problems(out)
     seen: set[str] = set()
@@ -106,46 +107,28 @@ def manifest_problems(out) -> list[str]:
     rows, so the check reads every row once and holds none in Python."""
     import duckdb
 
-    from teminal.manifests.catalog import manifests_dir, reading
-    from teminal.manifests.schema import TABLES
-
     mdir = manifests_dir(out)
-    with reading(out) as con:
-        expected = {t: con.execute(_digest_sql(t, t)).fetchone() for t in TABLES}
+    with Catalog.open(out) as catalog:
+        expected = {t: catalog.table_digest(t) for t in TABLES}
     problems = []
-    files = duckdb.connect()   # the Parquet files: a private connection, only our own SQL
-    try:
-        for table in TABLES:
-            path = mdir / f"{table}.parquet"
-            if not path.is_file() or path.is_symlink():
-                problems.append(f"{path}: missing (or a link); rewrite the manifests with "
-                                f"`pipeline catalog {out}`")
-                continue
-            sql_path = str(path).replace("'", "''")
-            try:
-                found = files.execute(_digest_sql(table, f"read_parquet('{sql_path}')")).fetchone()
-            except duckdb.Error as e:
-                problems.append(f"{path}: unreadable as the {table} table "
-                                f"({' '.join(str(e).split())[:200]})")
-                continue
-            if found != expected[table]:
-                problems.append(
-                    f"{path}: its rows differ from the catalog's {table} table ({found[0]} rows "
-                    f"vs {expected[table][0]}; edited after the build?); rebuild the manifests "
-                    f"with `pipeline catalog {out}`, or rebuild")
-    finally:
-        files.close()
+    for table in TABLES:
+        path = mdir / f"{table}.parquet"
+        if not path.is_file() or path.is_symlink():
+            problems.append(f"{path}: missing (or a link); rewrite the manifests with "
+                            f"`pipeline catalog {out}`")
+            continue
+        try:
+            found = parquet_digest(path, table)
+        except duckdb.Error as e:
+            problems.append(f"{path}: unreadable as the {table} table "
+                            f"({' '.join(str(e).split())[:200]})")
+            continue
+        if found != expected[table]:
+            problems.append(
+                f"{path}: its rows differ from the catalog's {table} table ({found[0]} rows "
+                f"vs {expected[table][0]}; edited after the build?); rebuild the manifests "
+                f"with `pipeline catalog {out}`, or rebuild")
     return problems
-
-
-def _digest_sql(table: str, source: str) -> str:
-    """(rows, sha256 over the sorted sha256 of each row's JSON) of `source` as `table`: equal
-    for equal multisets of rows, whatever their order (ties in a sort key included)."""
-    from teminal.manifests.schema import columns
-
-    row = "{" + ", ".join(f"'{c}': \"{c}\"" for c in columns(table)) + "}"
-    return (f"SELECT count(*), sha256(coalesce(string_agg(h, '' ORDER BY h), '')) FROM "
-            f"(SELECT sha256(to_json({row})) AS h FROM {source})")
 
 
 def _check_shard(path: Path, size, sha) -> str | None:
@@ -156,36 +139,37 @@ def _check_shard(path: Path, size, sha) -> str | None:
     actual = path.stat().st_size
     if actual != size:
         return f"{actual} bytes, the catalog says {size}"
-    from teminal.pipeline.shards import file_sha256
-
     if file_sha256(path) != sha:
         return "sha256 differs from the catalog (same size: bytes changed)"
     return None
 
 
 def _check_members(path: Path, rel: str, rows: dict, seen: set, problems: list) -> int:
+    """Every member of the shard against its catalog row (sample key -> (shard, sha256)), with
+    the shard codec's check that the training stream and the evaluator use too."""
     n = 0
     with tarfile.open(path, mode="r:") as tar:
         for info in tar:
             if not info.isfile():
                 continue
-            name = os.path.basename(info.name)
-            group, _, suffix = name.partition(".")
-            if suffix == "json":
+            name = parse_member_name(info.name)
+            if name.is_meta:
                 continue
-            relation = suffix.rsplit(".", 1)[0]
-            key = f"{group}.{relation}"
+            member = f"{name.group_key}.{name.suffix}"
             data = tar.extractfile(info).read()
             n += 1
-            if key not in rows:
-                problems.append(f"{rel}: member {name} has no catalog row")
+            if name.sample_key not in rows:
+                problems.append(f"{rel}: member {member} has no catalog row")
                 continue
-            seen.add(key)
-            shard, sha = rows[key]
+            seen.add(name.sample_key)
+            shard, sha = rows[name.sample_key]
             if shard != rel:
-                problems.append(f"{rel}: member {name} belongs to {shard} in the catalog")
-            elif sha and hashlib.sha256(data).hexdigest() != sha:
-                problems.append(f"{rel}: member {name} sha256 differs from its catalog row")
+                problems.append(f"{rel}: member {member} belongs to {shard} in the catalog")
+                continue
+            try:
+                check_member(data, sha, member, rel)
+            except CorruptShard:
+                problems.append(f"{rel}: member {member} sha256 differs from its catalog row")
     return n
 
 

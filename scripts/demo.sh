@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# The whole method end to end on the synthetic embedded default, with the commands a user types.
-# Usage: scripts/demo.sh [RUN_DIR]   (make demo runs it inside the project's .venv)
+# The whole method end to end on the synthetic embedded default, with the commands a user types:
+# one named recipe (train/configs/recipes/RECIPE.yaml) through every stage.
+# Usage: scripts/demo.sh RUN_DIR RECIPE   (make demo runs it inside the project's .venv with the
+# Makefile's DEMO and DEMO_RECIPE)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 RUN=${1:-runs/demo}
+RECIPE=${2:?usage: scripts/demo.sh RUN_DIR RECIPE (make demo passes the Makefile's DEMO_RECIPE)}
 SRC=$RUN/synthetic-esc50      # generated sources (SYNTHETIC, ESC-50 layout)
 DATA=$RUN/data                # shards + manifests + catalog
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
@@ -17,17 +20,25 @@ step() { printf '\n=== [%4ss] %s\n' "$(( $(date +%s) - T0 ))" "$*"; }
 # than memorised pairs.
 HOLDOUT=$(python -m teminal.evaluate.holdout)
 
+# The recipe as resolved for the small model (it fails here, before any work, if the recipe
+# does not exist or does not run on the small family), and its data's `pipeline build` settings.
+mkdir -p "$RUN"
+python -m teminal.train.recipes show "$RECIPE" --family small > "$RUN/recipe.yaml"
+RECIPE_BUILD_FLAGS=$(python -m teminal.train.recipes build-flags "$RECIPE")
+RECIPE_BUILD=()
+[[ -z $RECIPE_BUILD_FLAGS ]] || mapfile -t RECIPE_BUILD <<< "$RECIPE_BUILD_FLAGS"
+
 step "1/7 synthetic sources (not ESC-50: procedurally generated, ESC-50 layout)"
 pipeline synth esc50 "$SRC" --seed 0 --clips-per-class-per-fold 8
 
-step "2/7 build stage-A and stage-B shards at 16 kHz"
+step "2/7 build stage-A and stage-B shards at 16 kHz (+ the recipe's build settings: ${RECIPE_BUILD[*]:-none})"
 pipeline build --dataset esc50 --root "$SRC" --out "$DATA" --stages a,b --sample-rate 16000 \
-    --groups train=1152,val=96,test=576 --codec pcm --workers 2 --seed 0 --no-progress
+    --groups train=1152,val=96,test=576 --codec pcm --workers 2 --seed 0 --no-progress \
+    "${RECIPE_BUILD[@]}"
 pipeline info "$DATA"
 
-step "3/7 pretrain the small CLAP (random init) on single clips"
-$LAUNCH train/pretrain.py --config train/configs/small_pretrain.yaml --model small \
-    --data "$DATA" --out "$RUN/base"
+step "3/7 pretrain the small CLAP (random init) on single clips (recipe $RECIPE)"
+$LAUNCH train/pretrain.py --recipe "$RECIPE" --model small --data "$DATA" --out "$RUN/base"
 
 # The base is scored in the background, on one thread, while stage A trains: it needs only the
 # base, and it fills the moments where training leaves a core idle (start-up, saving, data).
@@ -35,29 +46,18 @@ OMP_NUM_THREADS=1 evaluate zste --model "$RUN/base/final" --data "$DATA" --label
     --out "$RUN/zste_base.json" --plots "$RUN/plots" > "$RUN/zste_base.log" 2>&1 &
 BASE_ZSTE=$!
 
-# The best recipe of the ablation (BENCHMARKS.md, "Weight averaging"): an order-aware audio head
-# added in stage A (additive over time positions, so what it learns about "first" and "second"
-# is the same term for every class pair, plus a contrast term, how much the two halves differ,
-# which gives "while" a direction of its own); in stage B the audio branch frozen (only the
-# head, the audio projection and the text side train, so order has to go through the head
-# rather than pair-specific conv features), both text blocks trained at 0.3 x the lr (they
-# learn less per class pair), single clips replayed at weight 2 to keep the single-sound skill,
-# the same pair overlaid weighing twice as a negative, and the exported weights the mean of
-# those at steps 300, 350, .., 500 (one run's held-out order moves by 0.05-0.10 between
-# checkpoints 50 steps apart). (The ablation's contrast_frozen_text_lr03_avg row; FROZEN_AUDIO is
-# the same list as benchmarks/ablate_order.py's.)
-FROZEN_AUDIO=("audio_head.*" "audio_projection.*" "text_branch.resblocks.1.*" "ln_final.*"
-              "text_projection.*" "logit_scale_a")
+# Stages A and B take every method setting from the recipe (`python -m teminal.train.recipes
+# show RECIPE`); the demo's own, contrast_frozen_text_lr03_avg, is the ablation's best row
+# (BENCHMARKS.md, "Weight averaging"): an order-aware audio head added in stage A, and in stage
+# B the audio branch frozen, the text at 0.3 x the lr, single clips replayed, the weights
+# averaged over the last 200 steps.
+step "4/7 TeminAL stage A (InfoNCE over singles and doubles), recipe $RECIPE"
+$LAUNCH train/stage_a.py --recipe "$RECIPE" --model "$RUN/base/final" --data "$DATA" \
+    --out "$RUN/stage_a" --where "$HOLDOUT"
 
-step "4/7 TeminAL stage A (InfoNCE over singles and doubles) with an order-aware audio head"
-$LAUNCH train/stage_a.py --config train/configs/small_stage_a.yaml --model "$RUN/base/final" \
-    --data "$DATA" --out "$RUN/stage_a" --where "$HOLDOUT" --audio-head additive_contrast
-
-step "5/7 TeminAL stage B (TNCE over forward, reversed, overlay; single clips replayed)"
-$LAUNCH train/stage_b.py --config train/configs/small_stage_b.yaml --model "$RUN/stage_a/final" \
-    --data "$DATA" --out "$RUN/stage_b" --where "$HOLDOUT" --retain-singles 2 \
-    --alpha-same-overlap 2 --trainable "${FROZEN_AUDIO[@]}" 'text_branch.resblocks.0.*' \
-    --lr-mult 'text_branch.*=0.3' --average-from 300 --average-every 50
+step "5/7 TeminAL stage B (TNCE over forward, reversed, overlay), recipe $RECIPE"
+$LAUNCH train/stage_b.py --recipe "$RECIPE" --model "$RUN/stage_a/final" --data "$DATA" \
+    --out "$RUN/stage_b" --where "$HOLDOUT"
 
 step "6/7 ZSTE on held-out test clips: base (scored during stages A and B) and stage A+B"
 wait "$BASE_ZSTE" || { cat "$RUN/zste_base.log"; exit 1; }
@@ -72,5 +72,5 @@ evaluate compare "$RUN/zste_base.json" "$RUN/zste_stage_b.json" \
     --labels base,stage_b --plot "$RUN/plots/zste_compare.png" | tee "$RUN/compare.txt"
 
 step "done in $(( $(date +%s) - T0 )) s"
-echo "Everything is under $RUN/: zste_{base,stage_b}.json, compare.txt, plots/*.png,"
+echo "Everything is under $RUN/: recipe.yaml, zste_{base,stage_b}.json, compare.txt, plots/*.png,"
 echo "the shards and catalog in $DATA/ (try: pipeline query --data $DATA \"SELECT relation, count(*) FROM samples GROUP BY 1\")"

@@ -24,11 +24,12 @@ def write_fake_roberta_tokenizer(folder: Path) -> Path:
     return write_byte_level_tokenizer(folder, merges=("Ġ d", "o g", "Ġd og"))
 
 
-def tiny_hf_clap_config(vocab_size: int):
-    """A transformers ClapConfig of about 0.1 M parameters (non-fusion HTSAT + RoBERTa)."""
+def tiny_hf_clap_config(vocab_size: int, text_layers: int = 2):
+    """A transformers ClapConfig of about 0.1 M parameters (non-fusion HTSAT + RoBERTa);
+    `text_layers` 12 gives the text tower clap-htsat-unfused's depth (its layer names)."""
     from transformers import ClapAudioConfig, ClapConfig, ClapTextConfig
 
-    text = ClapTextConfig(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2,
+    text = ClapTextConfig(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=text_layers,
                           num_attention_heads=2, intermediate_size=64, projection_dim=16,
                           max_position_embeddings=80)
     audio = ClapAudioConfig(depths=[1, 1, 1, 1], num_attention_heads=[1, 1, 1, 1],
@@ -38,7 +39,8 @@ def tiny_hf_clap_config(vocab_size: int):
                       projection_dim=16)
 
 
-def write_tiny_hf_clap(folder: Path, seed: int = 0, max_length_s: int = 10) -> Path:
+def write_tiny_hf_clap(folder: Path, seed: int = 0, max_length_s: int = 10,
+                       text_layers: int = 2) -> Path:
     """A randomly initialised tiny transformers ClapModel + ClapProcessor (fake RoBERTa
     vocabulary, non-fusion feature extractor), written with save_pretrained: what hf:DIR reads."""
     from transformers import ClapFeatureExtractor, ClapModel, ClapProcessor, RobertaTokenizer
@@ -49,7 +51,7 @@ def write_tiny_hf_clap(folder: Path, seed: int = 0, max_length_s: int = 10) -> P
                                  merges_file=str(tok_dir / "merges.txt"))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = ClapModel(tiny_hf_clap_config(len(tokenizer))).eval()
+        model = ClapModel(tiny_hf_clap_config(len(tokenizer), text_layers)).eval()
     model.save_pretrained(str(folder))
     ClapProcessor(feature_extractor=ClapFeatureExtractor(truncation="rand_trunc",
                                                          padding="repeatpad",

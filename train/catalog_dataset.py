@@ -25,8 +25,9 @@ from typing import Iterator
 
 from torch.utils.data import IterableDataset, get_worker_info
 
-from teminal.train.streaming import (STAGE_RELATIONS, CaptionFn, GroupStream, ShardIndex,
-                                     StreamPlan, canonical_caption, select_group_keys)
+from teminal.manifests.vocabulary import STAGE_RELATIONS
+from teminal.train.streaming import (CaptionFn, GroupStream, ShardIndex, StreamPlan,
+                                     canonical_caption, select_group_keys)
 
 
 @dataclass

@@ -27,8 +27,10 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-STAGE_B_BLOCKS = ("forward", "reversed", "overlay")
-FORWARD, REVERSED, OVERLAY = range(3)
+from teminal.manifests.vocabulary import STAGE_RELATIONS
+
+STAGE_B_BLOCKS = STAGE_RELATIONS["b"]     # the block order of a stage-B batch
+FORWARD, REVERSED, OVERLAY = (STAGE_B_BLOCKS.index(r) for r in ("forward", "reversed", "overlay"))
 
 
 def similarity(audio_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale) -> torch.Tensor:

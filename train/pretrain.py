@@ -7,6 +7,10 @@ Loss: symmetric InfoNCE over the batch, with every clip of the same class a posi
 16 clips of 12 classes repeats classes; plain InfoNCE would push those copies apart).
 
     accelerate launch train/pretrain.py --model small --data OUT --out runs/pretrain
+    accelerate launch train/pretrain.py --recipe paper --model small --data OUT --out runs/pretrain
+
+A recipe (--recipe NAME, train/configs/recipes/) runs pretraining only on the small family: the
+pretrained families start from their released weights.
 """
 from __future__ import annotations
 

@@ -1,10 +1,13 @@
-"""A training run's settings: dataclass defaults, then a YAML file, then command-line flags.
+"""A training run's settings: dataclass defaults, then a YAML file, then a named recipe, then
+command-line flags.
 
 Every field is a flag (`lambda_a` is `--lambda-a`); a YAML key that is not a field is an error
 that lists the valid ones. Without `--config` the stage's default file for the model family is
 used: `configs/small_<stage>.yaml` for the small model (and checkpoints made from it),
 `configs/laion_<stage>.yaml` (the paper's settings) for every pretrained family: laion:, hf:,
-msclap: and checkpoints made from them.
+msclap: and checkpoints made from them. `--recipe NAME|PATH` applies a recipe's section for the
+stage and then its section for the model's family over that file (teminal.train.recipes); the
+run records the resolved recipe (`recipe`) and the hash of what it took from it (`recipe_hash`).
 """
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ from pathlib import Path
 import yaml
 
 CONFIG_DIR = Path(__file__).parent / "configs"
+OPTIONAL = "?"  # a --trainable / --lr-mult pattern that applies only where it matches
 
 
 @dataclass
@@ -81,6 +85,10 @@ class TrainConfig:
     find_unused_parameters: bool = True
     tensorboard: bool = True
     progress: bool = True
+    # the recipe (--recipe) as resolved for the model's family, and the hash of what this
+    # stage took from it (teminal.train.recipes); written by `resolve`, not flags themselves
+    recipe: dict | None = None
+    recipe_hash: str | None = None
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -195,6 +203,8 @@ def bounds() -> dict[str, Bound]:
 # new setting is compared unless it is added here.
 RESUME_FREE = frozenset({
     "out", "resume", "resume_changed",
+    "recipe",                         # its record; what it sets is compared setting by setting,
+                                      # and recipe_hash says whether the recipe itself changed
     "max_steps", "epochs",            # extending a run is what --resume is for
     "skip_missing_shards",            # what it leaves out changes the selection digest, checked
     "prefetch", "save_every", "keep_checkpoints", "log_every", "cpu",
@@ -243,17 +253,21 @@ HELP = {
     "logit_scale_lr_mult": "learning rate of the learnable temperature as a multiple of --lr",
     "lr_mult": "learning rate per parameter group as PATTERN=FACTOR multiples of --lr, the "
                "first matching rule wins (patterns as --trainable; the temperature follows "
-               "--logit-scale-lr-mult), e.g. 'text_branch.*=0.3'",
+               "--logit-scale-lr-mult; '?PATTERN=FACTOR': only where such parameters train), "
+               "e.g. 'text_branch.*=0.3'",
     "average_from": "export the mean of the trainable weights at every --average-every-th step "
                     "from this step on (weight averaging; the checkpoints keep the raw "
                     "trajectory); default: the last step's weights",
     "average_every": "steps between the snapshots that --average-from averages",
     "grad_clip": "max global gradient norm (0, or null in YAML: none)",
     "trainable": "parameter-name patterns to train (fnmatch; 'default' = the model's default "
-                 "subset; '*' = everything); default: the model's default subset",
-    "audio_head": "add an order-aware audio head: additive | additive_contrast (+ a term of how "
-                  "much the halves differ, for before vs while) | temporal | pooled | a JSON "
-                  "object of head settings (models/heads.py)",
+                 "subset; '*' = everything; '?PATTERN': only where the model has such "
+                 "parameters); default: the model's default subset",
+    "audio_head": "add an order-aware audio head (every family; zero-initialised, so training "
+                  "starts at the base): additive | additive_contrast (+ a term of how much the "
+                  "halves differ, for before vs while) | moment_contrast (4 time tokens, where "
+                  "each sound sits in time: order wherever the junction falls) | temporal | "
+                  "pooled | a JSON object of head settings (models/heads.py)",
     "global_negatives": "negatives span all ranks (all_gather with gradient)",
     "lambda_a": "stage A loss weight (paper: total = lambda x InfoNCE)",
     "alpha_same_time": "stage B: weight of the same pair reversed as a negative",
@@ -274,7 +288,11 @@ HELP = {
     "find_unused_parameters": "DDP: allow trainable parameters that the loss does not reach",
     "tensorboard": "write TensorBoard logs under OUT/tb",
     "progress": "show a progress bar (quiet anyway when not on a terminal)",
+    "recipe": "the resolved recipe of --recipe (recorded; not a flag)",
+    "recipe_hash": "hash of the recipe's build and stage sections (recorded; not a flag)",
 }
+# Fields written by `resolve` from --recipe: recorded, compared on resume, never flags.
+RECORDED = ("recipe", "recipe_hash")
 
 
 def head_value(text: str | dict | None):
@@ -313,13 +331,7 @@ def model_family(spec: str) -> str:
 def default_config_path(stage: str, spec: str) -> Path:
     """small_<stage>.yaml for the small model; every pretrained family (laion, hf, msclap) takes
     the paper's settings, laion_<stage>.yaml."""
-    from teminal.models.errors import ModelSpecError
-
-    try:
-        family = model_family(spec)
-    except ModelSpecError as e:
-        raise ValueError(f"--model/--init {spec!r}: {e}") from None
-    return CONFIG_DIR / f"{'small' if family == 'small' else 'laion'}_{stage}.yaml"
+    return CONFIG_DIR / f"{'small' if _family(spec) == 'small' else 'laion'}_{stage}.yaml"
 
 
 def _flag_type(tp):
@@ -331,16 +343,32 @@ def _flag_type(tp):
     return {"int": int, "float": float, "str": str}.get(getattr(base, "__name__", ""), str), None
 
 
+PRECEDENCE = ("Precedence: a flag given here > the recipe's section for the model's family > "
+              "its section for this stage > the YAML file (--config, or the stage's default "
+              "file) > the built-in default shown in brackets.")
+
+
+def recipe_help() -> str:
+    from teminal.train.recipes import shipped
+
+    return (f"a named recipe (train/configs/recipes/NAME.yaml) or a "
+            f"recipe file: the method's settings for this stage and the model's family, applied "
+            f"over the YAML file (flags still win); the run records it and its hash. Shipped: "
+            f"{', '.join(shipped())} (python -m teminal.train.recipes lists them with what "
+            f"they are; `show NAME` prints one as resolved)")
+
+
 def build_parser(stage: str, description: str = "") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=f"train/{stage}.py", description=description,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="Precedence: a flag given here > the YAML file (--config, or the stage's default "
-               "file) > the built-in default shown in brackets.")
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=PRECEDENCE)
     p.add_argument("--config", help="YAML file of settings (default: the stage's file for "
                                     "the model family, under train/configs/)")
+    p.add_argument("--recipe", metavar="NAME|PATH", help=recipe_help())
     hints = typing.get_type_hints(TrainConfig)
     for f in dataclasses.fields(TrainConfig):
+        if f.name in RECORDED:
+            continue
         flag = "--" + f.name.replace("_", "-")
         text = f"{HELP[f.name]} [{f.default}]"
         if hints[f.name] is bool:
@@ -352,16 +380,84 @@ def build_parser(stage: str, description: str = "") -> argparse.ArgumentParser:
     return p
 
 
+def to_flags(settings: dict) -> list[str]:
+    """The command-line flags that set `settings` (the inverse of the parser: lists as several
+    values, booleans as --x / --no-x); None values cannot be flags and are refused."""
+    flags = []
+    for key, value in settings.items():
+        flag = "--" + key.replace("_", "-")
+        if value is None or key in RECORDED:
+            raise ValueError(f"{key} = {value!r} cannot be given as a flag")
+        if isinstance(value, bool):
+            flags.append(flag if value else "--no-" + flag[2:])
+        elif isinstance(value, list):
+            flags += [flag, *map(str, value)]
+        else:
+            flags += [flag, str(value)]
+    return flags
+
+
 def resolve(stage: str, argv: list[str] | None = None, description: str = "") -> TrainConfig:
-    """Defaults < YAML (--config or the stage's default) < flags given on the command line."""
+    """Defaults < YAML (--config or the stage's default) < the recipe's stage section < its
+    family section < flags given on the command line."""
     ns = vars(build_parser(stage, description).parse_args(argv))
-    config_path = ns.pop("config")
+    config_path, recipe = ns.pop("config"), ns.pop("recipe")
     flags = {k: v for k, v in ns.items() if v is not None}
-    spec = flags.get("init") or flags.get("model") or "small"
+    merged = load_yaml(config_path) if config_path else {}
+    spec = flags.get("init") or merged.get("init") or flags.get("model") or \
+        merged.get("model") or "small"
+    if recipe:  # before the default file: a recipe that does not run this stage says so
+        from teminal.train.recipes import stage_settings
+
+        settings, record, digest = stage_settings(recipe, stage, _family(spec))
     path = Path(config_path) if config_path else default_config_path(stage, spec)
-    merged = {**load_yaml(path), **flags}
-    cfg = TrainConfig.from_dict(merged, source=str(path))
+    if not config_path:
+        merged = load_yaml(path)
+    if recipe:
+        merged = {**merged, **settings, "recipe": record, "recipe_hash": digest}
+    cfg = TrainConfig.from_dict({**merged, **flags}, source=str(path))
     return cfg.validate()
+
+
+def _family(spec: str) -> str:
+    """model_family, its errors as the settings error of --model/--init."""
+    from teminal.models.errors import ModelSpecError
+
+    try:
+        return model_family(spec)
+    except ModelSpecError as e:
+        raise ValueError(f"--model/--init {spec!r}: {e}") from None
+
+
+def present_patterns(patterns: list[str] | None, names) -> list[str] | None:
+    """`patterns` with the optional ones (`?PATTERN`) settled against the parameter `names`:
+    kept without the mark where they match a name, dropped where they match none (a recipe
+    written for two models of a family). Plain patterns pass unchanged: one that matches
+    nothing is still an error where it is applied."""
+    if patterns is None:
+        return None
+    from teminal.models.trainable import select
+
+    names = list(names)
+    out = []
+    for pattern in patterns:
+        if not pattern.startswith(OPTIONAL):
+            out.append(pattern)
+        elif select(names, [pattern[1:]])[0]:
+            out.append(pattern[1:])
+    return out
+
+
+def present_rules(rules: list[str] | None, names) -> list[str] | None:
+    """--lr-mult rules with the optional ones (`?PATTERN=FACTOR`) settled against the trainable
+    parameter `names` as present_patterns settles patterns."""
+    if rules is None:
+        return None
+    from teminal.models.trainable import select
+
+    names = list(names)
+    return [rule[1:] if rule.startswith(OPTIONAL) else rule for rule in rules
+            if not rule.startswith(OPTIONAL) or select(names, [rule[1:].rpartition("=")[0]])[0]]
 
 
 def dump(cfg: TrainConfig, path: str | Path) -> None:

@@ -31,7 +31,7 @@ import json
 import logging
 import random
 import tarfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
@@ -41,51 +41,45 @@ import torch
 import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-log = logging.getLogger(__name__)
+from teminal.manifests.catalog import Catalog, ShardContents, ShardRow, selection_digest
+from teminal.manifests.shard_codec import (EXTENSIONS, CorruptShard, check_group_build,
+                                           check_member, decode_member)
+from teminal.manifests.vocabulary import (CLASS_PROMPT, catalog_path, label_text, member_name,
+                                          parse_member_name, sample_key)
 
-STAGE_RELATIONS = {"a": ("single", "double"), "b": ("forward", "reversed", "overlay")}
-CATALOG = Path("manifests") / "catalog.duckdb"
+log = logging.getLogger(__name__)
 
 # A caption policy picks the text of one member: (rows of the group, relation, rng) -> str.
 CaptionFn = Callable[[list, str, random.Random], str]
 # A positive key names what a member's text means: rows with equal keys are positives of each
 # other in the loss (teminal.train.losses, "Duplicate texts"). (rows, relation, text) -> str.
 KeyFn = Callable[[list, str, str], str]
-# The zero-shot prompt (evaluate zste / zeroshot ask for classes this way).
-CLASS_PROMPT = "This is a sound of {label}."
 
 
 # Shards and their groups
 
-def catalog_shards(data_dir, stage: str, split: str) -> list[dict]:
-    """`shards` rows (path, num_groups, bytes, sha256) and each shard's catalog group keys."""
-    import duckdb
+@dataclass(frozen=True)
+class CatalogShard:
+    """A shard as the catalog lists it: its `shards` row and what its `samples` rows say it
+    holds (groups, each member's sha256, the build that wrote it)."""
+    row: ShardRow
+    contents: ShardContents
 
-    from teminal.manifests.catalog import connect, fetch_dicts
 
+def catalog_shards(data_dir, stage: str, split: str) -> list[CatalogShard]:
+    """The catalog's shards of (stage, split), in path order, with what each holds."""
     try:
-        con = connect(data_dir)
+        with Catalog.open(data_dir) as catalog:
+            rows = catalog.shards(stage, split)
+            contents = catalog.shard_contents(stage, split)
     except FileNotFoundError as e:
         raise FileNotFoundError(f"{e}. Training reads its shard list from the catalog") from None
-    try:
-        rows = fetch_dicts(con, "SELECT path, num_groups, bytes, sha256 FROM shards "
-                                "WHERE stage = ? AND split = ? ORDER BY path", [stage, split])
-        groups: dict[str, set[str]] = {}
-        for shard, key in con.execute("SELECT DISTINCT shard, group_key FROM samples "
-                                      "WHERE stage = ? AND split = ?", [stage, split]).fetchall():
-            groups.setdefault(shard, set()).add(key)
-    except duckdb.Error as e:
-        raise ValueError(f"the catalog of {data_dir} is unreadable ({' '.join(str(e).split())}); "
-                         f"rewrite it with `pipeline catalog {data_dir}`") from None
-    finally:
-        con.close()
     if not rows:
         raise FileNotFoundError(
             f"the catalog of {data_dir} lists no {stage}/{split} shards; build them first, for "
             f"example `pipeline build --stages {stage} --out {data_dir}`")
-    for r in rows:
-        r["groups"] = groups.get(r["path"], set())
-    return rows
+    empty = ShardContents(frozenset(), {}, None)
+    return [CatalogShard(r, contents.get(r.path, empty)) for r in rows]
 
 
 def scan_shard(path: str | Path) -> list[str]:
@@ -94,32 +88,33 @@ def scan_shard(path: str | Path) -> list[str]:
     with tarfile.open(path, mode="r:") as tar:
         for info in tar:
             if info.isfile():
-                key = Path(info.name).name.split(".", 1)[0]
+                key = parse_member_name(info.name).group_key
                 if not keys or keys[-1] != key:
                     keys.append(key)
     return keys
 
 
-def _shard_problem(path: Path, row: dict) -> tuple[str | None, list[str]]:
+def _shard_problem(path: Path, shard: CatalogShard) -> tuple[str | None, list[str]]:
     """(what is wrong with a catalog shard or None, its group keys in stored order)."""
     if not path.is_file():
         return "missing", []
     size = path.stat().st_size
-    if row.get("bytes") is not None and size != row["bytes"]:
-        return f"{size} bytes, the catalog says {row['bytes']} (truncated or replaced)", []
+    if shard.row.bytes is not None and size != shard.row.bytes:
+        return f"{size} bytes, the catalog says {shard.row.bytes} (truncated or replaced)", []
     try:
         keys = scan_shard(path)
     except (tarfile.TarError, OSError) as e:
         return f"unreadable tar ({e})", []
-    if set(keys) != row["groups"]:
-        return (f"holds {len(keys)} groups, the catalog {len(row['groups'])} (the shard and "
-                f"the catalog come from different builds)"), []
+    if set(keys) != shard.contents.groups:
+        return (f"holds {len(keys)} groups, the catalog {len(shard.contents.groups)} (the shard "
+                f"and the catalog come from different builds)"), []
     return None, keys
 
 
 @dataclass(frozen=True)
 class ShardIndex:
-    """The shards a run reads and, per shard, the selected group keys in stored order;
+    """The shards a run reads and, per shard, the selected group keys in stored order and what
+    the catalog says the shard holds (each member is checked against it as it is decoded);
     `skipped` lists catalog shards left out with skip_missing, `skipped_groups` their groups;
     `catalog_sha256` digests the catalog's (path, sha256) rows of the stage and split: another
     build under the same path (another seed, the same keys) has another digest."""
@@ -128,6 +123,7 @@ class ShardIndex:
     skipped: tuple[str, ...] = ()
     skipped_groups: int = 0
     catalog_sha256: str = ""
+    contents: tuple[ShardContents, ...] = field(default=(), compare=False, repr=False)
 
     @property
     def num_groups(self) -> int:
@@ -135,10 +131,11 @@ class ShardIndex:
 
     def digest(self) -> str:
         """sha256 of the selected group keys (sorted): equal selections, equal digests."""
-        import hashlib
+        return selection_digest(k for g in self.groups for k in g)
 
-        keys = sorted(k for g in self.groups for k in g)
-        return hashlib.sha256("\n".join(keys).encode()).hexdigest()
+    def expected(self) -> dict[str, ShardContents]:
+        """shard path -> what the catalog says it holds."""
+        return dict(zip(self.shards, self.contents))
 
     @classmethod
     def build(cls, data_dir, stage: str, split: str = "train", keep: set[str] | None = None,
@@ -148,14 +145,15 @@ class ShardIndex:
         A catalog shard that is missing, of the wrong size, unreadable or holding other groups
         stops the run with a message naming every such shard, unless `skip_missing`: then the
         run trains on the rest and the index counts what it left out."""
-        shards, groups, seen, problems, lost = [], [], 0, [], 0
-        rows = catalog_shards(data_dir, stage, split)
-        for row in rows:
-            path = Path(data_dir) / row["path"]
-            problem, keys = _shard_problem(path, row)
+        shards, groups, contents, seen, problems, lost = [], [], [], 0, [], 0
+        listed = catalog_shards(data_dir, stage, split)
+        for shard in listed:
+            path = Path(data_dir) / shard.row.path
+            problem, keys = _shard_problem(path, shard)
             if problem:
                 problems.append(f"{path}: {problem}")
-                lost += len(row["groups"] if keep is None else row["groups"] & keep)
+                held = shard.contents.groups
+                lost += len(held if keep is None else held & keep)
                 continue
             seen += len(keys)
             if keep is not None:
@@ -163,6 +161,7 @@ class ShardIndex:
             if keys:  # a shard with nothing selected is never opened
                 shards.append(str(path))
                 groups.append(tuple(keys))
+                contents.append(shard.contents)
         if problems and not skip_missing:
             raise FileNotFoundError(
                 f"{len(problems)} shard(s) of the catalog of {data_dir} cannot be read:\n  "
@@ -172,17 +171,18 @@ class ShardIndex:
         if problems:
             log.warning("--skip-missing-shards: leaving out %d shard(s) (%d groups): %s",
                         len(problems), lost, "; ".join(problems))
-        index = cls(tuple(shards), tuple(groups), tuple(problems), lost, _rows_digest(rows))
+        index = cls(tuple(shards), tuple(groups), tuple(problems), lost,
+                    _rows_digest([s.row for s in listed]), tuple(contents))
         if index.num_groups == 0:
             raise ValueError(f"no groups to train on in the {stage}/{split} shards of "
                              f"{data_dir} ({seen} groups before selection)")
         return index
 
 
-def _rows_digest(rows: list[dict]) -> str:
+def _rows_digest(rows: list[ShardRow]) -> str:
     import hashlib
 
-    text = "\n".join(f"{r['path']} {r.get('sha256') or ''}" for r in rows)
+    text = "\n".join(f"{r.path} {r.sha256 or ''}" for r in rows)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -197,24 +197,12 @@ def select_group_keys(data_dir, stage: str, split: str = "train", where: str | N
     `group_key` column (or first column) lists the groups; both given: the intersection."""
     if not where and query is None:
         return None
-    import duckdb
-
-    from teminal.manifests.catalog import connect
-    from teminal.manifests.catalog import select_group_keys as _select
-
-    path = Path(data_dir) / CATALOG
+    path = catalog_path(data_dir)
     if not path.exists():
         raise FileNotFoundError(f"--where/--query-file need the catalog {path}; it is written by "
                                 f"`pipeline build`")
-    con = connect(data_dir)
-    try:
-        keys = _select(con, split, where, query, stage=stage)
-    except duckdb.Error as e:
-        raise ValueError(f"SQL over the catalog failed: {e}\n  where: {where!r}  query: {query!r}\n"
-                         f"  tables: sources, samples, shards, rejects, builds "
-                         f"(see docs/ARCHITECTURE.md)") from None
-    finally:
-        con.close()
+    with Catalog.open(data_dir) as catalog:
+        keys = catalog.select_group_keys(split, where, query, stage=stage)
     if not keys:
         raise ValueError(f"the selection (where={where!r}, query={query!r}) matches no "
                          f"{stage}/{split} group in {path}")
@@ -223,43 +211,19 @@ def select_group_keys(data_dir, stage: str, split: str = "train", where: str | N
 
 def catalog_builds(data_dir) -> list[dict]:
     """build_id and synthetic flag of every build in the catalog (empty without a catalog)."""
-    path = Path(data_dir) / CATALOG
-    if not path.exists():
+    if not catalog_path(data_dir).exists():
         return []
-    import duckdb
-
-    from teminal.manifests.catalog import connect
-
-    con = connect(data_dir)
-    try:
-        cols = {r[0] for r in con.execute("DESCRIBE builds").fetchall()}
-        synth = "synthetic" if "synthetic" in cols else "NULL"
-        rows = con.execute(f"SELECT build_id, {synth} FROM builds ORDER BY build_id").fetchall()
-    except duckdb.Error:
-        return []
-    finally:
-        con.close()
-    return [{"build_id": b, "synthetic": s} for b, s in rows]
+    with Catalog.open(data_dir) as catalog:
+        return [{"build_id": b.build_id, "synthetic": b.synthetic} for b in catalog.builds()]
 
 
 def member_samples(data_dir, stage: str, split: str) -> int:
     """The length of the longest member of (stage, split) in samples (0 when unknown)."""
-    import duckdb
-
-    from teminal.manifests.catalog import connect
-
     try:
-        con = connect(data_dir)
+        with Catalog.open(data_dir) as catalog:
+            return catalog.longest_member(stage, split)
     except FileNotFoundError:
         return 0
-    try:
-        row = con.execute("SELECT max(num_samples) FROM samples WHERE stage = ? AND split = ?",
-                          [stage, split]).fetchone()
-    except duckdb.Error:
-        return 0
-    finally:
-        con.close()
-    return int(row[0] or 0) if row else 0
 
 
 # The plan: which groups each slot reads in each epoch
@@ -337,6 +301,7 @@ class GroupStream(IterableDataset):
     caption_seed: int = 0             # seeds per-group caption choices (with epoch and key)
     positive_key: KeyFn | None = None  # None: the text itself (identical captions are positives)
     replay: str | None = None  # a relation whose first half is replayed as a single clip
+    _contents: dict | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self):
         super().__init__()
@@ -384,23 +349,27 @@ class GroupStream(IterableDataset):
             yield sample
 
     def _decode(self, raw: dict) -> dict:
-        from teminal.pipeline.audio import decode_member
-        from teminal.pipeline.shards import check_member
-
         meta = json.loads(raw["json"])
         rows = meta["samples"] if isinstance(meta, dict) else meta
-        key = raw["__key__"]
+        key, shard = raw["__key__"], raw["__url__"]
+        # checked against the catalog, not the group's own JSON: a shard replaced whole (another
+        # build, the same keys) brings a JSON that agrees with its own bytes
+        expected = self._expected().get(shard)
+        if expected is None:   # an index made by hand, not from the catalog
+            raise CorruptShard(f"{shard}: the stream's index holds no catalog contents for it; "
+                               f"build the index with ShardIndex.build(data_dir, stage, split)")
+        check_group_build(meta, expected.build_id, shard)
         rng = random.Random(f"{self.caption_seed}:{raw['__epoch__']}:{key}")
         waves, texts, keys, rate = [], [], [], None
         for relation in self.relations:
-            ext = next((e for e in ("flac", "npy") if f"{relation}.{e}" in raw), None)
+            ext = next((e for e in EXTENSIONS if f"{relation}.{e}" in raw), None)
             if ext is None:
-                raise KeyError(f"group {key} in {raw['__url__']} has no {relation!r} member "
+                raise KeyError(f"group {key} in {shard} has no {relation!r} member "
                                f"(members: {sorted(k for k in raw if not k.startswith('__'))})")
             row = next((r for r in rows if r.get("relation") == relation), {})
-            data = raw[f"{relation}.{ext}"]
-            check_member(data, row, f"{key}.{relation}.{ext}", raw["__url__"])
-            wave, sr = decode_member(data, ext, f"{key}.{relation}.{ext} in {raw['__url__']}")
+            data, name = raw[f"{relation}.{ext}"], member_name(key, relation, ext)
+            check_member(data, expected.digests.get(sample_key(key, relation)), name, shard)
+            wave, sr = decode_member(data, ext, f"{name} in {shard}")
             rate = sr or row.get("sample_rate") or rate
             waves.append(wave)
             texts.append(self.caption(rows, relation, rng))
@@ -414,6 +383,11 @@ class GroupStream(IterableDataset):
             keys.append(text)
         return {"key": key, "waves": waves, "texts": texts, "keys": keys, "sample_rate": rate,
                 "epoch": raw["__epoch__"]}
+
+    def _expected(self) -> dict[str, ShardContents]:
+        if self._contents is None:   # built once per worker, from the plan it was given
+            self._contents = self.plan.index.expected()
+        return self._contents
 
     def _collate(self, groups: list[dict]) -> dict:
         rates = {g["sample_rate"] for g in groups}
@@ -442,8 +416,6 @@ class GroupStream(IterableDataset):
 
 def _shard_error(exn: Exception) -> bool:
     """webdataset's handler: a tar that breaks mid-read is one message naming the shard."""
-    from teminal.pipeline.shards import CorruptShard
-
     raise CorruptShard(f"reading a shard failed ({' '.join(str(a) for a in exn.args)}); the "
                        f"shard is corrupt: `pipeline verify OUT` lists every damaged shard; "
                        f"rerunning the same `pipeline build` re-creates them") from None
@@ -469,10 +441,6 @@ def make_loader(stream: GroupStream, prefetch: int = 2, pin_memory: bool = False
 
 # Caption policies (top-level functions so loader workers can pickle them)
 
-def label_text(label: str) -> str:
-    return label.replace("_", " ")
-
-
 def canonical_caption(rows: list, relation: str, rng: random.Random) -> str:
     """The member's canonical caption (the paper's wording for the `paper` template set)."""
     return _row(rows, relation)["caption"]
@@ -490,11 +458,11 @@ def replay_single(concatenation: np.ndarray, row: dict) -> tuple[np.ndarray, str
     at the paper's midpoint, anywhere with `--junction`), repeat-padded to the full length as
     the pipeline pads singles, with its class prompt. Stage B replays these so post-training
     keeps the single-sound skill."""
+    from teminal.pipeline.audio import fit_to_length
     from teminal.pipeline.compose import SampleRecipe, part_slots
 
     start, end = part_slots(SampleRecipe.from_dict(row))[0]
-    first = concatenation[start:end]
-    wave = np.resize(first, len(concatenation)).astype(np.float32, copy=False)
+    wave = fit_to_length(concatenation[start:end], len(concatenation), "repeat")
     label = label_text(row["labels"][0]) if row.get("labels") else row["caption"]
     return wave, CLASS_PROMPT.format(label=label)
 

@@ -37,13 +37,15 @@ from typing import Callable
 import torch
 from torch import nn
 
-from teminal.models.provenance import TrainingProvenance
+from teminal.models.provenance import DataSelection, TrainingProvenance, absolute_spec
 from teminal.models.registry import checkpoint_folder
+from teminal.models.trainable import weight_names
 from teminal.pipeline.lock import read_lock, run_lock
 from teminal.pipeline.progress import progress_bar
 from teminal.train.averaging import WeightAverage
 from teminal.train.losses import positive_mask
-from teminal.train.run_config import TrainConfig, differences, dump, head_value, resume_keys
+from teminal.train.run_config import (TrainConfig, differences, dump, head_value, present_patterns,
+                                      present_rules, resume_keys)
 from teminal.train.run_state import (COMPLETE_FILE, TrainProgress, check_state_files,
                                      checkpoint_dir, complete_checkpoints, disk_error,
                                      last_good_checkpoint, load_average, migrate_legacy_state,
@@ -216,6 +218,14 @@ def model_spec(spec: str, flag: str = "--model") -> str:
     return spec
 
 
+def _query_now(cfg: dict | None) -> str | None:
+    """The text of a recorded setting's query file, if it is still readable."""
+    try:
+        return _read_query_file((cfg or {}).get("query_file"))
+    except FileNotFoundError:
+        return None
+
+
 def _read_query_file(path: str | None) -> str | None:
     if not path:
         return None
@@ -300,8 +310,8 @@ class Trainer:
             log.warning(stage.wants_init)  # not a project checkpoint: no earlier stage ran
         set_seed(cfg.seed)
 
-        keep = select_group_keys(cfg.data, stage.data_stage, cfg.split, cfg.where,
-                                 _read_query_file(cfg.query_file))
+        self.query = _read_query_file(cfg.query_file)   # its text, as the run used it
+        keep = select_group_keys(cfg.data, stage.data_stage, cfg.split, cfg.where, self.query)
         self.index = ShardIndex.build(cfg.data, stage.data_stage, cfg.split, keep,
                                       skip_missing=cfg.skip_missing_shards)
         self.global_groups = cfg.groups_per_batch * self.world * cfg.grad_accum
@@ -320,7 +330,9 @@ class Trainer:
         if cfg.audio_head and self.model.add_audio_head(head_value(cfg.audio_head)):
             log.info("added an order-aware audio head %s (zero-initialised: the model starts "
                      "as the base)", self.model.config["audio_head"])
-        n_train, n_total = self.model.set_trainable(cfg.trainable)
+        # `?PATTERN`s apply where the model has such parameters (run_config.present_patterns)
+        n_train, n_total = self.model.set_trainable(
+            present_patterns(cfg.trainable, weight_names(self.model).values()))
         if n_train == 0:  # else torch's "optimizer got an empty parameter list"
             names = [n for n, _ in self.model.named_parameters()]
             raise ValueError(f"--trainable {cfg.trainable} matches no trainable parameter of "
@@ -328,7 +340,10 @@ class Trainer:
                              f"globs, or re:REGEX)")
         log.info("model %s: %s of %s parameters train (%.1f%%)", self.spec, f"{n_train:,}",
                  f"{n_total:,}", 100 * n_train / max(1, n_total))
-        groups = param_groups(self.model, cfg.logit_scale_lr_mult, cfg.lr_mult)
+        trained = {id(p) for p in self.model.parameters() if p.requires_grad}
+        lr_mult = present_rules(cfg.lr_mult, [n for i, n in weight_names(self.model).items()
+                                              if i in trained])
+        groups = param_groups(self.model, cfg.logit_scale_lr_mult, lr_mult)
         self.params = [p for g in groups for p in g["params"]]
         self.named_params = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
         optimizer = adam(groups, cfg.lr, cfg.weight_decay)
@@ -518,7 +533,7 @@ class Trainer:
     def _check_batch_memory(self) -> None:
         """Refuse --groups-per-batch values whose audio alone would not fit in memory: the
         batch in use and those the loader's workers hold ready (float32 clips)."""
-        from teminal.evaluate.workers import memory_problem
+        from teminal.pipeline.machine import memory_problem
 
         cfg = self.cfg
         samples = member_samples(cfg.data, self.stage.data_stage, cfg.split)
@@ -570,7 +585,9 @@ class Trainer:
         self._check_weights(self.progress.step, lr, "the weights to export")
         if self.main:
             _export(self.acc.unwrap_model(self.step_module).model, final_dir, self.cfg,
-                    self.stage, self.spec, self.progress.step, self.world)
+                    self.stage, self.spec, self.progress.step, self.world,
+                    DataSelection.of_train_config(self.cfg.to_dict(), self.query),
+                    self.index.digest())
         result = RunResult(self.stage.name, self.progress.step, first_loss, final_loss,
                            self.samples_per_step * done / max(seconds, 1e-9), clock.wait_run / max(seconds, 1e-9), seconds,
                            self.world, str(final_dir))
@@ -677,19 +694,22 @@ def _record_resume_changes(accelerator, cfg, run_dir: Path, step: int, old, line
 
 
 def _export(model, final_dir: Path, cfg: TrainConfig, stage: Stage, spec: str, steps: int,
-            world: int) -> None:
+            world: int, selection: DataSelection, selection_sha256: str) -> None:
     builds = catalog_builds(cfg.data)
     history_path = Path(cfg.out) / SETTINGS_HISTORY
     history = json.loads(history_path.read_text()) if history_path.exists() else []
     provenance = TrainingProvenance(
-        stage=stage.name, init=spec, steps=steps, world_size=world,
+        stage=stage.name, init=absolute_spec(spec), steps=steps, world_size=world,
         data=str(Path(cfg.data).resolve()),
         build_id=builds[0]["build_id"] if len(builds) == 1 else
         [b["build_id"] for b in builds] or None,
         synthetic=any(bool(b["synthetic"]) for b in builds) if builds else None,
-        train_config=cfg.to_dict(),
-        # settings of the steps before a --resume-changed (evaluators union their selections)
-        earlier_train_configs=history or [])
+        relations=stage.relations, selection=selection, selection_sha256=selection_sha256,
+        # the steps before a --resume-changed trained on the earlier settings' selections
+        # (their query files as they are now, when still there: the evaluator unions them)
+        earlier_selections=tuple(DataSelection.of_train_config(
+            h.get("train_config"), _query_now(h.get("train_config"))) for h in history),
+        train_config=cfg.to_dict(), earlier_train_configs=history or [])
     partial = final_dir.with_name(final_dir.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     try:

@@ -20,6 +20,11 @@ def dataset_spec(name: str) -> DatasetSpec:
     return DATASETS[name]
 
 
+def retrieval_datasets() -> tuple[str, ...]:
+    """The captioned datasets (their readers have retrieval_items): `evaluate retrieval`'s."""
+    return tuple(name for name, spec in DATASETS.items() if spec.retrieval)
+
+
 def reader(dataset: str):
     """The reader module of `dataset`, also by a name its rows carry (esc50-synthetic)."""
     for spec in DATASETS.values():
@@ -36,4 +41,5 @@ def scan(dataset: str, root, splits: dict | None = None) -> SourceScan:
 
 
 __all__ = ["AudioError", "Reject", "SourceClip", "SourceScan", "sanitize_id", "DATASETS",
-           "DatasetSpec", "RemoteDataset", "RemoteFile", "dataset_spec", "reader", "scan"]
+           "DatasetSpec", "RemoteDataset", "RemoteFile", "dataset_spec", "reader",
+           "retrieval_datasets", "scan"]

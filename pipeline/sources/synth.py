@@ -20,6 +20,7 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
+from teminal.manifests.digests import file_sha256
 from teminal.pipeline.audio import write_wav
 from teminal.pipeline.paths import UnsafePath, relative_parts, write_text_nofollow
 from teminal.pipeline.sources.esc50 import CSV_PATH, OFFICIAL_HEADER, SYNTHETIC_MARKER
@@ -339,14 +340,8 @@ def write_synthetic_esc50(out_dir, seed: int = 0, clips_per_class_per_fold: int 
     for stale in sorted(set(previous) - set(planned)):  # only files an earlier run wrote
         if (out / stale).is_file():   # (_claim checked: inside `out`, no link on the way)
             (out / stale).unlink()
-    _write_manifest(out, settings, {p: _sha256(out / p) for p in sorted(planned)}, complete=True)
+    _write_manifest(out, settings, {p: file_sha256(out / p) for p in sorted(planned)}, complete=True)
     return out
-
-
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _write_manifest(out: Path, settings: dict, files: dict, complete: bool) -> None:
@@ -400,7 +395,7 @@ def _claim(out: Path, settings: dict, replace: bool) -> list[str]:
             f"{out} holds files `pipeline synth` did not write: {_some(foreign)}. Nothing was "
             f"changed; move them away or choose a new or empty folder")
     edited = [p for p, sha in files.items() if sha and (out / p).is_file()
-              and _sha256(out / p) != sha]
+              and file_sha256(out / p) != sha]
     if edited:
         raise FileExistsError(
             f"{out}: {_some(edited)} changed since `pipeline synth` wrote them. Nothing was "
@@ -470,7 +465,11 @@ def _marker_text(seed: int, classes: list[str], per_fold: int, n_clips: int) -> 
 
 def write_synthetic(name: str, out_dir, **options) -> Path:
     """Entry point for `pipeline synth NAME OUT_DIR`: the synthetic dataset called `name`."""
-    writers = {"esc50": write_synthetic_esc50}
-    if name not in writers:
-        raise ValueError(f"no synthetic dataset {name!r}; available: {', '.join(writers)}")
-    return writers[name](out_dir, **options)
+    if name not in SYNTHETIC_WRITERS:
+        raise ValueError(f"no synthetic dataset {name!r}; available: "
+                         f"{', '.join(SYNTHETIC_WRITERS)}")
+    return SYNTHETIC_WRITERS[name](out_dir, **options)
+
+
+# `pipeline synth NAME`: the synthetic stand-ins this module writes, by the dataset they mimic
+SYNTHETIC_WRITERS = {"esc50": write_synthetic_esc50}

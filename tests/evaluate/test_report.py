@@ -14,7 +14,7 @@ from teminal.evaluate.report import (
     SCHEMA_VERSION, checkpoint_sha256, compare_table, default_label, format_table, load_result,
     new_result, validate_result, write_result,
 )
-from teminal.evaluate.testset import TrainingData
+from teminal.evaluate.training_data import TrainingData
 from teminal.evaluate.zste import evaluate_zste, protocol
 
 PNG = b"\x89PNG\r\n\x1a\n"

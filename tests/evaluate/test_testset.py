@@ -10,9 +10,8 @@ from click.testing import CliRunner
 from coded import OracleModel
 from teminal.testing import RandomModel, wave_key
 from teminal.evaluate.report import load_result, validate_result
-from teminal.evaluate.testset import (
-    CatalogTestSet, group_of, load_training_data, resolve_training_data,
-)
+from teminal.evaluate.testset import CatalogTestSet, group_of
+from teminal.evaluate.training_data import load_training_data, resolve_training_data
 from teminal.evaluate.zste import evaluate_zste
 
 

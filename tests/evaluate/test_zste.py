@@ -8,7 +8,8 @@ import pytest
 
 from coded import FakeModel, OrderBlindModel, make_testset
 from teminal.testing import VOCAB, RandomModel
-from teminal.evaluate.testset import PairGroup, TrainingData
+from teminal.evaluate.testset import PairGroup
+from teminal.evaluate.training_data import TrainingData
 from teminal.evaluate.zste import (
     compositional_candidates, evaluate_zste, heldout_templates, paper_template,
 )

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 from click.testing import CliRunner
 
-from teminal.evaluate import workers
+from teminal.pipeline import machine
 from teminal.evaluate.workers import DecodePool, worker_limit
 from teminal.testing import toy_factory
 from teminal.train.run_config import TrainConfig
@@ -45,7 +45,7 @@ def test_training_loader_workers_are_bounded_by_the_cpus(tmp_path, workers_asked
 def test_a_batch_that_would_not_fit_in_memory_is_refused_before_any_work(
         tiny_data, tmp_path, monkeypatch, groups, memory):
     if memory is not None:
-        monkeypatch.setattr(workers, "available_memory", lambda: memory)
+        monkeypatch.setattr(machine, "available_memory", lambda: memory)
     with pytest.raises(ValueError, match=rf"--groups-per-batch {groups}: the audio of .* clips "
                                          rf"of 32000 samples take about .* more than the .* of "
                                          rf"memory available; lower --groups-per-batch"):

@@ -88,7 +88,7 @@ def test_resume_changed_continues_and_records_both_settings(tiny_data, started):
 
 
 def test_the_evaluator_unions_the_selections_of_a_changed_resume(tiny_data, started):
-    from teminal.evaluate.testset import resolve_training_data
+    from teminal.evaluate.training_data import resolve_training_data
 
     run(config(tiny_data, started, resume=True, resume_changed=True, max_steps=4,
                where="list_contains(labels, 'low hum')"), STAGE, toy_factory)

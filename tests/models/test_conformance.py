@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from teminal.models import AudioTextModel, TrainingProvenance, load_model, weights_file
-from teminal.models.interface import file_sha256
+from teminal.manifests.digests import file_sha256
 
 FAMILIES = ["small", "small-hf", "laion", "hf", "msclap-2023", "msclap-2022"]
 TEXTS = ["a dog barks", "siren before rain", "rain while a dog barks"]

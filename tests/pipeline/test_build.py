@@ -18,7 +18,7 @@ import soundfile as sf
 from teminal.manifests.catalog import connect, fetch_dicts
 from teminal.pipeline.build import run_build
 from teminal.pipeline.catalog import write_build_catalog
-from teminal.pipeline.cli import parse_groups, parse_part, parse_splits
+from teminal.pipeline.build_options import parse_groups, parse_part, parse_splits
 from teminal.pipeline.config import BuildConfig, resolve_group_counts
 from teminal.pipeline.render import rerender
 from teminal.pipeline.compose import ComposeConfig

@@ -36,6 +36,33 @@ def test_help_texts():
     assert "--part" in runner.invoke(main, ["build", "--help"]).output
 
 
+def test_every_build_setting_is_an_option_whose_default_is_the_dataclass_default():
+    """`pipeline build`'s options are generated from BuildConfig: a new setting without an
+    option fails here, and the options left at their defaults give BuildConfig's defaults."""
+    import dataclasses
+
+    from teminal.pipeline.build_options import NOT_OPTIONS, OPTIONS, build_config
+    from teminal.pipeline.compose import ComposeConfig
+    from teminal.pipeline.config import BuildConfig
+
+    fields = {f.name for f in dataclasses.fields(BuildConfig)} | {
+        f"compose.{f.name}" for f in dataclasses.fields(ComposeConfig)}
+    assert {o.field for o in OPTIONS} | NOT_OPTIONS == fields
+    values = main.commands["build"].make_context("build", ["--out", "OUT"]).params
+    values.pop("no_progress")
+    assert build_config(values) == BuildConfig(out="OUT")
+
+
+@pytest.mark.parametrize("option,choices", [
+    ("dataset", "DATASETS"), ("codec", "CODECS"), ("executor", "EXECUTORS"),
+    ("pad", "PAD_POLICIES"), ("template_set", "LABEL_TEMPLATE_SETS")])
+def test_build_choices_come_from_their_registries(option, choices):
+    from teminal.pipeline import build_options
+
+    param = next(p for p in main.commands["build"].params if p.name == option)
+    assert sorted(param.type.choices) == sorted(getattr(build_options, choices))
+
+
 def test_build_prints_a_summary_and_flags_synthetic_input(built):
     out, result = built
     assert "SYNTHETIC" in result.output

@@ -7,9 +7,9 @@ import tarfile
 import numpy as np
 import pytest
 
-from teminal.pipeline.audio import encode_member
-from teminal.pipeline.shards import (iter_groups, iter_members, member_name, remove_temporaries,
-                                     shard_relpath, write_shard)
+from teminal.manifests.shard_codec import encode_member
+from teminal.manifests.vocabulary import member_name, shard_relpath
+from teminal.pipeline.shards import iter_groups, iter_members, remove_temporaries, write_shard
 
 SR = 16000
 
@@ -104,3 +104,43 @@ def test_plain_webdataset_reads_a_shard(tmp_path):
 
 def test_shard_relpath():
     assert shard_relpath("b", "train", 12) == "shards/b/train-000012.tar"
+
+
+def test_the_writer_hashes_each_member_into_its_row_and_the_shard_as_it_writes(tmp_path):
+    from teminal.pipeline.shards import ShardWriter
+
+    g = groups(2)
+    for key, meta, members in g:
+        meta["samples"] = [{"key": name.rsplit(".", 1)[0], "sha256": ""} for name, _ in members]
+    with ShardWriter(tmp_path / "s.tar") as writer:
+        for group in g:
+            writer.add(*group)
+    written = writer.close()
+    assert written.sha256 == hashlib.sha256((tmp_path / "s.tar").read_bytes()).hexdigest()
+    for key, meta, members in g:
+        assert [r["sha256"] for r in meta["samples"]] == [hashlib.sha256(d).hexdigest()
+                                                          for _, d in members]
+    stored = {m["group_key"]: m for m, _ in iter_groups([tmp_path / "s.tar"])}
+    assert stored[g[0][0]]["samples"] == g[0][1]["samples"]   # the JSON holds the hashes too
+
+
+def test_a_failure_in_the_writer_thread_is_raised_and_leaves_no_file(tmp_path):
+    from teminal.pipeline.shards import ShardWriter
+
+    key, meta, members = groups(1)[0]
+    writer = ShardWriter(tmp_path / "s.tar")
+    writer.add(key, {"samples": [], "x": object()}, members)   # no JSON for it
+    writer.add(*groups(2)[1])                                   # later groups are drained
+    with pytest.raises(TypeError, match="JSON serializable"):
+        writer.close()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_exception_while_rendering_removes_the_partial_shard(tmp_path):
+    from teminal.pipeline.shards import ShardWriter
+
+    with pytest.raises(RuntimeError, match="render failed"):
+        with ShardWriter(tmp_path / "s.tar") as writer:
+            writer.add(*groups(1)[0])
+            raise RuntimeError("render failed")
+    assert list(tmp_path.iterdir()) == []

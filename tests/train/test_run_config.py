@@ -96,4 +96,5 @@ def test_help_explains_every_setting_with_its_built_in_default():
     text = " ".join(build_parser("stage_b").format_help().split())
     assert "stage B: weight of the replayed single-sound loss" in text
     assert "peak learning rate (Adam) [0.001]" in text
-    assert "Precedence: a flag given here > the YAML file" in text
+    assert ("Precedence: a flag given here > the recipe's section for the model's family > its "
+            "section for this stage > the YAML file") in text

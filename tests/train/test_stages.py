@@ -26,7 +26,7 @@ def test_scripts_start_from_their_own_folder(name):
                  "--where", "--query-file", "--seed", "--groups-per-batch", "--lr",
                  "--save-every", "--log-every", "--alpha-same-time", "--alpha-cross-time",
                  "--alpha-same-overlap", "--alpha-cross-overlap", "--beta", "--lambda-a",
-                 "--trainable"):
+                 "--trainable", "--recipe"):
         assert flag in proc.stdout, flag
 
 

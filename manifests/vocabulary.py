@@ -1,0 +1,106 @@
+"""The words and places of the data contract, defined once for the pipeline that writes a build
+and for the trainers and evaluators that read it.
+
+- Relations: what a group holds per stage (stage "a": single, double; stage "b": forward,
+  reversed, overlay), in the block order the losses expect.
+- Texts: `label_text` (a class name as caption text) and the class prompt that pretraining,
+  stage B's replayed singles and zero-shot evaluation share.
+- Layout: where a build keeps its catalog and shards in OUT, and how a shard member is named
+  (`<group_key>.<relation>.<ext>`, the group's rows in `<group_key>.json`).
+
+Changing anything here changes what builds mean: every reader follows, no other file repeats it.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import NamedTuple
+
+# -- relations ---------------------------------------------------------------------------------
+
+STAGE_RELATIONS: dict[str, tuple[str, ...]] = {
+    "a": ("single", "double"),
+    "b": ("forward", "reversed", "overlay"),
+}
+RELATIONS: tuple[str, ...] = tuple(r for rs in STAGE_RELATIONS.values() for r in rs)
+# relations whose two parts play one after the other (the others fill the clip from their start)
+CONCATENATIONS = frozenset({"double", "forward", "reversed"})
+# relations that put a class pair in front of a model (a single names one class)
+PAIR_RELATIONS: tuple[str, ...] = tuple(r for r in RELATIONS if r != "single")
+
+
+def stage_of(relations) -> str | None:
+    """The stage whose groups hold every relation of `relations` (None: no single stage)."""
+    return next((stage for stage, rs in STAGE_RELATIONS.items()
+                 if relations and set(relations) <= set(rs)), None)
+
+
+# -- texts -------------------------------------------------------------------------------------
+
+# The zero-shot prompt: ZSTE and ESC-50 zero-shot ask for a class this way, and pretraining and
+# stage B's replayed singles teach it this way.
+CLASS_PROMPT = "This is a sound of {label}."
+
+
+def label_text(label: str) -> str:
+    """A class name as caption text: "chirping_birds" -> "chirping birds" (blanks collapsed)."""
+    return " ".join(label.replace("_", " ").split())
+
+
+# -- layout of a build folder (OUT) -------------------------------------------------------------
+
+MANIFESTS_DIR = "manifests"
+CATALOG_FILE = "catalog.duckdb"
+SHARDS_DIR = "shards"
+GROUP_META = "json"     # the member that holds a group's rows: <group_key>.json
+
+
+def manifests_dir(out: str | os.PathLike) -> Path:
+    return Path(out) / MANIFESTS_DIR
+
+
+def catalog_path(out: str | os.PathLike) -> Path:
+    """OUT/manifests/catalog.duckdb."""
+    return manifests_dir(out) / CATALOG_FILE
+
+
+def shard_relpath(stage: str, split: str, index: int) -> str:
+    """Path of a shard relative to the build's OUT folder: shards/<stage>/<split>-NNNNNN.tar."""
+    return f"{SHARDS_DIR}/{stage}/{split}-{index:06d}.tar"
+
+
+def sample_key(group_key: str, relation: str) -> str:
+    """The `samples.key` of a member: <group_key>.<relation>."""
+    return f"{group_key}.{relation}"
+
+
+def member_name(group_key: str, relation: str, ext: str) -> str:
+    """A member's name in its shard: <group_key>.<relation>.<ext>."""
+    return f"{sample_key(group_key, relation)}.{ext}"
+
+
+class MemberName(NamedTuple):
+    """A shard member's name taken apart; `relation` and `ext` are empty for the group's JSON
+    (`suffix` "json")."""
+    group_key: str
+    suffix: str        # everything after the group key: "json" or "<relation>.<ext>"
+    relation: str
+    ext: str
+
+    @property
+    def is_meta(self) -> bool:
+        return self.suffix == GROUP_META
+
+    @property
+    def sample_key(self) -> str:
+        return sample_key(self.group_key, self.relation)
+
+
+def parse_member_name(name: str) -> MemberName:
+    """`<group_key>.<relation>.<ext>` or `<group_key>.json` (any folder part is dropped; group keys
+    have no dot, as webdataset splits a sample key at its first one)."""
+    group_key, _, suffix = os.path.basename(name).partition(".")
+    if suffix == GROUP_META:
+        return MemberName(group_key, suffix, "", "")
+    relation, _, ext = suffix.rpartition(".")
+    return MemberName(group_key, suffix, relation, ext)
