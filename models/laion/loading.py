@@ -34,7 +34,8 @@ from teminal.models.laion.tokenizers import (POOLINGS, ROBERTA_FILES, BpeTokeniz
 log = logging.getLogger(__name__)
 
 CONFIG_DIR = Path(__file__).parent / "configs"
-ALIASES = {"small": "small-cnn6", "small-minilm": "small-cnn6-minilm"}
+ALIASES = {"small": "small-cnn6", "small-minilm": "small-cnn6-minilm",
+           "small-minilm-moment": "small-cnn6-minilm-moment"}
 
 
 def bundled_configs() -> list[str]:
