@@ -186,13 +186,7 @@ def missing_source(what: str, sid: str, path: Path, build_root: str | None,
                    root: str | os.PathLike | None) -> FileNotFoundError:
     """The one message for a source that is not where the catalog (or --root) says: which
     file, and how to point at it."""
-    if root is not None:
-        hint = f"--root {root} does not hold it either"
-    else:
-        hint = (f"pass --root with the dataset's new folder (the build read it from "
-                f"{build_root})")
-        if not Path(path).is_absolute():
-            hint = (f"the build recorded it relative to the folder it ran in: run from there, "
-                    f"or {hint}")
+    hint = (f"pass --root with the dataset's new folder (the build read it from {build_root})"
+            if root is None else f"--root {root} does not hold it either")
     return FileNotFoundError(f"{what}: source {sid} is not at {path} (the dataset moved or was "
                              f"deleted since the build); {hint}")
