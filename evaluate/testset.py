@@ -62,6 +62,8 @@ class CatalogTestSet:
         self.split = split
         self.max_items = max_items
         self.root = root        # where the sources are now, if they moved since the build
+        self._swept_rows: dict | None = None   # the timing sweep's recipes, read on first use
+        self._paths: dict | None = None        # and their sources' paths
         with Catalog.open(self.out) as catalog:
             self.info = catalog.info(split)
             self._builds = {b.build_id: b.config for b in catalog.builds()}
@@ -239,7 +241,7 @@ class CatalogTestSet:
     def _sweep_rows(self) -> dict[str, tuple[dict, dict]]:
         """group key -> its (forward, reversed) catalog rows, in the order the shards hold
         them (read once)."""
-        if getattr(self, "_swept_rows", None) is None:
+        if self._swept_rows is None:
             with Catalog.open(self.out) as catalog:
                 rows = catalog.recipes("b", self.split, SWEPT_RELATIONS)
             by_group: dict[str, dict] = {}
@@ -250,14 +252,11 @@ class CatalogTestSet:
         return self._swept_rows
 
     def _sweep_job(self, rows: tuple[dict, dict], junctions: tuple[float, ...]) -> "SweepJob":
-        from teminal.manifests.shard_codec import CODECS
-
         fwd = rows[0]
-        config = self._builds.get(fwd["build_id"], {})
-        codec = config.get("codec") or next(iter(CODECS))
-        return SweepJob(fwd["group_key"], rows, tuple(self._sweep_sources(fwd["source_ids"],
-                                                                         fwd["build_id"])),
-                        junctions, codec, self._build_root(fwd["build_id"]),
+        codec = self._builds.get(fwd["build_id"], {}).get("codec", "flac")  # as pipeline render
+        sources = tuple(self._sweep_sources(fwd["source_ids"], fwd["build_id"]))
+        return SweepJob(fwd["group_key"], rows, sources, junctions, codec,
+                        self._build_root(fwd["build_id"]),
                         None if self.root is None else str(self.root), str(self.out))
 
     def _sweep_sources(self, source_ids, build_id) -> list[tuple[str, str]]:
@@ -265,7 +264,7 @@ class CatalogTestSet:
         return [(sid, str(self._source_file(paths[sid], build_id))) for sid in source_ids]
 
     def _source_paths(self) -> dict[str, str]:
-        if getattr(self, "_paths", None) is None:
+        if self._paths is None:
             with Catalog.open(self.out) as catalog:
                 ids = {sid for fwd, _ in self._sweep_rows().values() for sid in fwd["source_ids"]}
                 self._paths = catalog.source_paths(sorted(ids))
