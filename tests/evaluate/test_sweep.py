@@ -107,6 +107,19 @@ def test_bad_junctions_are_refused_naming_the_option_before_the_model_loads(
     assert "Traceback" not in res.output
 
 
+@pytest.mark.parametrize("junctions", [(0.05, 0.5), (0.5, 0.95)])
+def test_a_junction_that_leaves_an_event_too_short_is_refused_before_any_clip_is_embedded(
+        builds, junctions):
+    """In (0, 1) but too near an end for the 1 s clips (each event keeps 0.1 s)."""
+    testset = CatalogTestSet(builds[0])
+    model = RandomModel(vocab=testset.vocabulary, sample_rate=SR)
+    bad = next(j for j in junctions if j != 0.5)
+    with pytest.raises(ValueError, match=rf"^--junctions {bad:g}: .*too short in a 1 s clip; "
+                                         r"choose junctions nearer 0\.5$"):
+        evaluate_zste(model, testset, progress=False, junctions=junctions)
+    assert model.audio_calls == 0
+
+
 def test_moved_sources_stop_the_sweep_before_any_work_with_one_message(
         synthetic_esc50, tmp_path, monkeypatch):
     """The dataset moved after the build: the first missing file is named with the fix, before
