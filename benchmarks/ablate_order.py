@@ -28,10 +28,16 @@ extended wordings) trains stages A and B on its own build of the same sources. E
 on the test split of the default build (fold 5 clips, never trained on), so the columns
 compare whatever data a row trained on.
 
-Columns (COLUMNS: a path into a ZSTE result's metrics each): single-sound (task 1), order on
-seen and held-out pairs (task 3), order under held-out wordings, CompA-order group: mean +- sd
-over seeds and the Wilson 95% interval of the counts pooled over seeds. The table goes to
-OUT/ablation.md, everything to OUT/ablation.json, whose content is also the last line printed.
+ZSTE runs with every wording (`--templates all`) and the timing sweep (`--junctions`, default
+0.2,0.35,0.5,0.65,0.8: order and CompA-order with the second event at each of those fractions of
+the clip; --quick sweeps 0.2,0.8 unless --junctions is given). Columns (COLUMNS: a path into a
+ZSTE result's metrics each): single-sound (task 1), order on seen and held-out pairs (task 3),
+held-out order at the worst junction of the sweep (the timing-robust order), order under
+held-out wordings, CompA-order group, CompA group at that worst junction, both events of a
+mixture (task 2) and the position of each event (task 5): mean +- sd over seeds and the Wilson
+95% interval of the counts pooled over seeds (a worst-junction column pools each seed's own
+worst junction). The table goes to OUT/ablation.md, everything to OUT/ablation.json, whose
+content is also the last line printed.
 
 Rows of the ablation before recipes that are not recipes: `contrast_retain` (additive_retain
 with the contrast head, superseded by contrast_retain_ov2) and `antisym_retain` (antisym with
@@ -63,12 +69,19 @@ COLUMNS = {  # name: path into a ZSTE result's metrics; a new column is one more
     "single": ("task1_single",),
     "order_seen": ("task3_order", "seen"),
     "order_heldout": ("task3_order", "unseen"),
+    "order_heldout_worst": ("timing_sweep", "timing_robust", "order"),
     "wordings": ("template_generalisation", "heldout"),
     "compa_group": ("compa_order", "group"),
+    "compa_group_worst": ("timing_sweep", "timing_robust", "compa_group"),
+    "task2_mixture": ("task2_mixture",),
+    "task5_position": ("task5_position",),
 }
+# --quick's timing sweep (an override like its step counts): the two ends of the default's
+QUICK_JUNCTIONS = "0.2,0.8"
 
 
 def parse_args(argv):
+    from teminal.evaluate.options import SWEEP_JUNCTIONS, parse_junctions
     from teminal.train.recipes import shipped
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
@@ -85,13 +98,23 @@ def parse_args(argv):
     p.add_argument("--stage-a-steps", type=int, help="default: the recipe's")
     p.add_argument("--stage-b-steps", type=int, help="default: the recipe's")
     p.add_argument("--max-items", type=int, help="ZSTE on at most N clips / groups")
+    p.add_argument("--junctions", help="ZSTE's timing sweep: where the second event starts, "
+                                       "fractions of the clip (default: "
+                                       f"{','.join(f'{j:g}' for j in SWEEP_JUNCTIONS)}; --quick: "
+                                       f"{QUICK_JUNCTIONS})")
     p.add_argument("--quick", action="store_true",
-                   help="smoke run: tiny data, 2 steps per stage, 8 ZSTE items")
+                   help="smoke run: tiny data, 2 steps per stage, 8 ZSTE items, a sweep of "
+                        f"{QUICK_JUNCTIONS}")
     args = p.parse_args(argv)
     if args.quick:
         args.clips_per_class_per_fold = 1
         args.pretrain_steps = args.stage_a_steps = args.stage_b_steps = 2
         args.max_items = args.max_items or 8
+        args.junctions = args.junctions or QUICK_JUNCTIONS
+    try:
+        args.junctions = parse_junctions(args.junctions or SWEEP_JUNCTIONS)
+    except ValueError as e:
+        p.error(str(e))
     return args
 
 
@@ -177,7 +200,8 @@ def train(step: Step) -> float:
     return time.perf_counter() - t0
 
 
-def evaluate(model: Path, data: Path, out: Path, max_items) -> dict:
+def evaluate(model: Path, data: Path, out: Path, max_items, junctions) -> dict:
+    """`evaluate zste --templates all --junctions ...` of `model` on `data`, kept in `out`."""
     if out.exists():
         return json.loads(out.read_text())
     import torch
@@ -189,7 +213,7 @@ def evaluate(model: Path, data: Path, out: Path, max_items) -> dict:
     loaded = load_model(str(model))
     with torch.no_grad():
         result = Z.run(loaded, str(model), data, max_items=max_items, progress=False,
-                       label=out.stem)
+                       label=out.stem, templates="all", junctions=junctions)
     write_result(result, out)
     return result
 
@@ -286,8 +310,10 @@ def score(model: Path, key: str, eval_data: Path, eval_id: str, args) -> dict:
     """ZSTE of a step's model on the evaluation build, kept under a key of its inputs."""
     from teminal.train.recipes import settings_hash
 
-    name = settings_hash({"model": key, "build_id": eval_id, "max_items": args.max_items})
-    return evaluate(model, eval_data, model.parent / f"zste-{name}.json", args.max_items)
+    name = settings_hash({"model": key, "build_id": eval_id, "max_items": args.max_items,
+                          "templates": "all", "junctions": list(args.junctions)})
+    return evaluate(model, eval_data, model.parent / f"zste-{name}.json", args.max_items,
+                    args.junctions)
 
 
 def _at(metrics: dict, path) -> dict | None:

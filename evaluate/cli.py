@@ -16,7 +16,8 @@ from pathlib import Path
 
 import click
 
-from teminal.evaluate.options import TEMPLATE_CHOICES, ZEROSHOT_DATASETS
+from teminal.evaluate.options import (SWEEP_JUNCTIONS, TEMPLATE_CHOICES, ZEROSHOT_DATASETS,
+                                      parse_junctions)
 from teminal.pipeline.sources import retrieval_datasets
 
 
@@ -131,10 +132,23 @@ def main():
               help="Evaluate at most N single clips and N pair groups (quick runs).")
 @click.option("--split", default="test", show_default=True)
 @click.option("--plots", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Write the order-task confusion PNG into this folder.")
+              help="Write the order-task confusion PNG (and, with --junctions, the timing "
+                   "sweep's) into this folder.")
+@click.option("--junctions", default=None, metavar="J1,J2,...",
+              callback=lambda ctx, param, value: _junctions(value),
+              help="Timing sweep: also score task 3 and CompA-order with the second event at "
+                   "each of these fractions of the clip (re-rendered from the catalog's "
+                   "recipes and the sources, no rebuild), e.g. "
+                   + ",".join(f"{j:g}" for j in SWEEP_JUNCTIONS) + ".")
+@click.option("--sweep-items", type=click.IntRange(min=1), default=None,
+              help="Sweep only the first N test groups (default: every group scored).")
+@click.option("--root", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where the build's source dataset is now, if it moved since the build (the "
+                   "single clips and the timing sweep render from it).")
 def zste(spec, out, seed, batch_size, device, label, quiet, workers, data, templates, train_data,
-         max_items, split, plots):
-    """The five ZSTE tasks, CompA-order scores, seen/unseen pairs and held-out wordings."""
+         max_items, split, plots, junctions, sweep_items, root):
+    """The five ZSTE tasks, CompA-order scores, seen/unseen pairs, held-out wordings and, with
+    --junctions, the timing sweep."""
     from teminal.evaluate import zste as Z
 
     from teminal.pipeline.lock import read_lock
@@ -145,15 +159,29 @@ def zste(spec, out, seed, batch_size, device, label, quiet, workers, data, templ
             result = Z.run(model, spec, data, seed=seed, batch_size=batch_size,
                            templates=templates, train_data=train_data, max_items=max_items,
                            split=split, label=label, argv=_argv(), progress=not quiet,
-                           workers=workers)
+                           workers=workers, junctions=junctions, sweep_items=sweep_items,
+                           root=root)
     except (FileNotFoundError, FileExistsError, ValueError) as e:
         raise click.ClickException(str(e)) from None
     _finish(result, out, quiet)
     if plots is not None and "task3_order" in result["metrics"]:
-        from teminal.evaluate.plots import plot_order_confusion
+        from teminal.evaluate.plots import plot_order_confusion, plot_timing_sweep
 
         name = f"order_confusion_{result['label']}.png"
         click.echo(f"wrote {plot_order_confusion(result, plots / name)}")
+        if "timing_sweep" in result["metrics"]:
+            name = f"timing_sweep_{result['label']}.png"
+            click.echo(f"wrote {plot_timing_sweep([result], [result['label']], plots / name)}")
+
+
+def _junctions(value: str | None) -> tuple[float, ...]:
+    """--junctions, checked before the model loads."""
+    if value is None:
+        return ()
+    try:
+        return parse_junctions(value)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--junctions") from None
 
 
 @main.command()
@@ -209,7 +237,8 @@ def retrieval(spec, out, seed, batch_size, device, label, quiet, workers, datase
                 type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--labels", default=None, help="Comma-separated names, one per result.")
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Write a PNG of per-task bars.")
+              help="Write a PNG of per-task bars (and, when a result has a timing sweep, "
+                   "order against the junction beside it: NAME_timing_sweep.png).")
 def compare(results, labels, plot):
     """Print results side by side, with differences against the first."""
     from teminal.evaluate.report import compare_table, load_result, unique_labels
@@ -223,9 +252,12 @@ def compare(results, labels, plot):
         raise click.BadParameter(f"{len(names)} labels for {len(loaded)} results", param_hint="--labels")
     click.echo(compare_table(loaded, names))
     if plot is not None:
-        from teminal.evaluate.plots import plot_compare
+        from teminal.evaluate.plots import plot_compare, plot_timing_sweep
 
         click.echo(f"wrote {plot_compare(loaded, names, plot)}")
+        if any("timing_sweep" in r["metrics"] for r in loaded):
+            sweep = plot.with_name(f"{plot.stem}_timing_sweep.png")
+            click.echo(f"wrote {plot_timing_sweep(loaded, names, sweep)}")
 
 
 @main.command()

@@ -73,6 +73,55 @@ def plot_compare(results: Sequence[dict], labels: Sequence[str], path) -> Path:
     return _save(fig, path, plt)
 
 
+def sweep_series(result: dict, part: str | None) -> dict:
+    """One model's line of the timing sweep: junctions, order accuracies on `part` ("seen",
+    "unseen"; None: all pairs) and their intervals as distances below and above; points
+    without a value (no such pairs) are left out."""
+    points = result["metrics"].get("timing_sweep", {}).get("points", [])
+    scores = [(p["junction"], p["order"] if part is None else p["order"].get(part) or {})
+              for p in points]
+    kept = [(j, bar_marks(s)) for j, s in scores if s.get("accuracy") is not None]
+    return {"junction": [j for j, _ in kept], "value": [m["value"] for _, m in kept],
+            "below": [m["below"] for _, m in kept], "above": [m["above"] for _, m in kept]}
+
+
+def plot_timing_sweep(results: Sequence[dict], labels: Sequence[str], path) -> Path:
+    """Order accuracy (task 3) against the junction, one line per model with its 95% intervals
+    as error bars, in one panel for class pairs seen in training and one for held-out pairs
+    (one panel, all pairs, when no result knows which pairs it trained on); chance (1/3) and
+    the order-blind ceiling (0.5) drawn across, the paper's midpoint marked."""
+    split = any("unseen" in p["order"] for r in results
+                for p in r["metrics"].get("timing_sweep", {}).get("points", []))
+    panels = [("seen", "class pairs seen in training"), ("unseen", "held-out class pairs")] \
+        if split else [(None, "all class pairs")]
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 4.0), dpi=120,
+                             sharey=True, squeeze=False)
+    for ax, (part, title) in zip(axes[0], panels):
+        for i, (label, result) in enumerate(zip(labels, results)):
+            line = sweep_series(result, part)
+            # models side by side around each junction, so their intervals do not overlap
+            shift = (i - (len(results) - 1) / 2) * 0.012
+            if line["junction"]:
+                ax.errorbar([j + shift for j in line["junction"]], line["value"],
+                            yerr=[line["below"], line["above"]], fmt="o-", color=f"C{i}",
+                            capsize=3, lw=1.4, ms=4, label=label)
+        ax.axhline(1 / 3, color="black", ls=":", lw=1.1, label="chance (1/3)")
+        ax.axhline(0.5, color="black", ls="--", lw=1.1, label="order-blind ceiling")
+        ax.axvline(0.5, color="grey", lw=0.8, alpha=0.5, label="the paper's midpoint")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1.05)
+        ax.set_xlabel("where the second event starts (fraction of the clip)")
+        ax.set_title(title, fontsize=10)
+        ax.legend(fontsize=7, loc="lower center", frameon=False)
+    axes[0][0].set_ylabel("order accuracy (task 3)")
+    synthetic = any(r["data"].get("synthetic") for r in results)
+    fig.suptitle("ZSTE timing sweep: order against where the second event starts"
+                 + (" (SYNTHETIC data)" if synthetic else ""), fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path, plt)
+
+
 def bar_marks(score: dict) -> dict:
     """What one bar shows: value (None: no value), the interval as distances below and above
     it, and the levels drawn across it (chance, order-blind ceiling; None when undefined)."""

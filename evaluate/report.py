@@ -38,6 +38,7 @@ REQUIRED_MODEL = ("spec", "checkpoint_sha256")
 REQUIRED_DATA = ("catalog_build_id", "synthetic")
 ZSTE_TASKS = ("task1_single", "task2_mixture", "task3_order", "task4_compositional",
               "task5_position")
+TIMING_ROBUST = "3 order, timing-robust"   # the row of the timing sweep's summary figure
 
 
 # ---------------------------------------------------------------------------------------------
@@ -221,6 +222,9 @@ def rows(result: dict) -> list[Row]:
             out.append(Row(name, m[task]))
             for v in variants.get(task, ()):
                 out.append(Row(f"{name[:1]}   {v}", m[task]["variants"][v], variant=True))
+            if task == "task3_order" and "timing_sweep" in m:
+                # beside the paper-protocol figure: the same task at its worst junction
+                out.append(Row(TIMING_ROBUST, m["timing_sweep"]["timing_robust"]["order"]))
         tg = m.get("template_generalisation")
         if tg:
             out.append(Row("3 order, held-out wording", tg["heldout"]))
@@ -260,6 +264,8 @@ def headline_scores(result: dict) -> dict[str, dict]:
     if "unseen" in order:
         picks.append(("3 order, unseen pairs", order["unseen"],
                       {"chance": order.get("chance"), **ceiling}))
+    if "timing_sweep" in m:
+        picks.append((TIMING_ROBUST, m["timing_sweep"]["timing_robust"]["order"], {}))
     if "template_generalisation" in m:
         picks.append(("3 order, held-out wording", m["template_generalisation"]["heldout"], ceiling))
     picks += [("4 compositional", m.get("task4_compositional"), {}),
@@ -347,6 +353,8 @@ def _footer(result: dict) -> list[str]:
             out.append(f"order cosine (1 = a tower cannot tell the orders apart): text "
                        f"a-before-b vs b-before-a {_cosine(cosine['text'])}; audio forward vs "
                        f"reversed {_cosine(cosine['audio'])}")
+        if "timing_sweep" in m:
+            out += sweep_lines(m["timing_sweep"], m.get("task3_order", {}))
     if result["command"] == "retrieval":
         items = result.get("items", {})
         coverage = items.get("coverage")
@@ -361,6 +369,38 @@ def _footer(result: dict) -> list[str]:
                    f"{_fmt(t.get('clips_per_s'), 1)} {unit}, {t.get('texts_embedded')} texts, "
                    f"wall {_fmt(t.get('wall_seconds'), 1)} s")
     return out
+
+
+def robust_line(sweep: dict, order: dict) -> str:
+    """Where the timing-robust figure was measured, beside the paper-protocol figure."""
+    robust = sweep["timing_robust"]
+    pairs = "held-out pairs" if robust["pairs"] == "unseen" else "all pairs"
+    paper = order.get(robust["pairs"]) if robust["pairs"] == "unseen" else order
+    at = "-" if robust["junction"] is None else f"{robust['junction']:g}"
+    return (f"timing-robust order: {_fmt(robust['order'].get('accuracy'))} on {pairs} at "
+            f"junction {at}, the worst of {', '.join(f'{j:g}' for j in sweep['junctions'])} "
+            f"(the paper's protocol, this build's own timing: {_fmt(_acc(paper))})")
+
+
+def sweep_lines(sweep: dict, order: dict) -> list[str]:
+    """The timing sweep as a small table: order (all, seen, unseen pairs), the CompA scores
+    and the order confusion of the concatenations at each junction."""
+    lines = [robust_line(sweep, order),
+             f"timing sweep: task 3 and CompA-order with the second event at each junction "
+             f"(fraction of the clip; reversed mirrored) on {sweep['groups']} of "
+             f"{sweep['of_groups']} groups",
+             f"  {'junction':>8} {'order':>6} {'95% CI':>13} {'seen (n)':>14} {'unseen (n)':>14} "
+             f"{'CompA grp':>9} {'text':>6} {'audio':>6}  confusion fwd / rev (a-before-b, "
+             f"b-before-a, a-while-b)"]
+    for p in sweep["points"]:
+        o, c = p["order"], p["compa_order"]
+        counts = p["confusion"]["counts"]
+        lines.append(f"  {p['junction']:>8g} {_fmt(o.get('accuracy')):>6} {_ci(o):>13} "
+                     f"{_sub(o.get('seen')) if 'seen' in o else '':>14} "
+                     f"{_sub(o.get('unseen')) if 'unseen' in o else '':>14} "
+                     f"{_fmt(_acc(c['group'])):>9} {_fmt(_acc(c['text'])):>6} "
+                     f"{_fmt(_acc(c['audio'])):>6}  fwd {counts[0]} rev {counts[1]}")
+    return lines
 
 
 def compare_table(results: Sequence[dict], labels: Sequence[str] | None = None) -> str:
@@ -396,6 +436,8 @@ def compare_table(results: Sequence[dict], labels: Sequence[str] | None = None) 
             d = None if (v is None or base is None) else v - base
             line += f"{('-' if d is None else f'{d:+.3f}'):>{width + 2}}"
         lines.append(line)
+    lines += [f"{label}: {robust_line(r['metrics']['timing_sweep'], r['metrics'].get('task3_order', {}))}"
+              for label, r in zip(labels, results) if "timing_sweep" in r["metrics"]]
     return "\n".join(lines)
 
 
@@ -408,6 +450,13 @@ def _compare_values(result: dict) -> dict[str, float | None]:
         for part in ("seen", "unseen"):
             if isinstance(row.score.get(part), dict):
                 out[f"{row.name} [{part}]"] = row.score[part].get("accuracy")
+    for p in result["metrics"].get("timing_sweep", {}).get("points", []):
+        name = f"3 order @ junction {p['junction']:g}"
+        out[name] = _acc(p["order"])
+        for part in ("seen", "unseen"):
+            if part in p["order"]:
+                out[f"{name} [{part}]"] = _acc(p["order"][part])
+        out[f"CompA group @ junction {p['junction']:g}"] = _acc(p["compa_order"]["group"])
     return out
 
 

@@ -10,6 +10,13 @@
 - The class vocabulary is every label of the catalog's `sources` table (10 classes for the
   synthetic set, 50 for ESC-50); groups whose labels fall outside it (captioned datasets) are
   skipped and counted.
+- The timing sweep (`evaluate zste --junctions`): the forward and reversed members of the test
+  groups planned again with the second event at other junctions (`compose.retime`, from the
+  catalog's recipes) and rendered from the sources, each source decoded once per group, then
+  stored and read back with the build's codec, so that a swept member is bit for bit what a
+  build made with that fixed `--junction` stores. The sources are found where the catalog's
+  `sources` table says, or, with `root`, under the dataset's new folder (`pipeline render`'s
+  `--root`); a missing one stops the evaluation before any work, naming it.
 """
 from __future__ import annotations
 
@@ -21,10 +28,12 @@ from typing import Iterator, NamedTuple
 import numpy as np
 
 from teminal.manifests.catalog import Catalog, CatalogInfo, ShardContents
-from teminal.manifests.vocabulary import STAGE_RELATIONS, parse_member_name
+from teminal.manifests.vocabulary import CONCATENATIONS, STAGE_RELATIONS, parse_member_name
 
 # the members of a ZSTE pair group, in the order the tasks read them
 GROUP_RELATIONS = STAGE_RELATIONS["b"]
+# the members the timing sweep renders again: those with a junction (an overlay has none)
+SWEPT_RELATIONS = tuple(r for r in GROUP_RELATIONS if r in CONCATENATIONS)
 
 
 @dataclass(frozen=True)
@@ -47,12 +56,17 @@ class PairGroup:
 class CatalogTestSet:
     """Test-split items of OUT (a `pipeline build` folder) for the ZSTE tasks."""
 
-    def __init__(self, out, split: str = "test", max_items: int | None = None):
+    def __init__(self, out, split: str = "test", max_items: int | None = None,
+                 root=None):
         self.out = Path(out)
         self.split = split
         self.max_items = max_items
+        self.root = root        # where the sources are now, if they moved since the build
+        self._swept_rows: dict | None = None   # the timing sweep's recipes, read on first use
+        self._paths: dict | None = None        # and their sources' paths
         with Catalog.open(self.out) as catalog:
             self.info = catalog.info(split)
+            self._builds = {b.build_id: b.config for b in catalog.builds()}
             self.datasets = catalog.datasets()
             self.vocabulary = catalog.labels()
             self._sources = catalog.labelled_sources(split)
@@ -108,8 +122,8 @@ class CatalogTestSet:
         from teminal.evaluate.workers import DecodePool
 
         vocab = set(self.vocabulary)
-        jobs = [SingleJob(row["source_id"], row["path"], row["label"], self.split,
-                          self.sample_rate, self.num_samples, self.pad)
+        jobs = [SingleJob(row["source_id"], str(self._source_file(row["path"])), row["label"],
+                          self.split, self.sample_rate, self.num_samples, self.pad)
                 for row in self._sources if row["label"] in vocab]
         taken = 0
         for job, (wave, reason) in zip(jobs, (pool or DecodePool(0)).map(render_single, jobs)):
@@ -181,6 +195,91 @@ class CatalogTestSet:
 
     def _skip(self, reason: str) -> None:
         self.skipped[reason] = self.skipped.get(reason, 0) + 1
+
+    # -- the timing sweep -----------------------------------------------------------------------
+    def check_sweep(self, junctions, limit: int | None = None) -> None:
+        """Before any work: each junction leaves every event of the groups to sweep (the first
+        `limit` the evaluation reads) its least length, given the recipes' gaps, and every
+        source of those groups is where the catalog says (or under `root`)."""
+        from teminal.pipeline.compose import SampleRecipe, check_timing, part_slots
+        from teminal.pipeline.render import missing_source
+
+        rows = self._sweep_rows()
+        vocab = set(self.vocabulary)
+        keys = [k for k, (fwd, _) in rows.items() if set(fwd["labels"]) <= vocab]
+        limit = min(x for x in (limit, self.max_items, len(keys)) if x is not None)
+        recipes = [SampleRecipe.from_dict(rows[k][0]) for k in keys[:limit]]
+        gaps = [second[0] - first[1] for r in recipes for first, second in [part_slots(r)]]
+        gap = max(gaps, default=0) / self.sample_rate
+        clip = self.num_samples / self.sample_rate
+        for j in junctions:
+            try:
+                check_timing(j, gap, 0.0, clip)
+            except ValueError:
+                raise ValueError(f"--junctions {j:g}: the test groups' gap of up to {gap:g} s "
+                                 f"leaves one of the events too short in a {clip:g} s clip; "
+                                 f"choose junctions nearer 0.5") from None
+        for recipe in recipes:
+            for sid, path in self._sweep_sources(recipe.source_ids, recipe.build_id):
+                if not Path(path).exists():
+                    raise missing_source(
+                        f"{self.out}: the timing sweep renders {recipe.key} from its sources",
+                        sid, path, self._build_root(recipe.build_id), self.root)
+
+    def swept_groups(self, groups, junctions, pool=None) -> Iterator["SweptGroup"]:
+        """Each of `groups` (in order) with its forward and reversed members rendered at each
+        junction; `pool` (a `DecodePool`) renders them in worker processes."""
+        from teminal.evaluate.workers import DecodePool
+
+        pool = pool or DecodePool(0)
+        rows = self._sweep_rows()
+        jobs = (self._sweep_job(rows[g.group_key], tuple(junctions)) for g in groups)
+        # a job is 2 members per junction: keep about as many clips in flight as a batch
+        ahead = max(1, pool.ahead // (len(SWEPT_RELATIONS) * max(1, len(junctions))))
+        yield from pool.map(render_sweep, jobs, ahead=ahead)
+
+    def _sweep_rows(self) -> dict[str, tuple[dict, dict]]:
+        """group key -> its (forward, reversed) catalog rows, in the order the shards hold
+        them (read once)."""
+        if self._swept_rows is None:
+            with Catalog.open(self.out) as catalog:
+                rows = catalog.recipes("b", self.split, SWEPT_RELATIONS)
+            by_group: dict[str, dict] = {}
+            for row in rows:
+                by_group.setdefault(row["group_key"], {})[row["relation"]] = row
+            self._swept_rows = {k: tuple(v[r] for r in SWEPT_RELATIONS)
+                                for k, v in by_group.items() if len(v) == len(SWEPT_RELATIONS)}
+        return self._swept_rows
+
+    def _sweep_job(self, rows: tuple[dict, dict], junctions: tuple[float, ...]) -> "SweepJob":
+        fwd = rows[0]
+        codec = self._builds.get(fwd["build_id"], {}).get("codec", "flac")  # as pipeline render
+        sources = tuple(self._sweep_sources(fwd["source_ids"], fwd["build_id"]))
+        return SweepJob(fwd["group_key"], rows, sources, junctions, codec,
+                        self._build_root(fwd["build_id"]),
+                        None if self.root is None else str(self.root), str(self.out))
+
+    def _sweep_sources(self, source_ids, build_id) -> list[tuple[str, str]]:
+        paths = self._source_paths()
+        return [(sid, str(self._source_file(paths[sid], build_id))) for sid in source_ids]
+
+    def _source_paths(self) -> dict[str, str]:
+        if self._paths is None:
+            with Catalog.open(self.out) as catalog:
+                ids = {sid for fwd, _ in self._sweep_rows().values() for sid in fwd["source_ids"]}
+                self._paths = catalog.source_paths(sorted(ids))
+        return self._paths
+
+    def _build_root(self, build_id: str | None = None) -> str | None:
+        config = self._builds.get(build_id) if build_id else None
+        return (config if config is not None else self.info.config).get("root")
+
+    def _source_file(self, path: str, build_id: str | None = None) -> Path:
+        """A source's file as the catalog names it, or under `root` when the dataset moved."""
+        from teminal.pipeline.render import source_file
+
+        return source_file(path, self._build_root(build_id), self.root,
+                           f"{self.out} sources table")
 
 
 def group_of(meta: dict) -> PairGroup | None:
@@ -267,18 +366,88 @@ def decode_group(job: GroupJob) -> DecodedGroup:
     return DecodedGroup(job.group, {r: waves[r] for r in GROUP_RELATIONS})
 
 
+class SweepJob(NamedTuple):
+    group_key: str
+    rows: tuple[dict, ...]                  # the forward and reversed catalog rows
+    sources: tuple[tuple[str, str], ...]    # (source id, file) of each part
+    junctions: tuple[float, ...]
+    codec: str                              # the build's --codec: members as it stores them
+    build_root: str | None                  # for the message of a missing source
+    root: str | None
+    out: str
+
+
+class SweptGroup(NamedTuple):
+    group_key: str
+    # junction -> relation -> wave; None where the member planned at that junction is the one
+    # stored (the build's own timing), whose embedding the evaluation already has
+    waves: dict[float, dict[str, np.ndarray] | None]
+
+    @property
+    def clips(self) -> int:
+        return sum(len(w) for w in self.waves.values() if w)
+
+
+def render_sweep(job: SweepJob) -> SweptGroup:
+    """The group's forward and reversed members planned at each junction (`compose.retime`)
+    and rendered from the sources (each decoded once), then encoded and decoded with the
+    build's codec: what a build with that fixed `--junction` would store."""
+    from teminal.manifests.shard_codec import decode_member, encode_member
+    from teminal.pipeline.compose import SampleRecipe, render_detailed, retime
+
+    stored = [SampleRecipe.from_dict(row) for row in job.rows]
+    waves = _sweep_sources(job, stored[0].sample_rate)
+    out, parts = {}, {}   # prepared parts: forward and reversed at one junction share theirs
+    for junction in job.junctions:
+        planned = [retime(r, junction, waves) for r in stored]
+        if all(_same_plan(p, r) for p, r in zip(planned, stored)):
+            out[junction] = None
+            continue
+        out[junction] = {}
+        for recipe in planned:
+            audio = render_detailed(recipe, waves, parts).audio
+            data, ext = encode_member(audio, recipe.sample_rate, job.codec)
+            out[junction][recipe.relation] = decode_member(data, ext, recipe.key)[0]
+    return SweptGroup(job.group_key, out)
+
+
+def _sweep_sources(job: SweepJob, sample_rate: int) -> dict[str, np.ndarray]:
+    from teminal.pipeline.audio import AudioError, load_source
+    from teminal.pipeline.render import missing_source
+
+    waves = {}
+    for sid, path in job.sources:
+        if not Path(path).exists():
+            raise missing_source(f"{job.out}: the timing sweep renders {job.group_key} from its "
+                                 f"sources", sid, path, job.build_root, job.root)
+        try:
+            waves[sid] = load_source(path, sample_rate)
+        except AudioError as e:
+            raise ValueError(f"{job.out}: the timing sweep cannot use source {path} of "
+                             f"{job.group_key} ({e}); it changed since the build") from None
+    return waves
+
+
+def _same_plan(planned, stored) -> bool:
+    """Whether a re-planned member is the stored one (same layout and cuts: same audio)."""
+    return all(getattr(planned, f) == getattr(stored, f) for f in
+               ("offsets", "slot_lengths", "source_offsets", "recipe_version", "augment"))
+
+
 class ItemTestSet:
     """A test set from hand-made item lists (tests, notebooks); same interface as
     CatalogTestSet."""
 
     def __init__(self, vocabulary, singles, groups, sample_rate: int, synthetic: bool = True,
-                 build_id: str | None = None, max_items: int | None = None):
+                 build_id: str | None = None, max_items: int | None = None, sweep=None):
         self.vocabulary = sorted(vocabulary)
         self._singles = list(singles)[:max_items] if max_items else list(singles)
         self._groups = list(groups)[:max_items] if max_items else list(groups)
         self.sample_rate = sample_rate
         self.info = CatalogInfo("(items)", [build_id] if build_id else [], synthetic)
         self.skipped: dict[str, int] = {}
+        # the timing sweep's members, made by hand: junction -> group key -> relation -> wave
+        self._sweep = dict(sweep or {})
 
     @property
     def num_singles(self) -> int:
@@ -293,3 +462,14 @@ class ItemTestSet:
 
     def groups(self, pool=None):
         yield from self._groups
+
+    def check_sweep(self, junctions, limit: int | None = None) -> None:
+        missing = [j for j in junctions if j not in self._sweep]
+        if missing:
+            raise ValueError(f"--junctions: this test set has no members at {missing} (it has "
+                             f"{sorted(self._sweep) or 'none'})")
+
+    def swept_groups(self, groups, junctions, pool=None):
+        for group in groups:
+            yield SweptGroup(group.group_key, {j: self._sweep[j][group.group_key]
+                                               for j in junctions})

@@ -22,6 +22,13 @@ Tasks, on test-split items:
 CompA-order (Winoground-style) over each forward/reversed pair with T_f = "{a} before {b}",
 T_r = "{b} before {a}": text score s(A_f,T_f) > s(A_f,T_r) and s(A_r,T_r) > s(A_r,T_f); audio
 score s(A_f,T_f) > s(A_r,T_f) and s(A_r,T_r) > s(A_f,T_r); group score both (strict: ties fail).
+Timing sweep (`junctions`, this project's addition): task 3 (the paper's wording) and CompA-order
+again on the same test groups with the second event at each junction (a fraction of the clip;
+the reversed member mirrored), re-planned from the catalog's recipes and rendered from the
+sources (`CatalogTestSet.swept_groups`); the overlay member is the stored one (it has no
+junction). Its summary, the timing-robust order, is the held-out-pair order accuracy at the
+worst junction: a model that learned "what fills the first half" rather than order scores well
+at the midpoint it trained on and near the order-blind ceiling elsewhere.
 """
 from __future__ import annotations
 
@@ -36,8 +43,8 @@ from teminal.pipeline.progress import progress_bar
 
 from teminal.evaluate.embed import AudioStats, TextCache, embed_stream, eval_mode, normalize
 from teminal.evaluate.metrics import Score, argmax_first, top_k_sets
-from teminal.evaluate.options import TEMPLATE_CHOICES
-from teminal.evaluate.testset import GROUP_RELATIONS, PairGroup, SingleItem
+from teminal.evaluate.options import TEMPLATE_CHOICES, parse_junctions
+from teminal.evaluate.testset import GROUP_RELATIONS, SWEPT_RELATIONS, PairGroup, SingleItem
 from teminal.evaluate.training_data import TrainingData
 from teminal.manifests.vocabulary import CLASS_PROMPT
 from teminal.evaluate.workers import DecodePool, decode_ahead, workers_for
@@ -165,6 +172,37 @@ def embed_testset(model, testset, batch_size: int = 32, stats: AudioStats | None
     dim = (single_vecs or vecs["forward"] or [np.zeros(0, np.float32)])[0].shape[0]
     stack = lambda v: np.stack(v) if v else np.zeros((0, dim), np.float32)  # noqa: E731
     return ZsteEmbeddings(singles, stack(single_vecs), groups, {r: stack(v) for r, v in vecs.items()})
+
+
+def embed_sweep(model, testset, emb: ZsteEmbeddings, junctions: Sequence[float],
+                n_groups: int, batch_size: int = 32, stats: AudioStats | None = None,
+                progress: bool = True, pool=None) -> dict[float, ZsteEmbeddings]:
+    """The first `n_groups` of `emb.groups` with their forward and reversed members rendered
+    at each junction and embedded (a member that is the stored one keeps its embedding from
+    `emb`), the overlay as stored: {junction: embeddings of those groups}."""
+    groups = emb.groups[:n_groups]
+
+    def members():
+        for i, swept in enumerate(testset.swept_groups(groups, junctions, pool)):
+            for junction in junctions:
+                for relation in SWEPT_RELATIONS:
+                    waves = swept.waves[junction]
+                    if waves is not None:
+                        yield (i, junction, relation), waves[relation]
+            bar.update(1)
+
+    vecs = {(j, r): [v for v in emb.members[r][:n_groups]] for j in junctions
+            for r in SWEPT_RELATIONS}
+    with progress_bar(len(groups), "zste timing sweep", "group", enabled=progress,
+                      leave=False) as bar:
+        for (i, junction, relation), vec in embed_stream(model, members(), testset.sample_rate,
+                                                         batch_size, stats):
+            vecs[junction, relation][i] = vec
+    stack = lambda v, r: np.stack(v) if v else emb.members[r][:0]  # noqa: E731
+    return {j: ZsteEmbeddings([], emb.single[:0], groups,
+                              {**{r: stack(vecs[j, r], r) for r in SWEPT_RELATIONS},
+                               "overlay": emb.members["overlay"][:n_groups]})
+            for j in junctions}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -393,6 +431,52 @@ def template_generalisation(emb: ZsteEmbeddings, cache: TextCache, paper: dict,
     }
 
 
+def timing_sweep(sweep: dict[float, ZsteEmbeddings], cache: TextCache, template: OrderTemplate,
+                 seen: np.ndarray | None, of_groups: int) -> dict:
+    """Task 3 and CompA-order at each junction of the sweep, and the timing-robust order: the
+    held-out-pair order at the worst junction (all pairs when seen/unseen is unknown)."""
+    points = []
+    for junction, emb in sorted(sweep.items()):
+        mask = None if seen is None else seen[:len(emb.groups)]
+        order = task3_order(emb, cache, template, mask)
+        points.append({
+            "junction": junction,
+            "order": {k: order[k] for k in ("accuracy", "n", "correct", "ci95", "chance",
+                                            "seen", "unseen") if k in order},
+            "order_blind_ceiling": order["order_blind_ceiling"],
+            "confusion": order["confusion"],
+            "compa_order": {k: v for k, v in compa_order(emb, cache, template, mask).items()
+                            if k != "description"}})
+    groups = len(next(iter(sweep.values())).groups) if sweep else 0
+    return {
+        "description": "task 3 (forward/reversed vs {a} before {b}, {b} before {a}, {a} while "
+                       "{b}) and CompA-order on the test groups re-rendered with the second "
+                       "event at each junction (fraction of the clip; reversed mirrored; the "
+                       "overlay as built)",
+        "junctions": [p["junction"] for p in points],
+        "groups": groups, "of_groups": of_groups,
+        "template": template.to_dict(),
+        "points": points,
+        "timing_robust": timing_robust(points, seen is not None),
+    }
+
+
+def timing_robust(points: list[dict], split_known: bool) -> dict:
+    """The worst junction's held-out-pair order (the lowest accuracy; ties: the lowest
+    junction) and the CompA group score at that junction."""
+    part = "unseen" if split_known else None
+    scored_points = [(p, p["order"][part] if part else p["order"]) for p in points]
+    scored_points = [(p, s) for p, s in scored_points if s.get("accuracy") is not None]
+    if not scored_points:
+        return {"junction": None, "pairs": part or "all", "order": Score.of(np.zeros(0, bool)).to_dict(),
+                "compa_group": Score.of(np.zeros(0, bool)).to_dict()}
+    point, score = min(scored_points, key=lambda ps: (ps[1]["accuracy"], ps[0]["junction"]))
+    return {"junction": point["junction"], "pairs": part or "all",
+            "order": {**score, "chance": point["order"]["chance"],
+                      "order_blind_ceiling": point["order_blind_ceiling"]},
+            "compa_group": point["compa_order"]["group"]}
+
+
 # ---------------------------------------------------------------------------------------------
 # The whole evaluation
 
@@ -403,8 +487,10 @@ def seen_mask(groups: list[PairGroup], training: TrainingData | None) -> np.ndar
 
 
 def score_zste(emb: ZsteEmbeddings, vocab: list[str], cache: TextCache, *, seed: int = 0,
-               templates: str = "all", training: TrainingData | None = None) -> dict:
-    """Every task's metrics from embeddings; the text cache supplies (and counts) text vectors."""
+               templates: str = "all", training: TrainingData | None = None,
+               sweep: dict[float, ZsteEmbeddings] | None = None) -> dict:
+    """Every task's metrics from embeddings; the text cache supplies (and counts) text vectors.
+    `sweep` (`embed_sweep`): the timing sweep's embeddings per junction."""
     if templates not in TEMPLATE_CHOICES:
         raise ValueError(f"templates must be one of {TEMPLATE_CHOICES}, got {templates!r}")
     vocab = sorted(vocab)
@@ -421,6 +507,8 @@ def score_zste(emb: ZsteEmbeddings, vocab: list[str], cache: TextCache, *, seed:
             train_ids = training.template_ids if training is not None and training.available else None
             metrics["template_generalisation"] = template_generalisation(
                 emb, cache, metrics["task3_order"], heldout_templates(train_ids), seen)
+        if sweep:
+            metrics["timing_sweep"] = timing_sweep(sweep, cache, paper, seen, len(emb.groups))
     if seen is not None:
         metrics["pairs"] = {"test_pairs": len({g.pair for g in emb.groups}),
                             "seen_pairs": len({g.pair for g, s in zip(emb.groups, seen) if s}),
@@ -430,11 +518,19 @@ def score_zste(emb: ZsteEmbeddings, vocab: list[str], cache: TextCache, *, seed:
 
 def evaluate_zste(model, testset, *, seed: int = 0, batch_size: int = 32, templates: str = "all",
                   training: TrainingData | None = None, progress: bool = True,
-                  workers: int | None = 0) -> dict:
+                  workers: int | None = 0, junctions: Sequence[float] = (),
+                  sweep_items: int | None = None) -> dict:
     """Embed a test set with `model` and score every task. Returns {"metrics", "timing",
     "items"}; `teminal.evaluate.report` wraps it with provenance. `workers` decode processes
-    (0: decode in this process; None: `default_workers()`) give the same numbers."""
+    (0: decode in this process; None: `default_workers()`) give the same numbers. `junctions`
+    (fractions of the clip) add the timing sweep on the first `sweep_items` groups (None:
+    all); its junctions and sources are checked before any work."""
     start = time.perf_counter()
+    junctions = parse_junctions(junctions) if junctions else ()
+    if sweep_items is not None and sweep_items < 1:
+        raise ValueError(f"--sweep-items {sweep_items}: give a number of test groups >= 1")
+    if junctions:
+        testset.check_sweep(junctions, sweep_items)
     stats = AudioStats()
     workers = workers_for(model, workers)
     with eval_mode(model), DecodePool(workers, ahead=decode_ahead(batch_size, workers)) as pool:
@@ -443,22 +539,30 @@ def evaluate_zste(model, testset, *, seed: int = 0, batch_size: int = 32, templa
         if not emb.singles and not emb.groups:
             raise ValueError("the test set yielded no items (see skipped counts: "
                              f"{testset.skipped or 'none'})")
+        n_swept = min(len(emb.groups), sweep_items or len(emb.groups)) if junctions else 0
+        sweep = embed_sweep(model, testset, emb, junctions, n_swept, batch_size, stats,
+                            progress, pool) if n_swept else None
+        sweep_pass = time.perf_counter() - start - audio_pass
         cache = TextCache(model, batch_size=max(batch_size, 64))
         metrics = score_zste(emb, testset.vocabulary, cache, seed=seed, templates=templates,
-                             training=training)
+                             training=training, sweep=sweep)
     wall = time.perf_counter() - start
     return {
         "metrics": metrics,
         "items": {"singles": len(emb.singles), "groups": len(emb.groups),
-                  "classes": len(testset.vocabulary), "skipped": dict(testset.skipped)},
+                  "classes": len(testset.vocabulary), "skipped": dict(testset.skipped),
+                  **({"swept_groups": n_swept} if junctions else {})},
         "timing": {**stats.to_dict(), "texts_embedded": len(cache),
                    "text_embed_seconds": round(cache.seconds, 3), "wall_seconds": round(wall, 3),
-                   "audio_pass_seconds": round(audio_pass, 3), "decode": pool.timing()},
+                   "audio_pass_seconds": round(audio_pass, 3),
+                   **({"sweep_seconds": round(sweep_pass, 3)} if junctions else {}),
+                   "decode": pool.timing()},
     }
 
 
-def protocol(templates: str, seed: int, split: str) -> dict:
-    return {
+def protocol(templates: str, seed: int, split: str, junctions: Sequence[float] = (),
+             sweep_items: int | None = None) -> dict:
+    out = {
         "benchmark": "ZSTE (zero-shot temporal evaluation, docs/METHOD.md)",
         "split": split,
         "decision": "argmax of cosine similarity, ties to the first candidate; accuracy with a "
@@ -475,22 +579,37 @@ def protocol(templates: str, seed: int, split: str) -> dict:
                       "catalog",
         "seed": seed,
     }
+    if junctions:
+        out["timing_sweep"] = {
+            "junctions": list(junctions), "sweep_items": sweep_items,
+            "members": "forward and reversed of the first sweep_items test groups (all: null) "
+                       "planned again with the second event at each junction (compose.retime: "
+                       "as a build with that fixed --junction and the recipe's gap plans it; "
+                       "reversed mirrored), rendered from the sources and stored with the "
+                       "build's codec; the overlay as built",
+            "timing_robust": "order accuracy on held-out (unseen) pairs at the worst junction"}
+    return out
 
 
 def run(model, spec: str, data, *, seed: int = 0, batch_size: int = 32, templates: str = "all",
         train_data=None, max_items: int | None = None, split: str = "test",
         label: str | None = None, argv=None, progress: bool = True,
-        workers: int | None = 0) -> dict:
-    """`evaluate zste` as a function: the full result object (see teminal.evaluate.report)."""
+        workers: int | None = 0, junctions: Sequence[float] = (), sweep_items: int | None = None,
+        root=None) -> dict:
+    """`evaluate zste` as a function: the full result object (see teminal.evaluate.report).
+    `root`: where the build's sources are now, if they moved (the singles and the timing sweep
+    render from them)."""
     from teminal.evaluate.report import new_result
     from teminal.evaluate.testset import CatalogTestSet
     from teminal.evaluate.training_data import resolve_training_data
     from teminal.models.provenance import find_checkpoint
 
-    testset = CatalogTestSet(data, split=split, max_items=max_items)
+    junctions = parse_junctions(junctions) if junctions else ()
+    testset = CatalogTestSet(data, split=split, max_items=max_items, root=root)
     training = resolve_training_data(model, train_data, near=find_checkpoint(spec))
     out = evaluate_zste(model, testset, seed=seed, batch_size=batch_size, templates=templates,
-                        training=training, progress=progress, workers=workers)
+                        training=training, progress=progress, workers=workers,
+                        junctions=junctions, sweep_items=sweep_items)
     dataset = ",".join(testset.datasets) or testset.info.config.get("dataset")
     return new_result(
         "zste", spec=spec, model=model, label=label, argv=argv, seed=seed,
@@ -498,5 +617,6 @@ def run(model, spec: str, data, *, seed: int = 0, batch_size: int = 32, template
               "catalog_build_id": testset.info.build_id, "synthetic": testset.info.synthetic,
               "sample_rate": testset.sample_rate, "num_samples": testset.num_samples,
               "max_items": max_items},
-        protocol=protocol(templates, seed, split), metrics=out["metrics"], items=out["items"],
+        protocol=protocol(templates, seed, split, junctions, sweep_items), metrics=out["metrics"],
+        items=out["items"],
         training_data=training.to_dict(), timing=out["timing"])

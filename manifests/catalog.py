@@ -448,6 +448,14 @@ class Catalog:
         return self._dicts("SELECT group_key, relation, labels, template_ids FROM samples "
                            "WHERE split = ?", [split])
 
+    def recipes(self, stage: str, split: str, relations) -> list[dict]:
+        """Every column of the `samples` rows of (stage, split) whose relation is one of
+        `relations`, in the order the shards hold them (shard, then sample key): the recipes a
+        reader plans again (ZSTE's timing sweep re-renders them at other junctions)."""
+        return self._dicts("SELECT * FROM samples WHERE stage = ? AND split = ? AND "
+                           "list_contains(?, relation) ORDER BY shard, key",
+                           [stage, split, list(relations)])
+
     def select_group_keys(self, split: str, where: str | None = None, query: str | None = None,
                           stage: str | None = None) -> set[str] | None:
         """`select_group_keys` (the one definition of a run's selection) on this catalog; a

@@ -142,22 +142,9 @@ def rerender(out: str | os.PathLike, key: str, root: str | os.PathLike | None = 
     shard = inside(out, recipe.shard, f"{out} catalog row {key}", what="shard path")
     waves = {}
     for sid in recipe.source_ids:
-        path = Path(paths[sid])
-        if root is not None and config.get("root"):
-            try:
-                rel = path.relative_to(config["root"])
-            except ValueError:
-                raise ValueError(f"source {path} is not under the build's root "
-                                 f"{config['root']}, so --root cannot map it") from None
-            # lexical only: a dataset may keep its audio behind links (git-annex, DVC)
-            path = Path(root) / relative_parts(rel.as_posix(), f"{out} sources table",
-                                               "source path")
+        path = source_file(paths[sid], config.get("root"), root, f"{out} sources table")
         if not path.exists():
-            hint = (f"pass --root with the dataset's new folder (the build read it from "
-                    f"{config.get('root')})" if root is None else
-                    f"--root {root} does not hold it either")
-            raise FileNotFoundError(f"{key}: source {sid} is not at {path} (the dataset moved or "
-                                    f"was deleted since the build); {hint}")
+            raise missing_source(key, sid, path, config.get("root"), root)
         try:
             waves[sid] = load_source(path, recipe.sample_rate)
         except AudioError as e:
@@ -173,3 +160,33 @@ def rerender(out: str | os.PathLike, key: str, root: str | os.PathLike | None = 
             raise KeyError(f"shard {recipe.shard} has no member {member}") from None
     return Rerendered(recipe.key, audio, recipe.sample_rate, recipe.caption, recipe.source_ids,
                       recipe.sha256, stored, sha256_hex(data))
+
+
+# -- where a build's sources are now (pipeline render / verify --rerender, ZSTE's timing sweep) --
+
+def source_file(path: str | os.PathLike, build_root: str | None,
+                root: str | os.PathLike | None, source: str) -> Path:
+    """The file a `sources` row names (`path`, as the build recorded it), where it is now: the
+    recorded path, or with `root` (`--root`: the dataset folder's current location) the same
+    path relative to the build's root (`build_root`), under `root`. `source` names the table in
+    the message of a path that climbs out."""
+    path = Path(path)
+    if root is None or not build_root:
+        return path
+    try:
+        rel = path.relative_to(build_root)
+    except ValueError:
+        raise ValueError(f"source {path} is not under the build's root {build_root}, so --root "
+                         f"cannot map it") from None
+    # lexical only: a dataset may keep its audio behind links (git-annex, DVC)
+    return Path(root) / relative_parts(rel.as_posix(), source, "source path")
+
+
+def missing_source(what: str, sid: str, path: Path, build_root: str | None,
+                   root: str | os.PathLike | None) -> FileNotFoundError:
+    """The one message for a source that is not where the catalog (or --root) says: which
+    file, and how to point at it."""
+    hint = (f"pass --root with the dataset's new folder (the build read it from {build_root})"
+            if root is None else f"--root {root} does not hold it either")
+    return FileNotFoundError(f"{what}: source {sid} is not at {path} (the dataset moved or was "
+                             f"deleted since the build); {hint}")

@@ -34,9 +34,11 @@ class OracleModel(fakes.OracleModel):
     wordings = WORDINGS
 
 
-def make_testset(vocab=VOCAB, singles_per_class=2, repeats=1, **kwargs):
+def make_testset(vocab=VOCAB, singles_per_class=2, repeats=1, sweep=None, **kwargs):
     """An evaluate ItemTestSet of coded clips: every class `singles_per_class` times; every
-    ordered pair of classes `repeats` times."""
+    ordered pair of classes `repeats` times. `sweep` ({junction: predicate of a PairGroup}):
+    timing-sweep members at those junctions, where the forward member of each group the
+    predicate picks is coded as its reverse (a perfect model then gets that group wrong)."""
     from teminal.evaluate.testset import ItemTestSet, PairGroup, SingleItem
 
     singles, groups, nonce = [], [], 0
@@ -50,4 +52,9 @@ def make_testset(vocab=VOCAB, singles_per_class=2, repeats=1, **kwargs):
             key = f"g-{r}-{x:02d}-{y:02d}"
             waves = {rel: encode(rel, x, y, nonce) for rel in ("forward", "reversed", "overlay")}
             groups.append((PairGroup(key, vocab[x], vocab[y]), waves))
-    return ItemTestSet(vocab, singles, groups, SAMPLE_RATE, **kwargs)
+    swept = {j: {g.group_key: {"forward": encode("reversed" if wrong(g) else "forward",
+                                                 vocab.index(g.a), vocab.index(g.b), 10_000),
+                               "reversed": waves["reversed"]}
+                 for g, waves in groups}
+             for j, wrong in (sweep or {}).items()}
+    return ItemTestSet(vocab, singles, groups, SAMPLE_RATE, sweep=swept, **kwargs)

@@ -75,6 +75,9 @@ def test_the_ablation_runs_end_to_end_and_reports_mean_sd_and_intervals(tmp_path
                 if json.loads(p.read_text())["model"]["spec"] == str(
                     run("contrast_frozen_r2_templates")))
     assert zste["data"]["path"] == summary["data"]
+    # every wording and the timing sweep, at --quick's two junctions
+    assert zste["protocol"]["templates"] == "all"
+    assert zste["metrics"]["timing_sweep"]["junctions"] == [0.2, 0.8]
     held_out = zste["metrics"]["template_generalisation"]["heldout"]["templates"]
     assert held_out and not {"ext.after", "ext.followed_by"} & set(held_out)
     # the text at its own learning rate, the export averaged (over both quick steps)
