@@ -8,7 +8,9 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.teminal-installed
 DEMO   ?= runs/demo
 # The one recipe make demo runs (train/configs/recipes/; README, "What the demo shows")
-DEMO_RECIPE ?= contrast_frozen_text_lr03_avg
+DEMO_RECIPE ?= moment_timing
+# ... and the small-family model it starts from (a bundled config: small, small-minilm, ...)
+DEMO_MODEL ?= small-minilm-moment
 # glibc tuning that removes page-fault costs of large numpy buffers (see BENCHMARKS.md).
 export MALLOC_MMAP_THRESHOLD_ ?= 67108864
 export MALLOC_TRIM_THRESHOLD_ ?= 4294967296
@@ -30,7 +32,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $@
 
 demo: $(STAMP)
-	PATH="$(abspath $(VENV))/bin:$$PATH" bash scripts/demo.sh $(DEMO) $(DEMO_RECIPE)
+	PATH="$(abspath $(VENV))/bin:$$PATH" bash scripts/demo.sh $(DEMO) $(DEMO_RECIPE) $(DEMO_MODEL)
 
 test: $(STAMP)
 	$(PY) -m pytest -q -n 2 --durations=15 tests

@@ -93,6 +93,10 @@ def parse_args(argv):
                                              "does); rows with a build section build their own")
     p.add_argument("--rows", nargs="+", default=shipped(), metavar="RECIPE",
                    help="recipe names (train/configs/recipes/) or recipe files")
+    p.add_argument("--model", default="small", choices=small_models(),
+                   help="the bundled small-family model every row starts from (random init "
+                        "but for a pretrained text tower; one model per table: run the "
+                        "script once per model, each with its own --out)")
     p.add_argument("--clips-per-class-per-fold", type=int, default=8)
     p.add_argument("--pretrain-steps", type=int, help="default: the recipe's")
     p.add_argument("--stage-a-steps", type=int, help="default: the recipe's")
@@ -116,6 +120,12 @@ def parse_args(argv):
     except ValueError as e:
         p.error(str(e))
     return args
+
+
+def small_models() -> list[str]:
+    from teminal.models.laion.loading import ALIASES, bundled_configs
+
+    return sorted(ALIASES) + [c for c in bundled_configs() if c.startswith("small-")]
 
 
 def overrides(stage: str, section: dict, args) -> dict:
@@ -258,14 +268,18 @@ def _cli(command, argv) -> None:
             raise
 
 
-def seed_model_config(seed: int, folder: Path) -> Path:
-    """The bundled small model with its init seed set to `seed`."""
+def seed_model_config(seed: int, folder: Path, model: str = "small") -> Path:
+    """The bundled small-family model `model` (small, small-minilm, small-minilm-moment or a
+    config's file name) with its init seed set to `seed`; a pretrained text tower keeps its
+    weights (the seed draws what is new)."""
     from teminal.models.laion import CONFIG_DIR
+    from teminal.models.laion.loading import ALIASES
 
-    cfg = json.loads((CONFIG_DIR / "small-cnn6.json").read_text())
+    name = ALIASES.get(model, model)
+    cfg = json.loads((CONFIG_DIR / f"{name}.json").read_text())
     cfg["seed"] = seed
-    cfg["name"] = f"small-cnn6-seed{seed}"
-    path = folder / f"small-seed{seed}.json"
+    cfg["name"] = f"{name}-seed{seed}"
+    path = folder / f"{model}-seed{seed}.json"
     folder.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(cfg, indent=1))
     return path
@@ -286,7 +300,7 @@ def run_seed(seed: int, args, recipes: dict, datas: dict, eval_data: Path, where
     from teminal.train.recipes import settings_hash
 
     folder = args.out / f"seed{seed}"
-    model = seed_model_config(seed, folder)
+    model = seed_model_config(seed, folder, args.model)
     default = (eval_data, build_id(eval_data))
     results, layout, bases = {}, {}, {}
     for row, resolved in recipes.items():

@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # The whole method end to end on the synthetic embedded default, with the commands a user types:
 # one named recipe (train/configs/recipes/RECIPE.yaml) through every stage.
-# Usage: scripts/demo.sh RUN_DIR RECIPE   (make demo runs it inside the project's .venv with the
-# Makefile's DEMO and DEMO_RECIPE)
+# Usage: scripts/demo.sh RUN_DIR RECIPE [MODEL]   (make demo runs it inside the project's .venv
+# with the Makefile's DEMO, DEMO_RECIPE and DEMO_MODEL; MODEL: a bundled small-family model,
+# default small)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 RUN=${1:-runs/demo}
-RECIPE=${2:?usage: scripts/demo.sh RUN_DIR RECIPE (make demo passes the Makefile's DEMO_RECIPE)}
+RECIPE=${2:?usage: scripts/demo.sh RUN_DIR RECIPE [MODEL] (make demo passes DEMO_RECIPE from the Makefile)}
+MODEL=${3:-small}
 SRC=$RUN/synthetic-esc50      # generated sources (SYNTHETIC, ESC-50 layout)
 DATA=$RUN/data                # shards + manifests + catalog
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
@@ -37,8 +39,8 @@ pipeline build --dataset esc50 --root "$SRC" --out "$DATA" --stages a,b --sample
     "${RECIPE_BUILD[@]}"
 pipeline info "$DATA"
 
-step "3/7 pretrain the small CLAP (random init) on single clips (recipe $RECIPE)"
-$LAUNCH train/pretrain.py --recipe "$RECIPE" --model small --data "$DATA" --out "$RUN/base"
+step "3/7 pretrain the small CLAP $MODEL (audio tower from random init) on single clips (recipe $RECIPE)"
+$LAUNCH train/pretrain.py --recipe "$RECIPE" --model "$MODEL" --data "$DATA" --out "$RUN/base"
 
 # The base is scored in the background, on one thread, while stage A trains: it needs only the
 # base, and it fills the moments where training leaves a core idle (start-up, saving, data).
@@ -47,10 +49,11 @@ OMP_NUM_THREADS=1 evaluate zste --model "$RUN/base/final" --data "$DATA" --label
 BASE_ZSTE=$!
 
 # Stages A and B take every method setting from the recipe (`python -m teminal.train.recipes
-# show RECIPE`); the demo's own, contrast_frozen_text_lr03_avg, is the ablation's best row
-# (BENCHMARKS.md, "Weight averaging"): an order-aware audio head added in stage A, and in stage
-# B the audio branch frozen, the text at 0.3 x the lr, single clips replayed, the weights
-# averaged over the last 200 steps.
+# show RECIPE`); the demo's own, moment_timing, is the timing ablation's best row
+# (BENCHMARKS.md, "Timing"): data whose second event starts anywhere in 0.2-0.8 of the clip,
+# an audio head over four stretches of the clip and their time moment added in stage A, and in
+# stage B the audio branch frozen, the pretrained text's last two layers at 0.05 x the lr,
+# single clips replayed, the weights averaged over the last 200 steps.
 step "4/7 TeminAL stage A (InfoNCE over singles and doubles), recipe $RECIPE"
 $LAUNCH train/stage_a.py --recipe "$RECIPE" --model "$RUN/base/final" --data "$DATA" \
     --out "$RUN/stage_a" --where "$HOLDOUT"
@@ -63,7 +66,7 @@ step "6/7 ZSTE on held-out test clips: base (scored during stages A and B) and s
 wait "$BASE_ZSTE" || { cat "$RUN/zste_base.log"; exit 1; }
 cat "$RUN/zste_base.log"
 # With the timing sweep: order and CompA-order again with the second event at 0.2 ... 0.8 of the
-# clip (the demo trains at the paper's midpoint only; README, "Evaluation"), on the first 200
+# clip (0.5 is the paper's protocol; README, "Evaluation"), on the first 200
 # test groups: 1,600 clips beside the plain evaluation's 1,824, about 60% more time for this
 # step (95 s next to 153 s on a loaded 2-core machine); all 576 groups would add 4,608 clips.
 evaluate zste --model "$RUN/stage_b/final" --data "$DATA" --label stage_b \

@@ -23,7 +23,7 @@ REQUIRED = ["--data", "D", "--out", "R"]
 # a spec of each family that parses without any file (the family is all resolution needs)
 SPECS = {"small": "small", "laion": "laion:/nowhere/630k-audioset-best.pt",
          "hf": "hf:/nowhere/clap", "msclap": "msclap:/nowhere/CLAP_weights_2023.pth?version=2023"}
-DEMO = "contrast_frozen_text_lr03_avg"
+DEMO = "moment_timing"
 
 
 def write(folder: Path, name: str, text: str) -> Path:
@@ -222,7 +222,7 @@ def test_the_hash_covers_the_settings_not_the_name_description_or_chain(tmp_path
 def test_a_run_records_the_resolved_recipe_and_resume_compares_its_hash():
     cfg = resolve_config("stage_b", [*REQUIRED, "--recipe", DEMO])
     record = cfg.recipe
-    assert record["name"] == DEMO and record["extends"][0] == "contrast_frozen_text_lr03"
+    assert record["name"] == DEMO and record["extends"][0] == "contrast_frozen_text_lr03_avg"
     assert record["extends"][-1] == "paper" and record["family"] == "small"
     assert record["stage_b"]["average_from"] == 300 and "pretrain" in record
     assert "file" not in record  # a shipped recipe is named, not located
