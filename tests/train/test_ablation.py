@@ -1,8 +1,9 @@
 """The order ablation (benchmarks/ablate_order.py) in its smallest setting, so it cannot rot:
 one seed, two steps per stage, the demo's previous row (contrast head, audio branch frozen in
 stage B, single sounds replayed), the row that widens the trainable subset with `default`, the
-row that draws stage-B captions from several wordings (its own build) and the demo's row (the
-text at its own learning rate, the weights averaged), a few ZSTE items. Its table has every
+previous demo's row (the text at its own learning rate, the weights averaged) and the demo's
+(moment_timing: its own build, junctions anywhere in 0.2-0.8 and several wordings, the moment
+head), a few ZSTE items. Its table has every
 column with mean, sd and a pooled Wilson interval. Its cache: a step's folder is named by the
 hash of what decides it, so a changed recipe trains anew and an unchanged one is reused."""
 from __future__ import annotations
@@ -26,7 +27,7 @@ def _ablation():
     return module
 
 
-ROWS = ["contrast_frozen_ov2_r2", "temporal_retain_text", "contrast_frozen_r2_templates",
+ROWS = ["contrast_frozen_ov2_r2", "temporal_retain_text", "moment_timing",
         "contrast_frozen_text_lr03_avg"]
 
 
@@ -63,17 +64,24 @@ def test_the_ablation_runs_end_to_end_and_reports_mean_sd_and_intervals(tmp_path
     wide = json.loads((run("temporal_retain_text") / "final" / "config.json")
                       .read_text())["extra"]["train_config"]["trainable"]
     assert wide == ["default", "text_branch.resblocks.0.*"]
-    # the row with several wordings per relation draws them from its own (extended) build, is
+    # the demo's row draws its captions from several wordings and its timing from its own
+    # build (the second event anywhere in 0.2-0.8), reads four stretches and their moment, is
     # scored on the default build like every row, and ZSTE counts only the wordings it never
     # trained on as held out
-    worded = json.loads((run("contrast_frozen_r2_templates") / "final" / "config.json")
-                        .read_text())["extra"]["train_config"]
+    timed = json.loads((run("moment_timing") / "final" / "config.json").read_text())
+    worded = timed["extra"]["train_config"]
     assert worded["templates"] == ["paper.", "ext.after", "ext.followed_by", "ext.together",
                                    "ext.while_swapped"]
-    assert summary["recipes"]["contrast_frozen_r2_templates"]["data"] != summary["data"]
+    assert worded["lr_mult"] == ["text_branch.resblocks.*=0.3"]  # the ? rule of MiniLM dropped
+    assert timed["audio_head"]["moment"] is True and timed["audio_head"]["tokens"] == 4
+    assert summary["recipes"]["moment_timing"]["data"] != summary["data"]
+    import duckdb
+
+    samples = Path(summary["recipes"]["moment_timing"]["data"]) / "manifests" / "samples.parquet"
+    assert duckdb.sql(f"SELECT count(*) FROM '{samples}' WHERE relation = 'forward' AND "
+                      "slot_lengths IS NOT NULL").fetchone()[0] > 0          # a timed build
     zste = next(json.loads(p.read_text()) for p in (tmp_path / "seed0").glob("zste-*.json")
-                if json.loads(p.read_text())["model"]["spec"] == str(
-                    run("contrast_frozen_r2_templates")))
+                if json.loads(p.read_text())["model"]["spec"] == str(run("moment_timing")))
     assert zste["data"]["path"] == summary["data"]
     # every wording and the timing sweep, at --quick's two junctions
     assert zste["protocol"]["templates"] == "all"

@@ -15,7 +15,7 @@ from teminal.models import load_model
 from teminal.train.recipes import resolve
 from teminal.train.run_config import present_patterns
 
-DEMO = "contrast_frozen_text_lr03_avg"
+DEMO = "moment_timing"   # the Makefile's DEMO_RECIPE (tests/train/test_recipes.py checks)
 COMMON = ["--max-steps", "1", "--groups-per-batch", "1", "--num-workers", "0",
           "--mixed-precision", "no", "--cpu", "--no-tensorboard", "--no-progress",
           "--save-every", "0", "--log-every", "1"]
@@ -133,11 +133,11 @@ def test_the_demo_recipe_trains_each_small_models_text_blocks_and_no_audio_branc
             ("small", ["audio_head.*", "audio_projection.*", "text_branch.resblocks.1.*",
                        "ln_final.*", "text_projection.*", "logit_scale_a",
                        "text_branch.resblocks.0.*"]),  # as the ablation measured it
-            ("small-minilm", ["audio_head.*", "audio_projection.*", "text_projection.*",
-                              "logit_scale_a", "text_branch.encoder.layer.4.*",
-                              "text_branch.encoder.layer.5.*"])):
+            ("small-minilm-moment", ["audio_head.*", "audio_projection.*", "text_projection.*",
+                                     "logit_scale_a", "text_branch.encoder.layer.4.*",
+                                     "text_branch.encoder.layer.5.*"])):
         model = load_model(spec)
-        model.add_audio_head("additive_contrast")
+        model.add_audio_head("moment_contrast")
         patterns = trainable_under(section["trainable"], list(model.named_weights()))
         assert patterns == expected, spec
         model.set_trainable(patterns)
