@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -77,19 +78,51 @@ def synth(name: str, out_dir: Path, seed: int, clips_per_class_per_fold: int,
 @main.command(context_settings=CONTEXT)
 @build_options
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
-def build(no_progress: bool, **values) -> None:
+@click.pass_context
+def build(ctx: click.Context, no_progress: bool, **values) -> None:
     """Compose pairs of source clips into WebDataset shards, Parquet manifests and a DuckDB
-    catalog. Rerunning a killed build finishes it; a finished build is not redone."""
+    catalog. Rerunning a killed build finishes it; a finished build is not redone.
+
+    A build remembers its settings (OUT/manifests/parts/build.json): into an OUT that holds
+    one, every option not given is the recorded one (the dataset, root, stages, splits, rate,
+    seed, codec, timing, templates ...; not --workers, --executor, --part, --retries), so
+    `pipeline build --out OUT` finishes or rebuilds it and `pipeline build --out OUT --stages
+    a,b` adds stage b. An option given that would make another build is refused, naming it
+    (--overwrite replaces the build)."""
     from teminal.pipeline.build import run_build
 
+    from teminal.pipeline.build_options import build_flags
+
+    log = lambda m: click.echo(m, err=True)  # noqa: E731
     try:
-        config = build_config(values)
-        summary = run_build(config, progress=not no_progress, log=lambda m: click.echo(m, err=True))
+        given, record = _recorded(ctx, values["out"])
+        config = build_config(values, given, record["config"] if record else None)
+        if record:
+            log(f"{config.out} holds build {record['build_id']}: its settings apply where no "
+                f"option is given ({shlex.join(build_flags(config)[2:])})")
+        summary = run_build(config, progress=not no_progress, log=log)
     except (ValueError, OSError, RuntimeError) as e:
         raise click.ClickException(str(e)) from None
     click.echo(summary.format())
     if summary.failed:
         sys.exit(1)
+
+
+def _recorded(ctx: click.Context, out: Path) -> tuple[set[str], dict | None]:
+    """(the options given on the command line, the build record in OUT or None): what
+    build_config takes the settings not given from. An unreadable record is left to the build
+    to refuse."""
+    from click.core import ParameterSource
+
+    from teminal.pipeline.layout import read_build_record
+
+    given = {name for name in ctx.params
+             if ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT,
+                                                       ParameterSource.DEFAULT_MAP)}
+    try:
+        return given, read_build_record(out)
+    except ValueError:
+        return given, None
 
 
 @main.command(context_settings=CONTEXT)
