@@ -5,10 +5,10 @@
     pipeline download clotho data/clotho               # or esc50, audiocaps-captions
     pipeline build --dataset clotho --root data/clotho --out data/build-clotho
     pipeline catalog --merge data/build data/build-clotho --out data/build-all
-    pipeline info data/build
+    pipeline info --data data/build
     pipeline query "SELECT relation, count(*) FROM samples GROUP BY ALL" --data data/build
     pipeline render esc50-b-test-000000.forward --data data/build --out forward.wav
-    pipeline verify data/build --rerender 20           # re-hash every shard and member
+    pipeline verify --data data/build --rerender 20    # re-hash every shard and member
 """
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
 @click.group(context_settings=CONTEXT)
+@click.version_option(package_name="teminal", prog_name="pipeline")
 def main() -> None:
     """TeminAL data pipeline: source clips -> composed samples -> WebDataset shards, Parquet
     manifests and a DuckDB catalog (OUT/manifests/catalog.duckdb)."""
@@ -72,7 +73,10 @@ def synth(name: str, out_dir: Path, seed: int, clips_per_class_per_fold: int,
         raise click.ClickException(str(e)) from None
     n = len(list((root / "audio").glob("*.wav")))
     click.echo(f"wrote {n} SYNTHETIC clips (not real {name}) to {root}")
-    click.echo(f"next: pipeline build --dataset {name} --root {root} --out OUT")
+    click.echo("at the small CPU model's rate, 16 kHz (leave --sample-rate out for LAION-CLAP's "
+               "48 kHz):")
+    click.echo("next: " + shlex.join(["pipeline", "build", "--dataset", name, "--root", str(root),
+                                      "--out", "OUT", "--sample-rate", "16000"]))
 
 
 @main.command(context_settings=CONTEXT)
@@ -220,13 +224,29 @@ def query(sql: str, data: Path | None, max_rows: int, max_width: int) -> None:
                f"{'; more not shown, raise --max-rows' if more else ''})")
 
 
+def _build_folder(out: Path | None, data: Path | None) -> Path:
+    """The build folder of a command that reads one: --data (as every command that reads a
+    build takes it) or the positional OUT (the earlier form, kept), else $TEMINAL_OUT or ."""
+    if out is not None and data is not None and out != data:
+        raise click.UsageError(f"two build folders given: {out} and --data {data}; give one")
+    return data or out or _default_data()
+
+
+DATA_OPTION = click.option(
+    "--data", type=click.Path(file_okay=False, path_type=Path), default=None,
+    help="Build folder holding manifests/catalog.duckdb (default: $TEMINAL_OUT or .); the "
+         "positional OUT is the same.")
+
+
 @main.command(context_settings=CONTEXT)
-@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
-def info(out: Path) -> None:
-    """Summary of the build in OUT: sources, samples by stage/split/relation, shards, bytes,
-    rejects, and whether the input was synthetic."""
+@click.argument("out", type=click.Path(file_okay=False, path_type=Path), required=False)
+@DATA_OPTION
+def info(out: Path | None, data: Path | None) -> None:
+    """Summary of the build in OUT (or --data): sources, samples by stage/split/relation,
+    shards, bytes, rejects, and whether the input was synthetic."""
     from teminal.manifests.catalog import Catalog
 
+    out = _build_folder(out, data)
     try:
         with Catalog.open(out) as catalog:
             _echo_info(catalog)
@@ -277,17 +297,20 @@ def _timing_text(compose: dict) -> str:
 
 
 @main.command(context_settings=CONTEXT)
-@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("out", type=click.Path(file_okay=False, path_type=Path), required=False)
+@DATA_OPTION
 @click.option("--rerender", default=0, show_default=True, type=click.IntRange(min=0),
               help="Also re-render N recipes (a fixed sample) from the sources and compare "
                    "their sha256 with the stored members.")
 @click.option("--root", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="With --rerender: where the sources are now, if the dataset moved.")
-def verify(out: Path, rerender: int, root: Path | None) -> None:
-    """Re-hash every shard and member of the build in OUT against its catalog: every row has
-    its member and every member its row; lists every problem, exit status 1 on any."""
+def verify(out: Path | None, data: Path | None, rerender: int, root: Path | None) -> None:
+    """Re-hash every shard and member of the build in OUT (or --data) against its catalog:
+    every row has its member and every member its row; lists every problem, exit status 1 on
+    any."""
     from teminal.pipeline.verify import verify_build
 
+    out = _build_folder(out, data)
     try:
         report = verify_build(out, rerender=rerender, root=root)
     except (FileNotFoundError, ValueError) as e:
