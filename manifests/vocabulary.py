@@ -12,7 +12,9 @@ Changing anything here changes what builds mean: every reader follows, no other 
 """
 from __future__ import annotations
 
+import json
 import os
+import shlex
 from pathlib import Path
 from typing import NamedTuple
 
@@ -55,8 +57,49 @@ SHARDS_DIR = "shards"
 GROUP_META = "json"     # the member that holds a group's rows: <group_key>.json
 
 
+# How OUT was made, for the commands that make it again: a build's record (its settings,
+# sources and plan, teminal.pipeline.layout) or a merged catalog's (its inputs)
+PARTS_DIR = f"{MANIFESTS_DIR}/parts"
+BUILD_FILE = "build.json"      # OUT/manifests/parts/build.json
+MERGE_FILE = "merge.json"      # OUT/manifests/merge.json
+
+
 def manifests_dir(out: str | os.PathLike) -> Path:
     return Path(out) / MANIFESTS_DIR
+
+
+def remake_commands(out: str | os.PathLike) -> list[str]:
+    """The commands that make OUT's shards and catalog again from its own record, each a line a
+    shell runs as printed: `pipeline build --out OUT` for a build (it takes the settings it
+    recorded, re-creates missing or damaged shards and rewrites the catalog); for a merged
+    catalog, a build of each input, then the `pipeline catalog --merge` that made it. Empty
+    when OUT holds neither record."""
+    if (Path(out) / PARTS_DIR / BUILD_FILE).is_file():
+        return [shlex.join(["pipeline", "build", "--out", str(out)])]
+    try:
+        merge = json.loads((manifests_dir(out) / MERGE_FILE).read_text(encoding="utf-8"))
+        inputs = [str(p) for p in merge["inputs"]]
+        link = [] if merge.get("link", "hard") == "hard" else ["--link", str(merge["link"])]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    return ([shlex.join(["pipeline", "build", "--out", p]) for p in inputs] +
+            [shlex.join(["pipeline", "catalog", "--merge", *inputs, "--out", str(out), *link])])
+
+
+def catalog_command(out: str | os.PathLike) -> str | None:
+    """The command that writes OUT's manifests and catalog again from what OUT holds (its
+    shards are kept): `pipeline catalog OUT` for a build, the `pipeline catalog --merge` that
+    made a merged catalog; None when OUT holds neither record."""
+    if (Path(out) / PARTS_DIR / BUILD_FILE).is_file():
+        return shlex.join(["pipeline", "catalog", str(out)])
+    remake = remake_commands(out)
+    return remake[-1] if remake else None
+
+
+def commands_text(commands: list[str]) -> str:
+    """"`a`", "`a`, then `b`", "`a`, `b`, then `c`"."""
+    quoted = [f"`{c}`" for c in commands]
+    return quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + ", then " + quoted[-1]
 
 
 def catalog_path(out: str | os.PathLike) -> Path:

@@ -36,9 +36,9 @@ Modules: config (BuildConfig, build id), sources (the dataset registry and reade
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import re
+import shlex
 import shutil
 import time
 from collections import Counter
@@ -87,6 +87,7 @@ class BuildSummary:
     failed: list[dict] = field(default_factory=list)  # {"shard", "error", "attempts"} per failed shard
     executor: str = "local"
     render_seconds: float = 0.0    # the render phase alone (shards of this run)
+    part: tuple[int, int] = (0, 1)
 
     @property
     def members_per_s(self) -> float:
@@ -114,12 +115,14 @@ class BuildSummary:
             first = self.failed[0]
             lines.append(f"  FAILED   {len(self.failed)} shard(s) after {first['attempts']} attempt(s) "
                          f"each; first {first['shard']}: {first['error']}")
-            lines.append("  rerun    the same `pipeline build` command: finished shards are "
-                         "skipped, the failed ones are built again (all failures are in "
+            again = ["--out", self.out] + (["--part", f"{self.part[0]}/{self.part[1]}"]
+                                           if self.part[1] > 1 else [])
+            lines.append(f"  rerun    `{command(again)}`: finished shards are skipped, the "
+                         "failed ones are built again (all failures are in "
                          f"{self.out}/{PARTS_DIR}/failed*.json)")
         lines.append(f"  catalog  {self.catalog}" if self.catalog else
-                     "  catalog  not written yet: other parts are unfinished; run "
-                     f"`pipeline catalog {self.out}` once every part is done")
+                     "  catalog  not written yet: other parts are unfinished; once every part "
+                     f"is done, `{shlex.join(['pipeline', 'catalog', self.out])}` writes it")
         return "\n".join(lines)
 
 
@@ -172,7 +175,7 @@ def _run_build(config: BuildConfig, out: Path, t0: float, progress: bool,
         seconds=time.perf_counter() - t0, catalog=catalog,
         pool_bytes=4 * sum(n for _, n in sources.index.values()), rendered=rendering.members,
         clips=len(accepted), notes=notes, failed=rendering.failed, executor=config.executor,
-        render_seconds=rendering.seconds)
+        render_seconds=rendering.seconds, part=config.part)
 
 
 def _scan(config: BuildConfig, log: Callable[[str], None]):

@@ -480,3 +480,20 @@ def extend_command(out, stage: str | None = None) -> str | None:
         return None
     stages = sorted(set(record["config"].get("stages", ())) | ({stage} if stage else set()))
     return command(["--out", str(out), "--stages", ",".join(stages)])
+
+
+def add_split_command(out, split: str) -> str | None:
+    """The command that gives the build in OUT groups in `split` where its --groups gave that
+    split none (the smallest count it gives another split); None when the record cannot tell
+    (no such split in the build, or no build record: a merged catalog)."""
+    from teminal.pipeline.layout import read_build_record
+
+    try:
+        record = read_build_record(out)
+    except ValueError:
+        return None
+    groups = (record or {}).get("config", {}).get("groups")
+    if not (isinstance(groups, dict) and groups.get(split) == 0 and any(groups.values())):
+        return None
+    count = min(n for n in groups.values() if n)
+    return command(["--out", str(out), "--groups", groups_text({**groups, split: count})])

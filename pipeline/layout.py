@@ -13,11 +13,10 @@ import json
 import os
 from pathlib import Path
 
-from teminal.manifests.vocabulary import MANIFESTS_DIR
+# the records (build.json; merge.json marks an OUT holding a merged catalog,
+# teminal.pipeline.merge) are part of the contract: readers' hints remake OUT from them
+from teminal.manifests.vocabulary import BUILD_FILE, MERGE_FILE, PARTS_DIR  # noqa: F401
 
-PARTS_DIR = f"{MANIFESTS_DIR}/parts"
-BUILD_FILE = "build.json"
-MERGE_FILE = "merge.json"     # marks an OUT that holds a merged catalog (teminal.pipeline.merge)
 CACHE_DIR = ".cache"
 
 
