@@ -130,8 +130,11 @@ def _recorded(ctx: click.Context, out: Path) -> tuple[set[str], dict | None]:
 
 
 @main.command(context_settings=CONTEXT)
-@click.argument("builds", nargs=-1, required=True,
+@click.argument("builds", nargs=-1,
                 type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option("--data", type=click.Path(file_okay=False, exists=True, path_type=Path),
+              default=None, help="Without --merge: the build folder (the positional OUT is the "
+                                 "same).")
 @click.option("--merge", is_flag=True,
               help="Union the catalogs of the finished builds given (e.g. one per dataset) into "
                    "one catalog in --out.")
@@ -141,11 +144,12 @@ def _recorded(ctx: click.Context, out: Path) -> tuple[set[str], dict | None]:
               type=click.Choice(LINK_MODES),
               help="With --merge: how shards enter OUT/shards (hard links fall back to symlinks "
                    "across file systems).")
-def catalog(builds: tuple[Path, ...], merge: bool, merged: Path | None, link: str) -> None:
+def catalog(builds: tuple[Path, ...], data: Path | None, merge: bool, merged: Path | None,
+            link: str) -> None:
     """Write the catalog of a build, or merge several builds' catalogs.
 
     \b
-    pipeline catalog OUT
+    pipeline catalog OUT    (or --data OUT)
         merge the manifest fragments of a finished build in OUT (all --part runs) into
         OUT/manifests/*.parquet and OUT/manifests/catalog.duckdb;
     pipeline catalog --merge OUT1 OUT2 ... --out MERGED
@@ -157,14 +161,16 @@ def catalog(builds: tuple[Path, ...], merge: bool, merged: Path | None, link: st
     from teminal.pipeline.merge import merge_catalogs
 
     if not merge:
-        if merged is not None or len(builds) != 1:
+        if merged is not None or len(builds) + (data is not None) != 1:
             raise click.UsageError("give one build folder, or --merge OUT1 OUT2 ... --out MERGED")
         try:
-            path = write_build_catalog(builds[0])
+            path = write_build_catalog(data or builds[0])
         except (FileNotFoundError, RuntimeError, ValueError) as e:
             raise click.ClickException(str(e)) from None
         click.echo(f"catalog written: {path}")
         return
+    if data is not None or not builds:
+        raise click.UsageError("--merge takes the builds as OUT1 OUT2 ..., not --data")
     if merged is None:
         raise click.UsageError("--merge needs --out MERGED (the folder of the merged catalog)")
     try:

@@ -1,5 +1,5 @@
 """Issue 26, "Docs and CLI" and 26.6: the commands disagreed with each other and with a user.
-The build folder was a positional OUT in `info`/`verify` and `--data` everywhere else; there
+The build folder was a positional OUT in `info`/`verify`/`catalog` and `--data` everywhere else; there
 was no `--version`; `--plots` (zste) and `--plot` (compare); `evaluate` options without help;
 the trainers' `--data` looked optional in `--help`; `--max-step` was taken for --max-steps;
 `synth` suggested a build at 48 kHz for a model that needs 16 kHz; `evaluate --device cuda`
@@ -39,6 +39,21 @@ def test_info_and_verify_read_the_build_given_as_data_or_as_out(tiny_data, reade
         assert result.exit_code == 0, result.output
     both = runner.invoke(pipeline, [reader, str(tmp_path), "--data", str(tiny_data)])
     assert both.exit_code == 2 and "give one" in both.output
+
+
+def test_pipeline_catalog_takes_the_build_as_data_or_as_out(small_source, tmp_path):
+    from build_helpers import quick_build
+    from teminal.manifests.vocabulary import catalog_path
+
+    out = tmp_path / "out"
+    quick_build(small_source, out)
+    runner = CliRunner()
+    for args in (["--data", str(out)], [str(out)]):
+        catalog_path(out).unlink()
+        result = runner.invoke(pipeline, ["catalog", *args])
+        assert result.exit_code == 0 and catalog_path(out).is_file(), result.output
+    both = runner.invoke(pipeline, ["catalog", str(out), "--data", str(out)])
+    assert both.exit_code == 2 and "give one build folder" in both.output
 
 
 @pytest.mark.parametrize("command,args,given", [
