@@ -1,6 +1,6 @@
 """Issue 26, "Docs and CLI" and 26.6: the commands disagreed with each other and with a user.
-The build folder was a positional OUT in `info`/`verify`/`catalog` and `--data` everywhere else; there
-was no `--version`; `--plots` (zste) and `--plot` (compare); `evaluate` options without help;
+The build folder was a positional OUT in `info`/`verify`/`catalog` and `--data` everywhere
+else; there was no `--version`; `--plots` (zste) and `--plot` (compare); `evaluate` options without help;
 the trainers' `--data` looked optional in `--help`; `--max-step` was taken for --max-steps;
 `synth` suggested a build at 48 kHz for a model that needs 16 kHz; `evaluate --device cuda`
 without a GPU was 47 lines of traceback, and `--device` was cpu even with a GPU; Accelerate's
