@@ -75,8 +75,9 @@ def synth(name: str, out_dir: Path, seed: int, clips_per_class_per_fold: int,
     click.echo(f"wrote {n} SYNTHETIC clips (not real {name}) to {root}")
     click.echo("at the small CPU model's rate, 16 kHz (leave --sample-rate out for LAION-CLAP's "
                "48 kHz):")
+    # a folder beside the sources, so the line runs as printed (issue 26.3)
     click.echo("next: " + shlex.join(["pipeline", "build", "--dataset", name, "--root", str(root),
-                                      "--out", "OUT", "--sample-rate", "16000"]))
+                                      "--out", f"{root}-shards", "--sample-rate", "16000"]))
 
 
 @main.command(context_settings=CONTEXT)

@@ -87,6 +87,7 @@ def test_synth_suggests_a_build_at_the_small_models_rate(tmp_path):
     args = shlex.split(line.removeprefix("next: pipeline "))
     params = pipeline.commands["build"].make_context("build", args[1:]).params
     assert params["sample_rate"] == 16000 and params["root"] == tmp_path / "s"
+    assert params["out"] == tmp_path / "s-shards"   # no placeholder: it runs as printed
 
 
 @pytest.mark.parametrize("present,device", [
