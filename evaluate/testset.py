@@ -79,13 +79,10 @@ class CatalogTestSet:
                    f"rebuild it with a {split} split (its --splits and --groups), ")
                 + f"or pass --split {stage_b_splits[0]}")
         if not self.shards:
-            from teminal.pipeline.build_options import extend_command
+            from teminal.pipeline.build_options import add_stage_hint
 
-            add = extend_command(self.out, "b")
-            raise FileNotFoundError(
-                f"{self.out}: no stage-B shards of split {split!r} in its catalog; "
-                + (f"`{add}` adds stage b to its build" if add else
-                   "build stage b in each build it merges, then merge again"))
+            raise FileNotFoundError(f"{self.out}: no stage-B shards of split {split!r} in its "
+                                    f"catalog; {add_stage_hint(self.out, 'b')}")
         missing = [str(p) for p in self.shards if not p.is_file()]
         if missing:
             raise FileNotFoundError(f"{self.out}: shard(s) listed in the catalog are missing: "

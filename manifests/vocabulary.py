@@ -68,6 +68,33 @@ def manifests_dir(out: str | os.PathLike) -> Path:
     return Path(out) / MANIFESTS_DIR
 
 
+def _merge_record(out: str | os.PathLike) -> dict | None:
+    """OUT's merge.json with its inputs as strings; None when OUT holds no readable one."""
+    try:
+        merge = json.loads((manifests_dir(out) / MERGE_FILE).read_text(encoding="utf-8"))
+        return {**merge, "inputs": [str(p) for p in merge["inputs"]]}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def merged_inputs(out: str | os.PathLike) -> list[str] | None:
+    """The input builds of the merged catalog in OUT; None when OUT holds no merge record."""
+    merge = _merge_record(out)
+    return merge["inputs"] if merge else None
+
+
+def merge_command(out: str | os.PathLike) -> str | None:
+    """The `pipeline catalog --merge` that made the merged catalog in OUT (its inputs and link
+    mode), None when OUT holds no merge record."""
+    merge = _merge_record(out)
+    if merge is None:
+        return None
+    link = merge.get("link", "hard")
+    link_args = [] if link == "hard" else ["--link", str(link)]
+    return shlex.join(["pipeline", "catalog", "--merge", *merge["inputs"], "--out", str(out),
+                       *link_args])
+
+
 def remake_commands(out: str | os.PathLike) -> list[str]:
     """The commands that make OUT's shards and catalog again from its own record, each a line a
     shell runs as printed: `pipeline build --out OUT` for a build (it takes the settings it
@@ -76,14 +103,10 @@ def remake_commands(out: str | os.PathLike) -> list[str]:
     when OUT holds neither record."""
     if (Path(out) / PARTS_DIR / BUILD_FILE).is_file():
         return [shlex.join(["pipeline", "build", "--out", str(out)])]
-    try:
-        merge = json.loads((manifests_dir(out) / MERGE_FILE).read_text(encoding="utf-8"))
-        inputs = [str(p) for p in merge["inputs"]]
-        link = [] if merge.get("link", "hard") == "hard" else ["--link", str(merge["link"])]
-    except (OSError, ValueError, KeyError, TypeError):
+    merge = merge_command(out)
+    if merge is None:
         return []
-    return ([shlex.join(["pipeline", "build", "--out", p]) for p in inputs] +
-            [shlex.join(["pipeline", "catalog", "--merge", *inputs, "--out", str(out), *link])])
+    return [shlex.join(["pipeline", "build", "--out", p]) for p in merged_inputs(out)] + [merge]
 
 
 def catalog_command(out: str | os.PathLike) -> str | None:
@@ -92,8 +115,7 @@ def catalog_command(out: str | os.PathLike) -> str | None:
     made a merged catalog; None when OUT holds neither record."""
     if (Path(out) / PARTS_DIR / BUILD_FILE).is_file():
         return shlex.join(["pipeline", "catalog", str(out)])
-    remake = remake_commands(out)
-    return remake[-1] if remake else None
+    return merge_command(out)
 
 
 def commands_text(commands: list[str]) -> str:

@@ -482,6 +482,23 @@ def extend_command(out, stage: str | None = None) -> str | None:
     return command(["--out", str(out), "--stages", ",".join(stages)])
 
 
+def add_stage_hint(out, stage: str) -> str:
+    """How to give OUT's catalog shards of `stage`, as commands made from its record: extend its
+    build, or each build a merged catalog merges and then merge again; in words when OUT holds
+    no record of how it was made."""
+    from teminal.manifests.vocabulary import commands_text, merge_command, merged_inputs
+
+    add = extend_command(out, stage)
+    if add:
+        return f"`{add}` adds stage {stage} to its build"
+    inputs, merge = merged_inputs(out), merge_command(out)
+    extend = [extend_command(i, stage) for i in inputs or ()]
+    if merge and all(extend):
+        return f"{commands_text([*extend, merge])} add stage {stage} to each build it merges"
+    return (f"{out} holds no record of the build that wrote it: build it again including stage "
+            f"{stage}")
+
+
 def add_split_command(out, split: str) -> str | None:
     """The command that gives the build in OUT groups in `split` where its --groups gave that
     split none (the smallest count it gives another split); None when the record cannot tell

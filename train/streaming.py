@@ -77,13 +77,10 @@ def catalog_shards(data_dir, stage: str, split: str) -> list[CatalogShard]:
     except FileNotFoundError as e:
         raise FileNotFoundError(f"{e}. Training reads its shard list from the catalog") from None
     if not rows:
-        from teminal.pipeline.build_options import extend_command
+        from teminal.pipeline.build_options import add_stage_hint
 
-        add = extend_command(data_dir, stage)
-        raise FileNotFoundError(
-            f"the catalog of {data_dir} lists no {stage}/{split} shards; build them first"
-            + (f": `{add}` adds stage {stage} to its build" if add else
-               f" (stage {stage} of split {split} in each build it merges, then merge again)"))
+        raise FileNotFoundError(f"the catalog of {data_dir} lists no {stage}/{split} shards; "
+                                f"build them first: {add_stage_hint(data_dir, stage)}")
     empty = ShardContents(frozenset(), {}, None)
     return [CatalogShard(r, contents.get(r.path, empty)) for r in rows]
 

@@ -240,6 +240,18 @@ def test_training_stage_b_on_a_build_of_stage_a(source, tmp_path):
     assert catalog_shards(out, "b", "train") and catalog_shards(out, "a", "train")
 
 
+def test_training_stage_b_on_a_merged_catalog_of_stage_a_builds(source, tmp_path):
+    from teminal.train.streaming import catalog_shards
+
+    quick_build(source, tmp_path / "a", stages=("a",))
+    run(f"pipeline catalog --merge {tmp_path / 'a'} --out {tmp_path / 'm'}")
+    *extend, merge = commands(error_of(catalog_shards, tmp_path / "m", "b", "train"))
+    assert extend == [f"pipeline build --out {tmp_path / 'a'} --stages a,b"]
+    for command in [*extend, merge]:
+        run(command)
+    assert catalog_shards(tmp_path / "m", "b", "train")
+
+
 def test_zste_on_a_build_of_stage_a(source, tmp_path):
     from teminal.evaluate.testset import CatalogTestSet
 
