@@ -129,9 +129,6 @@ def main(argv=None) -> int:
     ap.add_argument("--snapshots", type=int, default=5)
     ap.add_argument("--locks", type=int, default=200)
     args = ap.parse_args(argv)
-    import torch
-
-    torch.set_num_threads(1)
     locks = time_locks(args.locks)
     avg = time_averaging(args.model, args.snapshots)
     print(f"{BENCHMARK}")
@@ -150,4 +147,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    import torch
+
+    torch.set_num_threads(1)   # here, not in main(): a caller's process keeps its threads
     raise SystemExit(main())
