@@ -11,3 +11,4 @@ python benchmarks/bench_pipeline.py          # stage-B build vs cost floor, real
 python benchmarks/bench_eval.py             # ZSTE evaluation throughput (clips/s), small model, 16 kHz 10 s
 python benchmarks/bench_train.py            # training clips/s and data stall, small model on CPU, 2 loader workers
 python benchmarks/bench_executors.py          # stage-B build: --workers 1 / 2 / --executor ray, members/s and Ray overhead
+python benchmarks/bench_library_swaps.py      # filelock vs the build lock, swa_utils vs WeightAverage (small model)

@@ -3,7 +3,7 @@
     evaluate zste --model SPEC --data OUT --out RESULT.json [--plots DIR]
     evaluate zeroshot --model SPEC --dataset esc50 --root DIR --out RESULT.json [--folds 1|all]
     evaluate retrieval --model SPEC --dataset audiocaps|clotho --root DIR --out RESULT.json
-    evaluate compare A.json B.json ... [--plot out.png]
+    evaluate compare A.json B.json ... [--plots DIR]
     evaluate show RESULT.json
 
 SPEC is what the trainer takes: `small`, `laion:PATH.pt`, `hf:DIR`, `msclap:PATH.pth?version=Y`,
@@ -43,9 +43,37 @@ def _check_batch_memory(model, batch_size: int) -> None:
         raise click.BadParameter(problem, param_hint="--batch-size")
 
 
-def _model_for(spec: str, device: str, seed: int, batch_size: int, workers: int | None):
-    """The model, after checking the counts that depend only on the machine, and before the
-    batch's memory, which depends on the model's clip length."""
+def _device(device: str | None) -> str:
+    """--device, or the accelerator when there is one (cuda, else mps, else cpu); a device
+    this machine lacks is one line here, before any model is built on it."""
+    import torch
+
+    mps = getattr(torch.backends, "mps", None)
+    has = {"cuda": torch.cuda.is_available(), "mps": bool(mps and mps.is_available()),
+           "cpu": True}
+    if device is None:
+        return next(kind for kind, present in has.items() if present)
+    kind, _, index = device.partition(":")
+    if kind not in has:
+        raise click.ClickException(f"--device {device}: give cuda, cuda:N, mps or cpu (or "
+                                   f"leave it out for the accelerator there is)")
+    if not has[kind]:
+        raise click.ClickException(
+            f"--device {device}: no {kind} device is usable here (torch: "
+            f"{'torch.cuda.is_available()' if kind == 'cuda' else 'mps.is_available()'} is "
+            f"False); use --device cpu, or leave --device out to use the accelerator there is")
+    if kind == "cuda" and index and (not index.isdigit() or
+                                     int(index) >= torch.cuda.device_count()):
+        raise click.ClickException(f"--device {device}: this machine has "
+                                   f"{torch.cuda.device_count()} CUDA device(s), cuda:0..")
+    return device
+
+
+def _model_for(spec: str, device: str | None, seed: int, batch_size: int,
+               workers: int | None):
+    """The model, after checking the device and the counts that depend only on the machine,
+    and before the batch's memory, which depends on the model's clip length."""
+    device = _device(device)
     _check_workers(workers)
     model = _load_model(spec, device, seed)
     _check_batch_memory(model, batch_size)
@@ -90,11 +118,15 @@ common = [
                       "or a checkpoint folder (README, Models)."),
     click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
                  help="Where to write the result JSON."),
-    click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True),
+    click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True,
+                 help="Seed of everything random in the evaluation (the same seed and inputs "
+                      "give the same numbers)."),
     click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True,
                  help="Audio clips per embedding call (refused when they would not fit in "
                       "memory)."),
-    click.option("--device", default="cpu", show_default=True),
+    click.option("--device", default=None, metavar="cuda|cuda:N|mps|cpu",
+                 help="Where the model runs. Default: the accelerator there is (cuda, else "
+                      "mps, else cpu)."),
     click.option("--label", default=None, help="Name of this model in comparisons (default: "
                                                "derived from the spec)."),
     click.option("--quiet", is_flag=True, help="Do not print the table or progress bars."),
@@ -113,6 +145,7 @@ def with_common(f):
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="teminal", prog_name="evaluate")
 def main():
     """Evaluate audio-language models: ZSTE, zero-shot classification, retrieval."""
 
@@ -130,7 +163,8 @@ def main():
                                  "in the checkpoint); defines seen vs unseen class pairs.")
 @click.option("--max-items", type=click.IntRange(min=1), default=None,
               help="Evaluate at most N single clips and N pair groups (quick runs).")
-@click.option("--split", default="test", show_default=True)
+@click.option("--split", default="test", show_default=True,
+              help="The catalog split whose stage-B groups are scored.")
 @click.option("--plots", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Write the order-task confusion PNG (and, with --junctions, the timing "
                    "sweep's) into this folder.")
@@ -187,7 +221,7 @@ def _junctions(value: str | None) -> tuple[float, ...]:
 @main.command()
 @with_common
 @click.option("--dataset", type=click.Choice(ZEROSHOT_DATASETS), default="esc50",
-              show_default=True)
+              show_default=True, help="The labelled dataset whose classes are the prompts.")
 @click.option("--root", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True,
               help="ESC-50 folder (official layout, real or synthetic).")
 @click.option("--folds", default="all", show_default=True,
@@ -211,8 +245,10 @@ def zeroshot(spec, out, seed, batch_size, device, label, quiet, workers, dataset
 
 @main.command()
 @with_common
-@click.option("--dataset", type=click.Choice(retrieval_datasets()), required=True)
-@click.option("--root", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True)
+@click.option("--dataset", type=click.Choice(retrieval_datasets()), required=True,
+              help="The captioned dataset (its layout: README, Data).")
+@click.option("--root", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              required=True, help="The dataset folder (`pipeline download NAME` fills it).")
 @click.option("--split", default="test", show_default=True,
               help="AudioCaps test / Clotho evaluation ('test').")
 @click.option("--max-items", type=click.IntRange(min=1), default=None,
@@ -236,10 +272,11 @@ def retrieval(spec, out, seed, batch_size, device, label, quiet, workers, datase
 @click.argument("results", nargs=-1, required=True,
                 type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--labels", default=None, help="Comma-separated names, one per result.")
+@click.option("--plots", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Write the per-task bars (compare.png) into this folder, as zste's --plots.")
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Write a PNG of per-task bars (and, when a result has a timing sweep, "
-                   "order against the junction beside it: NAME_timing_sweep.png).")
-def compare(results, labels, plot):
+              hidden=True, help="The PNG itself (the earlier spelling of --plots).")
+def compare(results, labels, plots, plot):
     """Print results side by side, with differences against the first."""
     from teminal.evaluate.report import compare_table, load_result, unique_labels
 
@@ -251,6 +288,7 @@ def compare(results, labels, plot):
     if len(names) != len(loaded):
         raise click.BadParameter(f"{len(names)} labels for {len(loaded)} results", param_hint="--labels")
     click.echo(compare_table(loaded, names))
+    plot = plot or (plots / "compare.png" if plots is not None else None)
     if plot is not None:
         from teminal.evaluate.plots import plot_compare, plot_timing_sweep
 

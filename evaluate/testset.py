@@ -83,15 +83,20 @@ class CatalogTestSet:
                              "a labelled dataset (ESC-50 or the synthetic set)")
         self.shards = [self.out / r.path for r in shard_rows]
         if not self.shards and stage_b_splits:  # stage b was built, just not this split
+            from teminal.pipeline.build_options import add_split_command
+
+            add = add_split_command(self.out, split)
             raise FileNotFoundError(
                 f"{self.out}: stage B was built for split(s) {', '.join(stage_b_splits)} but has "
-                f"no {split!r} split; rebuild with a {split} share (for example `pipeline build "
-                f"--groups train=N,val=N,{split}=N` or --splits with {split}=...), or pass "
-                f"--split {stage_b_splits[0]}")
+                f"no {split!r} split; "
+                + (f"`{add}` adds one, " if add else
+                   f"rebuild it with a {split} split (its --splits and --groups), ")
+                + f"or pass --split {stage_b_splits[0]}")
         if not self.shards:
-            raise FileNotFoundError(
-                f"{self.out}: no stage-B shards of split {split!r} in its catalog; build them "
-                f"with `pipeline build` including stage b")
+            from teminal.pipeline.build_options import add_stage_hint
+
+            raise FileNotFoundError(f"{self.out}: no stage-B shards of split {split!r} in its "
+                                    f"catalog; {add_stage_hint(self.out, 'b')}")
         missing = [str(p) for p in self.shards if not p.is_file()]
         if missing:
             raise FileNotFoundError(f"{self.out}: shard(s) listed in the catalog are missing: "
@@ -361,7 +366,7 @@ def decode_group(job: GroupJob) -> DecodedGroup:
         name = parse_member_name(f"{job.group.group_key}.{suffix}")
         where = f"{name.group_key}.{suffix}"
         check_member(data, job.expected[suffix], where, job.shard)
-        wave, _sr = decode_member(data, name.ext, f"{where} in {job.shard}")
+        wave, _sr = decode_member(data, name.ext, f"{where} in {job.shard}", job.shard)
         waves[name.relation] = np.asarray(wave, dtype=np.float32)
     return DecodedGroup(job.group, {r: waves[r] for r in GROUP_RELATIONS})
 

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Iterable, Mapping
 
 from teminal.manifests.schema import OPTIONAL_COLUMNS, SORT_KEYS, TABLES, columns, optional_columns
-from teminal.manifests.vocabulary import (CATALOG_FILE, catalog_path,  # noqa: F401
-                                          manifests_dir)
+from teminal.manifests.vocabulary import (CATALOG_FILE, catalog_command,  # noqa: F401
+                                          catalog_path, manifests_dir, remake_commands)
 # The storage format catalog.duckdb is written in. duckdb 2.x writes version 69 by default,
 # which every 1.x client (the newest `duckdb` command-line tool on the package index is 1.5.6)
 # refuses to open; v1.2.0's format is read by duckdb >= 1.2 and by 2.x alike.
@@ -136,9 +136,7 @@ def connect(out: str | os.PathLike, read_only: bool = True):
                          "write_catalog")
     path = catalog_path(out)
     if not path.exists():
-        raise FileNotFoundError(
-            f"no catalog at {path}: build one with `pipeline build --out {out}` (or run "
-            f"`pipeline catalog {out}` if the build's shards are complete)")
+        raise FileNotFoundError(no_catalog_message(out))
     try:
         con = duckdb.connect(str(path), read_only=True, config=dict(READ_ONLY_OFFLINE))
     except duckdb.Error as e:
@@ -169,12 +167,26 @@ def reading(out: str | os.PathLike):
         con.close()
 
 
+def no_catalog_message(out: str | os.PathLike) -> str:
+    """One line: OUT has no catalog, and the command that writes it from OUT's own record (a
+    build: `pipeline build --out OUT`, which also finishes an unfinished one; a merged catalog:
+    the merge that made it)."""
+    path = catalog_path(out)
+    remake = remake_commands(out)
+    command = remake[0] if len(remake) == 1 else catalog_command(out)
+    if command:
+        return f"no catalog at {path}: `{command}` writes it (from the record in {out})"
+    return (f"no catalog at {path}: {out} holds no build (give the folder that pipeline build "
+            f"--out wrote)")
+
+
 def unreadable_message(out: str | os.PathLike, error) -> str:
-    """One line: which catalog cannot be read, why, and how to write it again."""
+    """One line: which catalog cannot be read, why, and the command that writes it again."""
     detail = " ".join(str(error).split())[:300]
-    return (f"the catalog {catalog_path(out)} is damaged or not a catalog ({detail}); write it "
-            f"again: `pipeline catalog {out}` for a build (its shards are kept), or rerun the "
-            f"`pipeline catalog --merge ... --out {out}` that made a merged one")
+    command = catalog_command(out)
+    fix = (f"write it again: `{command}` (the shards are kept)" if command else
+           f"{out} holds no record of the build or merge that wrote it: build it again")
+    return f"the catalog {catalog_path(out)} is damaged or not a catalog ({detail}); {fix}"
 
 
 def is_damage(error) -> bool:

@@ -17,19 +17,35 @@ what libsndfile does when it reads PCM_16 as float, so every path agrees on the 
 from __future__ import annotations
 
 import io
+import shlex
+from pathlib import Path
 from typing import Mapping
 
 import numpy as np
 
 from teminal.manifests.digests import sha256_hex
+from teminal.manifests.vocabulary import SHARDS_DIR, commands_text, remake_commands
 
 INT16_SCALE = 32768.0
 CODECS: dict[str, str] = {"flac": "flac", "pcm": "npy"}    # --codec -> member extension
 EXTENSIONS: tuple[str, ...] = tuple(CODECS.values())
 
-# What every "this shard is bad" message ends with: how to find them all and how to fix them.
-_FIX = ("`pipeline verify OUT` lists every damaged shard; rerunning the same `pipeline build` "
-        "re-creates them")
+
+def repair_hint(shard) -> str:
+    """What every "this shard is bad" message ends with: the commands that list every damaged
+    shard of the build folder holding `shard` (OUT/shards/<stage>/<name>.tar) and re-create
+    them, runnable as printed."""
+    path = Path(shard) if shard else None
+    if path is None or len(path.parents) < 3 or path.parents[1].name != SHARDS_DIR:
+        # no build folder to name: say which commands, on which folder, without a placeholder
+        return ("pipeline verify --data on its build folder lists every damaged shard, and "
+                "pipeline build --out on that folder re-creates them")
+    out = path.parents[2]
+    remake = remake_commands(out)
+    verify = shlex.join(["pipeline", "verify", "--data", str(out)])
+    return (f"`{verify}` lists every damaged shard" +
+            (f"; {commands_text(remake)} re-create{'s' * (len(remake) == 1)} them"
+             if remake else ""))
 
 
 class CorruptShard(ValueError):
@@ -66,11 +82,12 @@ def encode_member(x: np.ndarray, sample_rate: int, codec: str = "flac") -> tuple
     return buf.getvalue(), CODECS[codec]
 
 
-def decode_member(data: bytes, ext: str, where: str | None = None) -> tuple[np.ndarray, int | None]:
+def decode_member(data: bytes, ext: str, where: str | None = None,
+                  shard=None) -> tuple[np.ndarray, int | None]:
     """Inverse of encode_member: (float32 mono, sample_rate or None for .npy).
 
-    Undecodable bytes raise ValueError naming `where` (member and shard) and the fix, instead
-    of libsndfile's or numpy's message that names nothing."""
+    Undecodable bytes raise ValueError naming `where` (member and shard) and the fix for
+    `shard`, instead of libsndfile's or numpy's message that names nothing."""
     import soundfile as sf
 
     ext = ext.lower().lstrip(".").rsplit(".", 1)[-1]
@@ -91,7 +108,7 @@ def decode_member(data: bytes, ext: str, where: str | None = None) -> tuple[np.n
         except Exception:
             reason = type(e).__name__
         raise ValueError(f"{where or 'a shard member'}: cannot decode the {ext} member "
-                         f"({reason}); the shard is corrupt: {_FIX}") from None
+                         f"({reason}); the shard is corrupt: {repair_hint(shard)}") from None
 
 
 # -- checks against the catalog ------------------------------------------------------------------
@@ -102,10 +119,10 @@ def check_member(data: bytes, expected: str | None, name: str, shard) -> None:
     carried a sha256, nothing to compare). About a millisecond per 10 s member."""
     if expected is None:
         raise CorruptShard(f"{shard}: member {name} has no row in the catalog (the shard is "
-                           f"from another build, or the catalog is): {_FIX}")
+                           f"from another build, or the catalog is): {repair_hint(shard)}")
     if expected and sha256_hex(data) != expected:
         raise CorruptShard(f"{shard}: member {name} does not match its sha256 in the catalog "
-                           f"(the shard is corrupt, or from another build): {_FIX}")
+                           f"(the shard is corrupt, or from another build): {repair_hint(shard)}")
 
 
 def check_group_build(meta: Mapping, expected: str | None, shard) -> None:
@@ -116,9 +133,10 @@ def check_group_build(meta: Mapping, expected: str | None, shard) -> None:
         key = meta.get("group_key") if isinstance(meta, Mapping) else None
         raise CorruptShard(f"{shard}: group {key} was written by build {found}, the catalog "
                            f"lists build {expected}: the shards and the catalog come from "
-                           f"different builds; {_FIX}")
+                           f"different builds; {repair_hint(shard)}")
 
 
 def unreadable_shard(shard, error) -> CorruptShard:
     """The error for a tar that breaks mid-read (truncated, not a tar)."""
-    return CorruptShard(f"{shard}: unreadable shard ({' '.join(str(error).split())}); {_FIX}")
+    return CorruptShard(f"{shard}: unreadable shard ({' '.join(str(error).split())}); "
+                        f"{repair_hint(shard)}")

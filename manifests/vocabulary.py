@@ -12,7 +12,9 @@ Changing anything here changes what builds mean: every reader follows, no other 
 """
 from __future__ import annotations
 
+import json
 import os
+import shlex
 from pathlib import Path
 from typing import NamedTuple
 
@@ -55,8 +57,71 @@ SHARDS_DIR = "shards"
 GROUP_META = "json"     # the member that holds a group's rows: <group_key>.json
 
 
+# How OUT was made, for the commands that make it again: a build's record (its settings,
+# sources and plan, teminal.pipeline.layout) or a merged catalog's (its inputs)
+PARTS_DIR = f"{MANIFESTS_DIR}/parts"
+BUILD_FILE = "build.json"      # OUT/manifests/parts/build.json
+MERGE_FILE = "merge.json"      # OUT/manifests/merge.json
+
+
 def manifests_dir(out: str | os.PathLike) -> Path:
     return Path(out) / MANIFESTS_DIR
+
+
+def _merge_record(out: str | os.PathLike) -> dict | None:
+    """OUT's merge.json with its inputs as strings; None when OUT holds no readable one."""
+    try:
+        merge = json.loads((manifests_dir(out) / MERGE_FILE).read_text(encoding="utf-8"))
+        return {**merge, "inputs": [str(p) for p in merge["inputs"]]}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def merged_inputs(out: str | os.PathLike) -> list[str] | None:
+    """The input builds of the merged catalog in OUT; None when OUT holds no merge record."""
+    merge = _merge_record(out)
+    return merge["inputs"] if merge else None
+
+
+def merge_command(out: str | os.PathLike) -> str | None:
+    """The `pipeline catalog --merge` that made the merged catalog in OUT (its inputs and link
+    mode), None when OUT holds no merge record."""
+    merge = _merge_record(out)
+    if merge is None:
+        return None
+    link = merge.get("link", "hard")
+    link_args = [] if link == "hard" else ["--link", str(link)]
+    return shlex.join(["pipeline", "catalog", "--merge", *merge["inputs"], "--out", str(out),
+                       *link_args])
+
+
+def remake_commands(out: str | os.PathLike) -> list[str]:
+    """The commands that make OUT's shards and catalog again from its own record, each a line a
+    shell runs as printed: `pipeline build --out OUT` for a build (it takes the settings it
+    recorded, re-creates missing or damaged shards and rewrites the catalog); for a merged
+    catalog, a build of each input, then the `pipeline catalog --merge` that made it. Empty
+    when OUT holds neither record."""
+    if (Path(out) / PARTS_DIR / BUILD_FILE).is_file():
+        return [shlex.join(["pipeline", "build", "--out", str(out)])]
+    merge = merge_command(out)
+    if merge is None:
+        return []
+    return [shlex.join(["pipeline", "build", "--out", p]) for p in merged_inputs(out)] + [merge]
+
+
+def catalog_command(out: str | os.PathLike) -> str | None:
+    """The command that writes OUT's manifests and catalog again from what OUT holds (its
+    shards are kept): `pipeline catalog OUT` for a build, the `pipeline catalog --merge` that
+    made a merged catalog; None when OUT holds neither record."""
+    if (Path(out) / PARTS_DIR / BUILD_FILE).is_file():
+        return shlex.join(["pipeline", "catalog", str(out)])
+    return merge_command(out)
+
+
+def commands_text(commands: list[str]) -> str:
+    """"`a`", "`a`, then `b`", "`a`, `b`, then `c`"."""
+    quoted = [f"`{c}`" for c in commands]
+    return quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + ", then " + quoted[-1]
 
 
 def catalog_path(out: str | os.PathLike) -> Path:

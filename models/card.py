@@ -40,24 +40,38 @@ def stages(provenance: TrainingProvenance) -> list[TrainingProvenance]:
     return chain[::-1]
 
 
-def read_zste(path: Path, weights_sha256: str) -> dict:
-    """A ZSTE result JSON of the model whose weights hash to `weights_sha256`."""
+def read_zste(path: Path, weights_sha256: str, model=None) -> dict:
+    """A ZSTE result JSON of the model whose weights hash to `weights_sha256` (`model`, when
+    given, names the command that scores it in the message of a result of other weights)."""
     try:
         result = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ZsteResultError(f"--zste {path}: cannot read it ({e}); pass the JSON that "
-                              f"`evaluate zste --out FILE` wrote") from None
+                              f"evaluate zste's --out wrote") from None
     if not (isinstance(result, dict) and result.get("command") == "zste"
             and isinstance(result.get("metrics"), dict)):
         raise ZsteResultError(f"--zste {path} is not a ZSTE result (no command 'zste' with "
-                              f"metrics); pass the JSON that `evaluate zste --out FILE` wrote")
+                              f"metrics); pass the JSON that evaluate zste's --out wrote")
     scored = (result.get("model") or {}).get("checkpoint_sha256")
     if scored != weights_sha256:
         raise ZsteResultError(
             f"--zste {path} scored weights {str(scored)[:12]}, not this model's "
-            f"({weights_sha256[:12]}): evaluate this model (`evaluate zste --model MODEL "
-            f"--data DATA --out FILE`) and pass that file")
+            f"({weights_sha256[:12]}): evaluate this model ({zste_command(model)}) and pass "
+            f"that file")
     return result
+
+
+def zste_command(model) -> str:
+    """`evaluate zste` of `model` on the data it trained on (its test split), written next to
+    its checkpoint; the placeholders MODEL and DATA where the model does not tell."""
+    import shlex
+
+    source = (model.config.get("source") if model is not None else None) or "MODEL"
+    data = TrainingProvenance.from_config(model.config).data if model is not None else None
+    folder = Path(source)
+    out = folder / "zste.json" if folder.is_dir() else Path("zste.json")
+    return "`" + shlex.join(["evaluate", "zste", "--model", source, "--data", data or "DATA",
+                             "--out", str(out)]) + "`"
 
 
 def _is_score(d) -> bool:

@@ -68,7 +68,7 @@ def export(model, fmt: str | None, out: str | Path, zste: str | Path | None = No
     for target in {path, card}:
         if target.exists():
             raise ExportError(f"{target} exists; choose another --out or remove it")
-    result = read_zste(Path(zste), model.weights_sha256) if zste else None
+    result = read_zste(Path(zste), model.weights_sha256, model) if zste else None
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")
     _remove(partial)

@@ -22,6 +22,13 @@ Phases, in one process or fanned out over `workers` spawned processes:
 The build id is a hash of everything that shapes the bytes: the resolved config (not `root`,
 `out`, `workers` or `part`) and the accepted sources with their content hashes.
 
+An OUT holds one build. Before OUT is touched or any source decoded, a build compares itself
+with the build OUT records (build.json): settings that would make another build are refused
+naming the options, and with the same settings the scan and the sources' content hashes must
+match the record; so a refused OUT is left byte for byte as it was. A build may add stages or
+splits to the one in OUT (extend it: every shard is rendered again under the new id), and
+`overwrite` replaces it.
+
 Modules: config (BuildConfig, build id), sources (the dataset registry and readers), pool
 (phase 2), plan (phases 1 and 3), render (phase 4, and `rerender`), catalog (phase 5), layout
 (the files in OUT); this module runs the phases in order.
@@ -29,9 +36,9 @@ Modules: config (BuildConfig, build id), sources (the dataset registry and reade
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import re
+import shlex
 import shutil
 import time
 from collections import Counter
@@ -42,10 +49,14 @@ from typing import Callable, Sequence
 from teminal.pipeline.audio import check_codec_rate
 from teminal.pipeline.catalog import write_build_catalog
 from teminal.pipeline.config import BuildConfig, compute_build_id
-from teminal.pipeline.layout import BUILD_FILE, CACHE_DIR, PARTS_DIR, write_json_atomic
+from teminal.manifests.digests import file_sha256
+from teminal.pipeline.build_options import (build_flags, changed_args, command, record_changes)
+from teminal.pipeline.layout import (CACHE_DIR, PARTS_DIR, build_record_path, read_build_record,
+                                     write_json_atomic)
 from teminal.pipeline.lock import build_lock, claim_lock
 from teminal.pipeline.machine import human_bytes
-from teminal.pipeline.plan import check_splits, pairable_clips, plan_shards, scan_sources
+from teminal.pipeline.plan import (check_splits, pairable_clips, plan_shards, scan_sources,
+                                   root_of)
 from teminal.pipeline.pool import decode_pool
 from teminal.pipeline.progress import progress_bar
 from teminal.pipeline.executors import check_executor, process_pool, run_local, run_ray
@@ -76,6 +87,7 @@ class BuildSummary:
     failed: list[dict] = field(default_factory=list)  # {"shard", "error", "attempts"} per failed shard
     executor: str = "local"
     render_seconds: float = 0.0    # the render phase alone (shards of this run)
+    part: tuple[int, int] = (0, 1)
 
     @property
     def members_per_s(self) -> float:
@@ -103,12 +115,14 @@ class BuildSummary:
             first = self.failed[0]
             lines.append(f"  FAILED   {len(self.failed)} shard(s) after {first['attempts']} attempt(s) "
                          f"each; first {first['shard']}: {first['error']}")
-            lines.append("  rerun    the same `pipeline build` command: finished shards are "
-                         "skipped, the failed ones are built again (all failures are in "
+            again = ["--out", self.out] + (["--part", f"{self.part[0]}/{self.part[1]}"]
+                                           if self.part[1] > 1 else [])
+            lines.append(f"  rerun    `{command(again)}`: finished shards are skipped, the "
+                         "failed ones are built again (all failures are in "
                          f"{self.out}/{PARTS_DIR}/failed*.json)")
         lines.append(f"  catalog  {self.catalog}" if self.catalog else
-                     "  catalog  not written yet: other parts are unfinished; run "
-                     f"`pipeline catalog {self.out}` once every part is done")
+                     "  catalog  not written yet: other parts are unfinished; once every part "
+                     f"is done, `{shlex.join(['pipeline', 'catalog', self.out])}` writes it")
         return "\n".join(lines)
 
 
@@ -119,15 +133,24 @@ def run_build(config: BuildConfig, progress: bool = True,
     check_codec_rate(config.codec, config.compose.sample_rate)
     check_executor(config.executor, config.ray_address)   # before OUT is touched
     check_splits(config)
+    record = _check_record(out, config)   # refusals before OUT is touched or a source decoded
+    scan, root = _scan(config, log)
+    if record is not None and not config.overwrite:
+        if record_changes(record["config"], config).same:
+            _check_sources(out, record, config, scan)
+        else:
+            log(f"extending build {record['build_id']} in {out} ("
+                f"{'; '.join(record_changes(record['config'], config).extends)}): every shard "
+                f"is rendered again under the new build id")
     _prepare_out(out)
     with build_lock(out, config.part):
-        return _run_build(config, out, t0, progress, log)
+        return _run_build(config, out, t0, progress, log, scan, root)
 
 
 def _run_build(config: BuildConfig, out: Path, t0: float, progress: bool,
-               log: Callable[[str], None]) -> BuildSummary:
-    """The phases in order (module docstring): scan, decode and pair, claim OUT, render, catalog."""
-    scan, root = _scan(config, log)
+               log: Callable[[str], None], scan, root) -> BuildSummary:
+    """The phases after the scan (module docstring): decode and pair, claim OUT, render,
+    catalog."""
     if config.part[1] == 1:
         # leftovers of a killed run; with --part another part may be writing right now
         remove_temporaries(out)
@@ -136,7 +159,7 @@ def _run_build(config: BuildConfig, out: Path, t0: float, progress: bool,
                                                              log)
         build_id = compute_build_id(config, accepted, sources.digests)
         tasks = plan_shards(config, accepted)
-        _claim(out, config, build_id, root, scan, accepted, rejects, tasks)
+        _claim(out, config, build_id, root, scan, accepted, sources.digests, rejects, tasks)
         rendering = _render(config, out, tasks, build_id, sources, pool, progress, log)
         _record_failures(out, config.part, build_id, rendering.failed)
     catalog = _write_catalog_when_complete(out, tasks, rendering.rows, build_id,
@@ -152,7 +175,7 @@ def _run_build(config: BuildConfig, out: Path, t0: float, progress: bool,
         seconds=time.perf_counter() - t0, catalog=catalog,
         pool_bytes=4 * sum(n for _, n in sources.index.values()), rendered=rendering.members,
         clips=len(accepted), notes=notes, failed=rendering.failed, executor=config.executor,
-        render_seconds=rendering.seconds)
+        render_seconds=rendering.seconds, part=config.part)
 
 
 def _scan(config: BuildConfig, log: Callable[[str], None]):
@@ -190,16 +213,19 @@ def _decode_and_pair(config: BuildConfig, scan, out: Path, pool, progress: bool,
     return sources, accepted, rejects, notes
 
 
-def _claim(out: Path, config: BuildConfig, build_id: str, root, scan, accepted, rejects,
-           tasks) -> None:
+def _claim(out: Path, config: BuildConfig, build_id: str, root, scan, accepted, digests,
+           rejects, tasks) -> None:
     """OUT becomes this build's (refused when it holds another): its build.json, the plan."""
     with claim_lock(out):  # check and write build.json as one step: parts may race here
-        _claim_out(out, build_id, config.overwrite)
-        write_json_atomic(out / PARTS_DIR / BUILD_FILE, {
+        _claim_out(out, build_id, config)
+        write_json_atomic(build_record_path(out), {
             "build_id": build_id,
             "config": config.identity() | {"root": str(Path(root).resolve())},
             "version": _version(), "synthetic": bool(scan.synthetic),
             "sources": [c.to_dict() for c in accepted],
+            # the content hashes of the build id: a rerun compares the files with them before
+            # decoding anything (_check_sources)
+            "digests": {c.source_id: digests[c.source_id] for c in accepted},
             "rejects": [r.to_dict() for r in rejects],
             "shards": [t.relpath for t in tasks]})
 
@@ -315,34 +341,132 @@ def _prepare_out(out: Path) -> None:
 _UNCLAIMED_OK = re.compile(r"^(\.cache|\.build-lock.*|\.write-test-\d+)$")
 
 
-def _claim_out(out: Path, build_id: str, overwrite: bool) -> None:
-    """OUT holds one build. Another build's results are kept unless overwrite says otherwise;
-    an OUT holding anything but a decode cache and no build.json (leftovers of an unknown
-    build, a merged catalog, other files) is refused the same way."""
-    build_file = out / PARTS_DIR / BUILD_FILE
-    if not build_file.exists():
-        foreign = sorted(p.name for p in out.iterdir() if not _UNCLAIMED_OK.match(p.name))
-        if not foreign:
-            return
-        if not overwrite:
-            raise FileExistsError(
-                f"{out} is not empty ({', '.join(foreign[:5])}) but holds no build record "
-                f"({PARTS_DIR}/{BUILD_FILE}): leftovers of another build, a merged catalog or "
-                f"other files. Use an empty or new --out, or --overwrite to replace its "
-                f"shards/ and manifests/.")
-        for sub in ("shards", "manifests"):
-            shutil.rmtree(out / sub, ignore_errors=True)
-        return
+def _check_record(out: Path, config: BuildConfig) -> dict | None:
+    """The build OUT records (None: none), after refusing a config that would make another
+    build there: changed settings (naming each option), an unreadable record, or an OUT holding
+    other files and no record. Reads OUT only."""
+    if not out.is_dir():
+        return None   # a new OUT (or a file in its place, which _prepare_out reports)
     try:
-        previous = json.loads(build_file.read_text()).get("build_id")
-    except (OSError, ValueError):
-        previous = "(unreadable build.json)"
-    if previous == build_id:
-        return
-    if not overwrite:
+        record = read_build_record(out)
+    except ValueError as e:
+        if config.overwrite:
+            return None
         raise FileExistsError(
-            f"{out} holds build {previous}, made with other settings or sources than this one "
-            f"({build_id}). Use another --out, or --overwrite to replace it.")
+            f"{e}: {out} holds a build whose settings cannot be read. Nothing was changed. "
+            f"Replace it: `{command(build_flags(config) + ['--overwrite'])}`") from None
+    if record is None:
+        _refuse_unclaimed(out, config)
+        return None
+    changes = record_changes(record["config"], config)
+    if changes.refused and not config.overwrite:
+        had = record["config"].get("stages") or []
+        extend = ""
+        if [c.split()[0] for c in changes.refused] == ["--stages"]:   # a stage dropped:
+            # adding one was likely meant (`--stages b` on a build of stage a)
+            stages = ",".join(sorted(set(had) | set(config.stages)))
+            extend = f" To add to it instead: `{command(['--out', str(out), '--stages', stages])}`."
+        raise FileExistsError(_another_build(
+            out, record, config, f"made with other settings ({'; '.join(changes.refused)}); a "
+                                 f"build there may only add stages or splits") + extend)
+    return record
+
+
+def _refuse_unclaimed(out: Path, config: BuildConfig) -> None:
+    """An OUT holding anything but a decode cache and no build record (leftovers of an unknown
+    build, a merged catalog, other files) is refused unless overwrite."""
+    foreign = sorted(p.name for p in out.iterdir() if not _UNCLAIMED_OK.match(p.name))
+    if foreign and not config.overwrite:
+        raise FileExistsError(
+            f"{out} is not empty ({', '.join(foreign[:5])}) but holds no build record "
+            f"({PARTS_DIR}/{build_record_path(out).name}): leftovers of another build, a merged "
+            f"catalog or other files. Nothing was changed. Use an empty or new --out, or replace "
+            f"its shards/ and manifests/: `{command(build_flags(config) + ['--overwrite'])}`")
+
+
+def _check_sources(out: Path, record: dict, config: BuildConfig, scan) -> None:
+    """With the recorded settings, the build id changes only with the sources: refuse, before
+    decoding, when the scan or the content hashes of the recorded sources differ from the
+    record. (A file rejected at decode that now decodes is found only after decoding, by
+    _claim_out.)"""
+    recorded = {s["source_id"]: s for s in record.get("sources", [])}
+    now = {c.source_id: c for c in scan.clips}
+    problems = []
+    removed = sorted(set(recorded) - set(now))
+    if removed:
+        problems.append(f"{len(removed)} source(s) gone, e.g. {removed[0]}")
+    relabelled = sorted(sid for sid in set(recorded) & set(now)
+                        if _clip_fields(now[sid].to_dict()) != _clip_fields(recorded[sid]))
+    if relabelled:
+        problems.append(f"{len(relabelled)} source(s) with another split, fold, label or "
+                        f"captions, e.g. {relabelled[0]}")
+    rejected = Counter(Path(r["path"]).name for r in record.get("rejects", [])
+                       if r.get("phase") in ("decode", "plan"))
+    added = sorted((Counter(Path(c.path).name for sid, c in now.items()
+                            if sid not in recorded) - rejected).elements())
+    if added:
+        problems.append(f"{len(added)} source(s) new, e.g. {added[0]}")
+    digests = record.get("digests") or {}
+    changed = [sid for sid in sorted(set(digests) & set(now))
+               if not problems and _digest(now[sid].path, len(digests[sid])) != digests[sid]]
+    if changed:
+        problems.append(f"{len(changed)} source file(s) changed, e.g. {now[changed[0]].path}")
+    if problems:
+        raise FileExistsError(_another_build(
+            out, record, config, f"from other sources than the dataset holds now "
+                                 f"({'; '.join(problems)})"))
+
+
+def _clip_fields(clip: dict) -> tuple:
+    return (clip.get("split"), clip.get("fold"), clip.get("label"),
+            tuple(clip.get("captions") or ()))
+
+
+def _digest(path: str, length: int) -> str | None:
+    try:
+        return file_sha256(path)[:length]
+    except OSError:
+        return None
+
+
+def _another_build(out: Path, record: dict, config: BuildConfig, why: str) -> str:
+    """The refusal of a build that would replace the one in OUT: why, and the two commands that
+    do what the user may have meant (replace it; build beside it), each runnable as printed."""
+    replace = command(changed_args(record["config"], config, root_of(config)) +
+                      ["--overwrite"])
+    beside = command(build_flags(config, out=_free_folder(out)))
+    return (f"{out} holds build {record['build_id']}, {why}. Nothing was changed. Replace it: "
+            f"`{replace}`; or build beside it: `{beside}`")
+
+
+def _free_folder(out: Path) -> Path:
+    """OUT-2, OUT-3, ...: the first that does not exist."""
+    n = 2
+    while out.with_name(f"{out.name}-{n}").exists():
+        n += 1
+    return out.with_name(f"{out.name}-{n}")
+
+
+def _claim_out(out: Path, build_id: str, config: BuildConfig) -> None:
+    """OUT becomes this build's, under the claim lock (parts may race here): the check of
+    _check_record again, now with the build id. An OUT of the same build is kept (resume); one
+    this build extends, or replaces with overwrite, loses its shards/ and manifests/."""
+    try:
+        record, unreadable = read_build_record(out), None
+    except ValueError as e:
+        record, unreadable = {"build_id": "(unknown)", "config": {}}, str(e)
+    if record is None:
+        _refuse_unclaimed(out, config)   # what it lets pass holds no shards/ or manifests/
+    elif record["build_id"] == build_id:
+        return
+    elif not config.overwrite:
+        changes = None if unreadable else record_changes(record["config"], config)
+        if changes is None or changes.refused or changes.same:
+            why = (f"made with other settings or sources ({unreadable})" if changes is None else
+                   f"made with other settings ({'; '.join(changes.refused)})" if changes.refused
+                   else f"made from other sources than the dataset holds now (they make build "
+                        f"{build_id})")
+            raise FileExistsError(_another_build(out, record, config, why))
     for sub in ("shards", "manifests"):
         shutil.rmtree(out / sub, ignore_errors=True)
 

@@ -6,11 +6,20 @@ default the dataclass's, its choices from the registry that defines them. The CL
 
 A BuildConfig field without an entry here (or in NOT_OPTIONS) fails the test that every field
 is reachable (tests/pipeline/test_cli.py), so a new setting cannot miss its option.
+
+A build remembers its settings: OUT/manifests/parts/build.json records the identity
+(`BuildConfig.identity`) and the root. `build_config(values, given, recorded)` takes a recorded
+setting wherever its option was not given, so extending or rebuilding a build takes `--out`
+and what changes; `record_changes` says which changes a finished or unfinished build in OUT
+accepts (adding stages or splits) and which would make another build (refused, naming the
+option); `build_flags` writes a config back as the flags that make it, for the commands that
+error messages print.
 """
 from __future__ import annotations
 
 import dataclasses
 import re
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -156,6 +165,18 @@ def parse_part(text: str | None) -> tuple[int, int]:
     return int(m.group(1)), int(m.group(2))
 
 
+def splits_text(splits) -> str:
+    """{"test": [5], "train": [1, 2, 3]} -> "test=5,train=1,2,3" (what parse_splits reads)."""
+    return ",".join(f"{name}={','.join(str(v) for v in units)}" for name, units in splits.items())
+
+
+def groups_text(groups) -> str:
+    """2000 -> "2000"; {"train": 6, "val": 2} -> "train=6,val=2" (what parse_groups reads)."""
+    if isinstance(groups, dict):
+        return ",".join(f"{name}={n}" for name, n in groups.items())
+    return str(groups)
+
+
 def _timing(flag: str):
     return lambda text, values: parse_range(flag, text)
 
@@ -262,14 +283,234 @@ def build_options(command):
     return command
 
 
-def build_config(values: dict) -> BuildConfig:
+def build_config(values: dict, given: set[str] | None = None,
+                 recorded: dict | None = None) -> BuildConfig:
     """The BuildConfig of parsed option values (keyed by field name, e.g. "sample_rate");
-    bad text is a ValueError naming the option, bad values BuildConfig's own."""
+    bad text is a ValueError naming the option, bad values BuildConfig's own.
+
+    `recorded`: the settings a build in OUT was made with (build.json's "config"); each of them
+    applies where its option is not among `given` (the options given on the command line)."""
+    taken = {name: value for name, value in recorded_values(recorded).items()
+             if name not in (given or ())} if recorded else {}
+    texts = dict(values, **({"dataset": taken["dataset"]} if "dataset" in taken else {}))
     top, compose = {}, {}
     for option in OPTIONS:
-        value = values[option.name]
-        if option.parse is not None:
-            value = option.parse(value, values)
+        if option.name in taken:
+            value = taken[option.name]
+        else:
+            value = values[option.name]
+            if option.parse is not None:
+                value = option.parse(value, texts)
         (compose if option.field.startswith(COMPOSE) else top)[option.name] = value
     compose["key_prefix"] = top["dataset"]
     return BuildConfig(**top, compose=ComposeConfig(**compose))
+
+
+# -- a build's recorded settings -------------------------------------------------------------------
+
+# The options a build records (its identity and its root); the others are how this run goes
+# (--workers, --executor, --part, --retries, --overwrite, --keep-cache) and are never taken from
+# the record.
+RUN_ONLY = frozenset({"out", "workers", "executor", "ray_address", "retries", "part",
+                      "overwrite", "keep_cache"})
+RECORDED = tuple(o.name for o in OPTIONS if o.name not in RUN_ONLY)
+
+
+def recorded_values(config: dict) -> dict:
+    """build.json's "config" (BuildConfig.identity() plus "root") as option values, keyed by
+    option name: what `build_config` takes where no flag is given."""
+    out = {name: config[name] for name in ("dataset", "groups", "groups_per_clip", "seed",
+                                           "shard_size", "codec") if name in config}
+    out["root"] = config.get("root")
+    out["name_template"] = config.get("name_template")
+    if "stages" in config:
+        out["stages"] = tuple(config["stages"])
+    if "splits" in config:
+        out["splits"] = ({k: list(v) for k, v in config["splits"].items()}
+                         if config["splits"] else None)
+    if "compose" in config:
+        compose = ComposeConfig.from_dict(config["compose"])
+        out.update({o.name: getattr(compose, o.name) for o in OPTIONS
+                    if o.field.startswith(COMPOSE)})
+    return {name: value for name, value in out.items() if name in RECORDED}
+
+
+def value_text(name: str, value) -> str:
+    """A setting's value as its option takes it (--stages a,b; --splits test=5,train=1,2,3;
+    None, where a setting has no value, as "", which its option reads back as None)."""
+    if value is None:
+        return ""
+    if name == "stages":
+        return ",".join(value)
+    if name == "splits":
+        return splits_text(value)
+    if name == "groups":
+        return groups_text(value)
+    if name == "snr_range":
+        return _pair(value)
+    if name in ("junction", "gap", "overlay_start"):
+        return timing_text(value)
+    return str(value)
+
+
+def _field_value(config: BuildConfig, option: BuildOption):
+    owner = config.compose if option.field.startswith(COMPOSE) else config
+    return getattr(owner, option.name)
+
+
+def build_flags(config: BuildConfig, out: str | None = None) -> list[str]:
+    """The `pipeline build` arguments that make `config`'s build in a folder with no record:
+    --out, --dataset, --root, then every recorded setting that is not its default."""
+    defaults = BuildConfig(out="-", dataset=config.dataset)
+    args = ["--out", str(out or config.out), "--dataset", config.dataset]
+    for option in OPTIONS:
+        if option.name not in RECORDED or option.name == "dataset":
+            continue
+        value = _field_value(config, option)
+        if value is None or value == _field_value(defaults, option):
+            continue
+        args += [option.flag, value_text(option.name, value)]
+    return args
+
+
+def changed_args(recorded: dict, config: BuildConfig, root: Path) -> list[str]:
+    """The `pipeline build` arguments that turn the build recorded in config's OUT into
+    `config` (the recorded settings fill in the rest): --out and each option whose value
+    differs, --root when the dataset folder `root` is not the recorded one."""
+    old, new = recorded_values(recorded), recorded_values(config.identity())
+    args = ["--out", str(config.out)]
+    if str(Path(root).resolve()) != old.get("root"):
+        args += ["--root", str(root)]
+    for option in OPTIONS:
+        name = option.name
+        if name in RECORDED and name != "root" and not _same(old.get(name), new.get(name)):
+            args += [option.flag, value_text(name, new.get(name))]
+    return args
+
+
+def command(args: list[str]) -> str:
+    """`pipeline build ARGS` as one line a shell runs as printed."""
+    return shlex.join(["pipeline", "build", *args])
+
+
+@dataclass(frozen=True)
+class RecordChanges:
+    """How a config differs from the build recorded in its OUT: `extends` adds stages or
+    splits to it (the stages and splits it has stay as they are); `refused` would make another
+    build (an option's value changed, a stage or split dropped). Each entry reads
+    "--option OLD -> NEW"."""
+    refused: tuple[str, ...] = ()
+    extends: tuple[str, ...] = ()
+
+    @property
+    def same(self) -> bool:
+        return not self.refused and not self.extends
+
+
+def record_changes(recorded: dict, config: BuildConfig) -> RecordChanges:
+    """Compare the recorded identity (build.json's "config") with `config`'s, option by option."""
+    old, new = recorded_values(recorded), recorded_values(config.identity())
+    old.pop("root", None)
+    new.pop("root", None)
+    refused, extends = [], []
+
+    def change(name: str) -> str:
+        flag = "--" + name.replace("_", "-")
+        shown = [value_text(name, v) if v is not None else "(default)"
+                 for v in (old.get(name), new.get(name))]
+        return f"{flag} {shown[0]} -> {shown[1]}"
+
+    for name in RECORDED:
+        a, b = old.get(name), new.get(name)
+        if name in ("splits", "groups") or _same(a, b):
+            continue
+        if name == "stages" and set(b) > set(a):
+            extends.append(change(name))
+        else:
+            refused.append(change(name))
+    for name, grows in _split_changes(old, new, config):
+        (extends if grows else refused).append(change(name))
+    return RecordChanges(tuple(refused), tuple(extends))
+
+
+def _same(a, b) -> bool:
+    return json_text(a) == json_text(b)
+
+
+def json_text(value) -> str:
+    import json
+
+    return json.dumps(value, sort_keys=True, default=list)
+
+
+def _split_changes(old: dict, new: dict, config: BuildConfig) -> list[tuple[str, bool]]:
+    """(option, whether it only adds) for --splits and --groups: a build may gain splits (the
+    ones it has keep their source units) and groups for splits that had none; any other change
+    of either moves the groups it has."""
+    out = []
+    a, b = old.get("splits"), new.get("splits")
+    if not _same(a, b):
+        grows = (a is not None and b is not None and
+                 all(name in b and _same(list(units), list(b[name])) for name, units in a.items()))
+        out.append(("splits", grows))
+    ga, gb = old.get("groups"), new.get("groups")
+    had = set(a) if a else set(DATASETS[config.dataset].default_splits)
+    if not _same(ga, gb):
+        # a count may change only where nothing was built: a new split, or one that had 0
+        grows = (isinstance(ga, dict) and isinstance(gb, dict) and
+                 all(name in gb for name in ga) and
+                 all(name not in had or ga.get(name) == 0
+                     for name in gb if gb[name] != ga.get(name)))
+        out.append(("groups", grows))
+    elif isinstance(gb, int) and "train" not in had and "train" in (b or had):
+        out.append(("groups", False))   # N groups are train's now: the other splits rescale
+    return out
+
+
+def extend_command(out, stage: str | None = None) -> str | None:
+    """The command that adds `stage` to the build in OUT (its recorded settings, every stage it
+    has plus this one), or None when OUT holds no build record (a merged catalog)."""
+    from teminal.pipeline.layout import read_build_record
+
+    try:
+        record = read_build_record(out)
+    except ValueError:
+        return None
+    if record is None:
+        return None
+    stages = sorted(set(record["config"].get("stages", ())) | ({stage} if stage else set()))
+    return command(["--out", str(out), "--stages", ",".join(stages)])
+
+
+def add_stage_hint(out, stage: str) -> str:
+    """How to give OUT's catalog shards of `stage`, as commands made from its record: extend its
+    build, or each build a merged catalog merges and then merge again; in words when OUT holds
+    no record of how it was made."""
+    from teminal.manifests.vocabulary import commands_text, merge_command, merged_inputs
+
+    add = extend_command(out, stage)
+    if add:
+        return f"`{add}` adds stage {stage} to its build"
+    inputs, merge = merged_inputs(out), merge_command(out)
+    extend = [extend_command(i, stage) for i in inputs or ()]
+    if merge and all(extend):
+        return f"{commands_text([*extend, merge])} add stage {stage} to each build it merges"
+    return (f"{out} holds no record of the build that wrote it: build it again including stage "
+            f"{stage}")
+
+
+def add_split_command(out, split: str) -> str | None:
+    """The command that gives the build in OUT groups in `split` where its --groups gave that
+    split none (the smallest count it gives another split); None when the record cannot tell
+    (no such split in the build, or no build record: a merged catalog)."""
+    from teminal.pipeline.layout import read_build_record
+
+    try:
+        record = read_build_record(out)
+    except ValueError:
+        return None
+    groups = (record or {}).get("config", {}).get("groups")
+    if not (isinstance(groups, dict) and groups.get(split) == 0 and any(groups.values())):
+        return None
+    count = min(n for n in groups.values() if n)
+    return command(["--out", str(out), "--groups", groups_text({**groups, split: count})])

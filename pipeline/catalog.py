@@ -6,6 +6,8 @@ import json
 import os
 from pathlib import Path
 
+from teminal.manifests.vocabulary import catalog_command
+from teminal.pipeline.build_options import command
 from teminal.pipeline.layout import BUILD_FILE, MERGE_FILE, PARTS_DIR
 from teminal.pipeline.paths import inside
 
@@ -20,10 +22,13 @@ def write_build_catalog(out: str | os.PathLike) -> Path:
     build_file = out / PARTS_DIR / BUILD_FILE
     if not build_file.exists():
         if (manifests_dir(out) / MERGE_FILE).exists():
-            raise FileNotFoundError(f"{out} holds a merged catalog, not a build: rerun "
-                                    f"`pipeline catalog --merge OUT1 OUT2 ... --out {out}`")
-        raise FileNotFoundError(f"{build_file} is missing: {out} holds no pipeline build "
-                                "(run `pipeline build --out ...` first)")
+            merge = catalog_command(out)
+            raise FileNotFoundError(f"{out} holds a merged catalog, not a build: "
+                                    + (f"merge again with `{merge}`" if merge else
+                                       "merge its builds again"))
+        raise FileNotFoundError(f"{build_file} is missing: {out} holds no pipeline build (the "
+                                f"catalog of a build is written in the --out that "
+                                f"pipeline build wrote)")
     build = json.loads(build_file.read_text())
     samples, shards, missing = [], [], []
     for relpath in build["shards"]:
@@ -41,8 +46,9 @@ def write_build_catalog(out: str | os.PathLike) -> Path:
     if missing:
         raise RuntimeError(
             f"build {build['build_id']} in {out} is incomplete: {len(missing)} of "
-            f"{len(build['shards'])} shards missing or stale (first: {missing[0]}). Rerun "
-            "`pipeline build` with the same arguments (and every --part) to finish it.")
+            f"{len(build['shards'])} shards missing or stale (first: {missing[0]}). "
+            f"`{command(['--out', str(out)])}` finishes it here, every part at once (its "
+            f"recorded settings; or finish each --part i/n on its own machine).")
     sources = [{k: v for k, v in s.items()} for s in build["sources"]]
     for s in sources:
         s["captions"] = list(s.get("captions") or [])

@@ -5,14 +5,15 @@
     pipeline download clotho data/clotho               # or esc50, audiocaps-captions
     pipeline build --dataset clotho --root data/clotho --out data/build-clotho
     pipeline catalog --merge data/build data/build-clotho --out data/build-all
-    pipeline info data/build
+    pipeline info --data data/build
     pipeline query "SELECT relation, count(*) FROM samples GROUP BY ALL" --data data/build
     pipeline render esc50-b-test-000000.forward --data data/build --out forward.wav
-    pipeline verify data/build --rerender 20           # re-hash every shard and member
+    pipeline verify --data data/build --rerender 20    # re-hash every shard and member
 """
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -26,6 +27,7 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
 @click.group(context_settings=CONTEXT)
+@click.version_option(package_name="teminal", prog_name="pipeline")
 def main() -> None:
     """TeminAL data pipeline: source clips -> composed samples -> WebDataset shards, Parquet
     manifests and a DuckDB catalog (OUT/manifests/catalog.duckdb)."""
@@ -71,20 +73,39 @@ def synth(name: str, out_dir: Path, seed: int, clips_per_class_per_fold: int,
         raise click.ClickException(str(e)) from None
     n = len(list((root / "audio").glob("*.wav")))
     click.echo(f"wrote {n} SYNTHETIC clips (not real {name}) to {root}")
-    click.echo(f"next: pipeline build --dataset {name} --root {root} --out OUT")
+    click.echo("at the small CPU model's rate, 16 kHz (leave --sample-rate out for LAION-CLAP's "
+               "48 kHz):")
+    # a folder beside the sources, so the line runs as printed (issue 26.3)
+    click.echo("next: " + shlex.join(["pipeline", "build", "--dataset", name, "--root", str(root),
+                                      "--out", f"{root}-shards", "--sample-rate", "16000"]))
 
 
 @main.command(context_settings=CONTEXT)
 @build_options
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
-def build(no_progress: bool, **values) -> None:
+@click.pass_context
+def build(ctx: click.Context, no_progress: bool, **values) -> None:
     """Compose pairs of source clips into WebDataset shards, Parquet manifests and a DuckDB
-    catalog. Rerunning a killed build finishes it; a finished build is not redone."""
+    catalog. Rerunning a killed build finishes it; a finished build is not redone.
+
+    A build remembers its settings (OUT/manifests/parts/build.json): into an OUT that holds
+    one, every option not given is the recorded one (the dataset, root, stages, splits, rate,
+    seed, codec, timing, templates ...; not --workers, --executor, --part, --retries), so
+    `pipeline build --out OUT` finishes or rebuilds it and `pipeline build --out OUT --stages
+    a,b` adds stage b. An option given that would make another build is refused, naming it
+    (--overwrite replaces the build)."""
     from teminal.pipeline.build import run_build
 
+    from teminal.pipeline.build_options import build_flags
+
+    log = lambda m: click.echo(m, err=True)  # noqa: E731
     try:
-        config = build_config(values)
-        summary = run_build(config, progress=not no_progress, log=lambda m: click.echo(m, err=True))
+        given, record = _recorded(ctx, values["out"])
+        config = build_config(values, given, record["config"] if record else None)
+        if record:
+            log(f"{config.out} holds build {record['build_id']}: its settings apply where no "
+                f"option is given ({shlex.join(build_flags(config)[2:])})")
+        summary = run_build(config, progress=not no_progress, log=log)
     except (ValueError, OSError, RuntimeError) as e:
         raise click.ClickException(str(e)) from None
     click.echo(summary.format())
@@ -92,9 +113,29 @@ def build(no_progress: bool, **values) -> None:
         sys.exit(1)
 
 
+def _recorded(ctx: click.Context, out: Path) -> tuple[set[str], dict | None]:
+    """(the options given on the command line, the build record in OUT or None): what
+    build_config takes the settings not given from. An unreadable record is left to the build
+    to refuse."""
+    from click.core import ParameterSource
+
+    from teminal.pipeline.layout import read_build_record
+
+    given = {name for name in ctx.params
+             if ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT,
+                                                       ParameterSource.DEFAULT_MAP)}
+    try:
+        return given, read_build_record(out)
+    except ValueError:
+        return given, None
+
+
 @main.command(context_settings=CONTEXT)
-@click.argument("builds", nargs=-1, required=True,
+@click.argument("builds", nargs=-1,
                 type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option("--data", type=click.Path(file_okay=False, exists=True, path_type=Path),
+              default=None, help="Without --merge: the build folder (the positional OUT is the "
+                                 "same).")
 @click.option("--merge", is_flag=True,
               help="Union the catalogs of the finished builds given (e.g. one per dataset) into "
                    "one catalog in --out.")
@@ -104,11 +145,12 @@ def build(no_progress: bool, **values) -> None:
               type=click.Choice(LINK_MODES),
               help="With --merge: how shards enter OUT/shards (hard links fall back to symlinks "
                    "across file systems).")
-def catalog(builds: tuple[Path, ...], merge: bool, merged: Path | None, link: str) -> None:
+def catalog(builds: tuple[Path, ...], data: Path | None, merge: bool, merged: Path | None,
+            link: str) -> None:
     """Write the catalog of a build, or merge several builds' catalogs.
 
     \b
-    pipeline catalog OUT
+    pipeline catalog OUT    (or --data OUT)
         merge the manifest fragments of a finished build in OUT (all --part runs) into
         OUT/manifests/*.parquet and OUT/manifests/catalog.duckdb;
     pipeline catalog --merge OUT1 OUT2 ... --out MERGED
@@ -120,14 +162,16 @@ def catalog(builds: tuple[Path, ...], merge: bool, merged: Path | None, link: st
     from teminal.pipeline.merge import merge_catalogs
 
     if not merge:
-        if merged is not None or len(builds) != 1:
+        if merged is not None or len(builds) + (data is not None) != 1:
             raise click.UsageError("give one build folder, or --merge OUT1 OUT2 ... --out MERGED")
         try:
-            path = write_build_catalog(builds[0])
+            path = write_build_catalog(data or builds[0])
         except (FileNotFoundError, RuntimeError, ValueError) as e:
             raise click.ClickException(str(e)) from None
         click.echo(f"catalog written: {path}")
         return
+    if data is not None or not builds:
+        raise click.UsageError("--merge takes the builds as OUT1 OUT2 ..., not --data")
     if merged is None:
         raise click.UsageError("--merge needs --out MERGED (the folder of the merged catalog)")
     try:
@@ -187,13 +231,29 @@ def query(sql: str, data: Path | None, max_rows: int, max_width: int) -> None:
                f"{'; more not shown, raise --max-rows' if more else ''})")
 
 
+def _build_folder(out: Path | None, data: Path | None) -> Path:
+    """The build folder of a command that reads one: --data (as every command that reads a
+    build takes it) or the positional OUT (the earlier form, kept), else $TEMINAL_OUT or ."""
+    if out is not None and data is not None and out != data:
+        raise click.UsageError(f"two build folders given: {out} and --data {data}; give one")
+    return data or out or _default_data()
+
+
+DATA_OPTION = click.option(
+    "--data", type=click.Path(file_okay=False, path_type=Path), default=None,
+    help="Build folder holding manifests/catalog.duckdb (default: $TEMINAL_OUT or .); the "
+         "positional OUT is the same.")
+
+
 @main.command(context_settings=CONTEXT)
-@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
-def info(out: Path) -> None:
-    """Summary of the build in OUT: sources, samples by stage/split/relation, shards, bytes,
-    rejects, and whether the input was synthetic."""
+@click.argument("out", type=click.Path(file_okay=False, path_type=Path), required=False)
+@DATA_OPTION
+def info(out: Path | None, data: Path | None) -> None:
+    """Summary of the build in OUT (or --data): sources, samples by stage/split/relation,
+    shards, bytes, rejects, and whether the input was synthetic."""
     from teminal.manifests.catalog import Catalog
 
+    out = _build_folder(out, data)
     try:
         with Catalog.open(out) as catalog:
             _echo_info(catalog)
@@ -244,17 +304,20 @@ def _timing_text(compose: dict) -> str:
 
 
 @main.command(context_settings=CONTEXT)
-@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("out", type=click.Path(file_okay=False, path_type=Path), required=False)
+@DATA_OPTION
 @click.option("--rerender", default=0, show_default=True, type=click.IntRange(min=0),
               help="Also re-render N recipes (a fixed sample) from the sources and compare "
                    "their sha256 with the stored members.")
 @click.option("--root", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="With --rerender: where the sources are now, if the dataset moved.")
-def verify(out: Path, rerender: int, root: Path | None) -> None:
-    """Re-hash every shard and member of the build in OUT against its catalog: every row has
-    its member and every member its row; lists every problem, exit status 1 on any."""
+def verify(out: Path | None, data: Path | None, rerender: int, root: Path | None) -> None:
+    """Re-hash every shard and member of the build in OUT (or --data) against its catalog:
+    every row has its member and every member its row; lists every problem, exit status 1 on
+    any."""
     from teminal.pipeline.verify import verify_build
 
+    out = _build_folder(out, data)
     try:
         report = verify_build(out, rerender=rerender, root=root)
     except (FileNotFoundError, ValueError) as e:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 from collections import Counter
 from dataclasses import dataclass
@@ -12,7 +13,7 @@ from typing import Callable, Sequence
 
 from teminal.manifests.catalog import manifests_dir, read_table, write_catalog
 from teminal.manifests.schema import TABLES
-from teminal.manifests.vocabulary import STAGE_RELATIONS
+from teminal.manifests.vocabulary import STAGE_RELATIONS, commands_text, remake_commands
 from teminal.pipeline.layout import BUILD_FILE, MERGE_FILE, PARTS_DIR, write_json_atomic
 from teminal.pipeline.paths import UnsafePath, inside, no_symlinks_at, relative_parts, safe_name
 from teminal.pipeline.verify import OUTSIDE, manifest_problems, shard_problem
@@ -184,9 +185,11 @@ def _verified_tables(src: Path) -> dict[str, list[dict]]:
     mdir = manifests_dir(src)
     missing = [t for t in TABLES if not (mdir / f"{t}.parquet").is_file()]
     if missing:
+        remake = remake_commands(src)
         raise FileNotFoundError(
-            f"{src} has no finished catalog (no {mdir / (missing[0] + '.parquet')}); finish "
-            f"its build (`pipeline build` / `pipeline catalog {src}`) before merging")
+            f"{src} has no finished catalog (no {mdir / (missing[0] + '.parquet')}); " +
+            (f"finish it before merging: {commands_text(remake)}" if remake else
+             "it holds no build record: give each folder that pipeline build --out wrote"))
     _refuse_unverified(src, manifest_problems(src))
     return {t: read_table(mdir / f"{t}.parquet") for t in TABLES}
 
@@ -194,8 +197,15 @@ def _verified_tables(src: Path) -> dict[str, list[dict]]:
 def _refuse_unverified(src: Path, problems: list[str]) -> None:
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-        raise ValueError(f"merge: {src} does not verify: {problems[0]}{more}; run `pipeline "
-                         f"verify {src}`, rebuild what it lists, then merge again")
+        raise ValueError(f"merge: {src} does not verify: {problems[0]}{more}; {_repair(src)}")
+
+
+def _repair(src: Path) -> str:
+    """How to repair an input that does not verify: the commands made from its own record."""
+    remake = remake_commands(src)
+    verify = f"`{shlex.join(['pipeline', 'verify', '--data', str(src)])}` lists every problem"
+    return (f"{verify} and {commands_text(remake)} repair{'s' * (len(remake) == 1)} it; then "
+            f"merge again" if remake else f"{verify}; build it again, then merge again")
 
 
 def _config_dataset(build: dict, mdir: Path) -> str:
@@ -203,7 +213,7 @@ def _config_dataset(build: dict, mdir: Path) -> str:
         return str(json.loads(build["config"]).get("dataset", ""))
     except (TypeError, ValueError, AttributeError):
         raise ValueError(f"{mdir / 'builds.parquet'}: build {build.get('build_id')!r} has no "
-                         f"readable config; rebuild it before merging") from None
+                         f"readable config; {_repair(mdir.parent)}") from None
 
 
 def _input_shard(src: Path, shard: dict, source: Path) -> Path:
@@ -219,7 +229,7 @@ def _input_shard(src: Path, shard: dict, source: Path) -> Path:
     problem = shard_problem(src, shard["path"], shard["bytes"], shard["sha256"])
     if problem:
         hint = (" (an output of `--link symlink`: merge the builds it came from)"
-                if (src / rel).is_symlink() else "; rebuild it before merging")
+                if (src / rel).is_symlink() else f"; {_repair(src)}")
         raise (UnsafePath if problem.startswith(OUTSIDE) else FileNotFoundError)(
             f"{src}: shard {shard['path']} listed in its catalog: {problem}{hint}")
     return src / rel

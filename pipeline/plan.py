@@ -19,14 +19,15 @@ from teminal.pipeline.sources import dataset_spec
 from teminal.pipeline.sources.base import Reject, SourceClip, SourceScan
 
 
-def _root_of(config: BuildConfig) -> Path:
+def root_of(config: BuildConfig) -> Path:
+    """The dataset folder a build reads: --root, else the dataset's default location."""
     return Path(config.root).expanduser() if config.root else dataset_spec(config.dataset).default_root()
 
 
 def source_root(config: BuildConfig) -> Path:
     """The dataset folder of a build (--root, else the dataset's default); raises when it is
     missing or not laid out as the dataset, saying how to get it or which folder to use."""
-    spec, root = dataset_spec(config.dataset), _root_of(config)
+    spec, root = dataset_spec(config.dataset), root_of(config)
     if not root.exists():
         raise FileNotFoundError(f"{config.dataset} data not found at {root}. {spec.how_to_get}")
     problem = spec.root_problem(root)
@@ -39,7 +40,7 @@ def check_splits(config: BuildConfig) -> None:
     """--splits (or the default layout) against the splits and folds the data has, from its
     metadata alone, so a build refuses them before it touches OUT. A missing or misplaced
     dataset folder is left to `scan_sources` to report."""
-    spec, root = dataset_spec(config.dataset), _root_of(config)
+    spec, root = dataset_spec(config.dataset), root_of(config)
     if root.exists() and spec.root_problem(root) is None:
         spec.check_splits(root, config.splits)
 

@@ -226,7 +226,7 @@ def iter_groups(paths: Iterable[str | os.PathLike],
                     default = None if contents is not None else ""   # own rows: none to check
                     check_member(data, digests.get(name.sample_key, default), f"{key}.{suffix}",
                                  path)
-                    x, _sr = decode_member(data, name.ext, f"{key}.{suffix} in {path}")
+                    x, _sr = decode_member(data, name.ext, f"{key}.{suffix} in {path}", path)
                     waves[name.relation] = np.asarray(x, dtype=np.float32)
                 yield meta, waves
         except (tarfile.TarError, EOFError, UnicodeDecodeError, json.JSONDecodeError) as e:

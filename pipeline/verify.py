@@ -20,7 +20,8 @@ from teminal.manifests.catalog import Catalog, manifests_dir, parquet_digest
 from teminal.manifests.digests import file_sha256
 from teminal.manifests.shard_codec import CorruptShard, check_member
 from teminal.manifests.schema import TABLES
-from teminal.manifests.vocabulary import parse_member_name
+from teminal.manifests.vocabulary import (catalog_command, commands_text, parse_member_name,
+                                          remake_commands)
 
 
 @dataclass
@@ -42,9 +43,19 @@ class VerifyReport:
         if len(self.problems) > limit:
             lines.append(f"  ... and {len(self.problems) - limit} more")
         lines.append("OK: every shard, member and row agrees with the catalog" if self.ok else
-                     f"{len(self.problems)} problem(s); rerunning the same `pipeline build` "
-                     f"re-creates damaged shards")
+                     f"{len(self.problems)} problem(s)" + _remake_text(self.out))
         return "\n".join(lines)
+
+
+def _remake_text(out) -> str:
+    """"; `pipeline build --out OUT` re-creates damaged shards" (the commands of OUT's record)."""
+    remake = remake_commands(out)
+    return f"; {commands_text(remake)} re-create damaged shards" if remake else ""
+
+
+def _catalog_text(out) -> str:
+    command = catalog_command(out)
+    return f" with `{command}`" if command else ""
 
 
 def verify_build(out, rerender: int = 0, root=None, seed: int = 0) -> VerifyReport:
@@ -114,8 +125,8 @@ def manifest_problems(out) -> list[str]:
     for table in TABLES:
         path = mdir / f"{table}.parquet"
         if not path.is_file() or path.is_symlink():
-            problems.append(f"{path}: missing (or a link); rewrite the manifests with "
-                            f"`pipeline catalog {out}`")
+            problems.append(f"{path}: missing (or a link); rewrite the manifests"
+                            + _catalog_text(out))
             continue
         try:
             found = parquet_digest(path, table)
@@ -126,8 +137,8 @@ def manifest_problems(out) -> list[str]:
         if found != expected[table]:
             problems.append(
                 f"{path}: its rows differ from the catalog's {table} table ({found[0]} rows "
-                f"vs {expected[table][0]}; edited after the build?); rebuild the manifests "
-                f"with `pipeline catalog {out}`, or rebuild")
+                f"vs {expected[table][0]}; edited after the build?); rewrite the manifests"
+                + _catalog_text(out))
     return problems
 
 

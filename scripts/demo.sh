@@ -13,7 +13,7 @@ MODEL=${3:-small}
 SRC=$RUN/synthetic-esc50      # generated sources (SYNTHETIC, ESC-50 layout)
 DATA=$RUN/data                # shards + manifests + catalog
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
-LAUNCH="accelerate launch --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no"
+LAUNCH="accelerate launch -q --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no"
 T0=$(date +%s)
 step() { printf '\n=== [%4ss] %s\n' "$(( $(date +%s) - T0 ))" "$*"; }
 
@@ -37,7 +37,7 @@ step "2/7 build stage-A and stage-B shards at 16 kHz (+ the recipe's build setti
 pipeline build --dataset esc50 --root "$SRC" --out "$DATA" --stages a,b --sample-rate 16000 \
     --groups train=1152,val=96,test=576 --codec pcm --workers 2 --seed 0 --no-progress \
     "${RECIPE_BUILD[@]}"
-pipeline info "$DATA"
+pipeline info --data "$DATA"
 
 step "3/7 pretrain the small CLAP $MODEL (audio tower from random init) on single clips (recipe $RECIPE)"
 $LAUNCH train/pretrain.py --recipe "$RECIPE" --model "$MODEL" --data "$DATA" --out "$RUN/base"
@@ -77,7 +77,7 @@ evaluate zste --model "$RUN/stage_b/final" --data "$DATA" --label stage_b \
 
 step "7/7 comparison"
 evaluate compare "$RUN/zste_base.json" "$RUN/zste_stage_b.json" \
-    --labels base,stage_b --plot "$RUN/plots/zste_compare.png" | tee "$RUN/compare.txt"
+    --labels base,stage_b --plots "$RUN/plots" | tee "$RUN/compare.txt"
 
 step "done in $(( $(date +%s) - T0 )) s"
 echo "Everything is under $RUN/: recipe.yaml, zste_{base,stage_b}.json, compare.txt, plots/*.png,"

@@ -21,6 +21,7 @@ from pathlib import Path
 import yaml
 
 CONFIG_DIR = Path(__file__).parent / "configs"
+LOG_LEVELS = ("debug", "info", "warning", "error")
 OPTIONAL = "?"  # a --trainable / --lr-mult pattern that applies only where it matches
 
 
@@ -85,6 +86,7 @@ class TrainConfig:
     find_unused_parameters: bool = True
     tensorboard: bool = True
     progress: bool = True
+    log_level: str = "info"
     # the recipe (--recipe) as resolved for the model's family, and the hash of what this
     # stage took from it (teminal.train.recipes); written by `resolve`, not flags themselves
     recipe: dict | None = None
@@ -110,6 +112,9 @@ class TrainConfig:
             problems.append("--out RUN_DIR is required")
         problems += [p for name, bound in bounds().items()
                      if (p := bound.problem(name, getattr(self, name))) is not None]
+        if self.log_level not in LOG_LEVELS:
+            problems.append(f"log_level (-v/--log-level) {self.log_level!r} is not one of "
+                            f"{', '.join(LOG_LEVELS)}")
         if self.mixed_precision not in (None, "no", "fp16", "bf16"):
             problems.append(f"mixed_precision {self.mixed_precision!r} is not no, fp16 or bf16")
         for rule in self.lr_mult or []:
@@ -208,7 +213,7 @@ RESUME_FREE = frozenset({
     "max_steps", "epochs",            # extending a run is what --resume is for
     "skip_missing_shards",            # what it leaves out changes the selection digest, checked
     "prefetch", "save_every", "keep_checkpoints", "log_every", "cpu",
-    "find_unused_parameters", "tensorboard", "progress",
+    "find_unused_parameters", "tensorboard", "progress", "log_level",
 })
 
 
@@ -225,8 +230,10 @@ def resume_keys(cls=None) -> tuple[str, ...]:
 HELP = {
     "model": "model spec: small | a model config JSON | laion:PATH.pt | hf:DIR | "
              "msclap:PATH.pth?version=2022|2023 | a checkpoint or run folder (README, Models)",
-    "data": "pipeline output folder (the --out of `pipeline build`): shards + manifests + catalog",
-    "out": "run folder: checkpoints/, final/, logs (created; an existing run needs --resume)",
+    "data": "(required) pipeline output folder (the --out of `pipeline build`): shards + "
+            "manifests + catalog",
+    "out": "(required) run folder: checkpoints/, final/, logs (created; an existing run needs "
+           "--resume)",
     "init": "checkpoint or run folder to start from (stage B: the stage-A run)",
     "resume": "continue from OUT/checkpoints/step-* (the newest complete one); the data stream "
               "is replayed from that step, so a resumed run equals an unbroken one",
@@ -288,6 +295,9 @@ HELP = {
     "find_unused_parameters": "DDP: allow trainable parameters that the loss does not reach",
     "tensorboard": "write TensorBoard logs under OUT/tb",
     "progress": "show a progress bar (quiet anyway when not on a terminal)",
+    "log_level": "what the console log shows: debug | info (the run's steps; Accelerate's "
+                 "own lines only from warning up) | warning | error; RUN_DIR/train.log keeps "
+                 "info",
     "recipe": "the resolved recipe of --recipe (recorded; not a flag)",
     "recipe_hash": "hash of the recipe's build and stage sections (recorded; not a flag)",
 }
@@ -359,8 +369,13 @@ def recipe_help() -> str:
 
 
 def build_parser(stage: str, description: str = "") -> argparse.ArgumentParser:
+    # --data and --out are required; they are checked with every other setting (validate), so
+    # a missing one is listed with the rest, and the usage line says so. No prefix matching:
+    # `--max-step` is an error, not --max-steps.
     p = argparse.ArgumentParser(
-        prog=f"train/{stage}.py", description=description,
+        prog=f"train/{stage}.py", description=description, allow_abbrev=False,
+        usage=f"train/{stage}.py --data OUT --out RUN_DIR [--model SPEC] [--recipe NAME] "
+              f"[--config FILE] [options]",
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=PRECEDENCE)
     p.add_argument("--config", help="YAML file of settings (default: the stage's file for "
                                     "the model family, under train/configs/)")
@@ -373,6 +388,9 @@ def build_parser(stage: str, description: str = "") -> argparse.ArgumentParser:
         text = f"{HELP[f.name]} [{f.default}]"
         if hints[f.name] is bool:
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text)
+        elif f.name == "log_level":
+            p.add_argument("-v", flag, choices=LOG_LEVELS, default=None, metavar="LEVEL",
+                           help=text)
         else:
             tp, nargs = _flag_type(hints[f.name])
             p.add_argument(flag, type=tp, nargs=nargs, default=None,

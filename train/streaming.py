@@ -27,6 +27,7 @@ the workers' roles so the resumed loader's first request lands on the right one)
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import random
@@ -43,9 +44,10 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from teminal.manifests.catalog import Catalog, ShardContents, ShardRow, selection_digest
 from teminal.manifests.shard_codec import (EXTENSIONS, CorruptShard, check_group_build,
-                                           check_member, decode_member)
-from teminal.manifests.vocabulary import (CLASS_PROMPT, catalog_path, label_text, member_name,
-                                          parse_member_name, sample_key)
+                                           check_member, decode_member, repair_hint)
+from teminal.manifests.vocabulary import (CLASS_PROMPT, catalog_path, commands_text, label_text,
+                                          member_name, parse_member_name, remake_commands,
+                                          sample_key)
 
 log = logging.getLogger(__name__)
 
@@ -75,9 +77,10 @@ def catalog_shards(data_dir, stage: str, split: str) -> list[CatalogShard]:
     except FileNotFoundError as e:
         raise FileNotFoundError(f"{e}. Training reads its shard list from the catalog") from None
     if not rows:
-        raise FileNotFoundError(
-            f"the catalog of {data_dir} lists no {stage}/{split} shards; build them first, for "
-            f"example `pipeline build --stages {stage} --out {data_dir}`")
+        from teminal.pipeline.build_options import add_stage_hint
+
+        raise FileNotFoundError(f"the catalog of {data_dir} lists no {stage}/{split} shards; "
+                                f"build them first: {add_stage_hint(data_dir, stage)}")
     empty = ShardContents(frozenset(), {}, None)
     return [CatalogShard(r, contents.get(r.path, empty)) for r in rows]
 
@@ -165,9 +168,9 @@ class ShardIndex:
         if problems and not skip_missing:
             raise FileNotFoundError(
                 f"{len(problems)} shard(s) of the catalog of {data_dir} cannot be read:\n  "
-                + "\n  ".join(problems) + "\nrerun the same `pipeline build` to re-create them "
-                "(`pipeline verify` lists every problem), or pass --skip-missing-shards to "
-                "train on the rest (the count goes to the metrics and the summary)")
+                + "\n  ".join(problems) + f"\n{repair_hint(Path(data_dir) / listed[0].row.path)}, "
+                "or pass --skip-missing-shards to train on the rest (the count goes to the "
+                "metrics and the summary)")
         if problems:
             log.warning("--skip-missing-shards: leaving out %d shard(s) (%d groups): %s",
                         len(problems), lost, "; ".join(problems))
@@ -199,8 +202,10 @@ def select_group_keys(data_dir, stage: str, split: str = "train", where: str | N
         return None
     path = catalog_path(data_dir)
     if not path.exists():
-        raise FileNotFoundError(f"--where/--query-file need the catalog {path}; it is written by "
-                                f"`pipeline build`")
+        remake = remake_commands(data_dir)
+        raise FileNotFoundError(f"--where/--query-file need the catalog {path}; "
+                                + (f"{commands_text(remake)} writes it" if remake else
+                                   "give --data the folder a pipeline build wrote"))
     with Catalog.open(data_dir) as catalog:
         keys = catalog.select_group_keys(split, where, query, stage=stage)
     if not keys:
@@ -340,7 +345,8 @@ class GroupStream(IterableDataset):
         plan = self.plan.epoch_plan(worker, epoch)
         wanted = {k for _, keys in plan for k in keys}
         urls = iter([{"url": s} for s, _ in plan])
-        raw = (s for s in wds.tarfile_samples(urls, handler=_shard_error)
+        raw = (s for s in wds.tarfile_samples(urls, handler=functools.partial(
+                   _shard_error, plan[0][0] if plan else None))
                if s["__key__"] in wanted)
         shuffle = wds.detshuffle(bufsize=self.shuffle_buffer, initial=self.shuffle_buffer,
                                  seed=self.plan.slot_seed(worker), epoch=epoch - 1)
@@ -369,7 +375,7 @@ class GroupStream(IterableDataset):
             row = next((r for r in rows if r.get("relation") == relation), {})
             data, name = raw[f"{relation}.{ext}"], member_name(key, relation, ext)
             check_member(data, expected.digests.get(sample_key(key, relation)), name, shard)
-            wave, sr = decode_member(data, ext, f"{name} in {shard}")
+            wave, sr = decode_member(data, ext, f"{name} in {shard}", shard)
             rate = sr or row.get("sample_rate") or rate
             waves.append(wave)
             texts.append(self.caption(rows, relation, rng))
@@ -414,11 +420,11 @@ class GroupStream(IterableDataset):
                 "epoch": groups[0]["epoch"]}
 
 
-def _shard_error(exn: Exception) -> bool:
-    """webdataset's handler: a tar that breaks mid-read is one message naming the shard."""
+def _shard_error(shard, exn: Exception) -> bool:
+    """webdataset's handler: a tar that breaks mid-read is one message naming the shard, with
+    the commands that repair the build folder of `shard` (one of the shards read)."""
     raise CorruptShard(f"reading a shard failed ({' '.join(str(a) for a in exn.args)}); the "
-                       f"shard is corrupt: `pipeline verify OUT` lists every damaged shard; "
-                       f"rerunning the same `pipeline build` re-creates them") from None
+                       f"shard is corrupt: {repair_hint(shard)}") from None
 
 
 def _worker_init(_worker_id: int) -> None:

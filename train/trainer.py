@@ -27,6 +27,7 @@ import contextlib
 import json
 import logging
 import math
+import os
 import pickle
 import shutil
 import time
@@ -748,16 +749,25 @@ def _setup_logging(accelerator, run_dir: Path) -> logging.Handler | None:
     return handler
 
 
-def main_for(stage: Stage, argv: list[str] | None = None, description: str = "") -> int:
-    """Entry point of a stage script: settings from YAML + flags, then `run`."""
+def main_for(stage: Stage, argv: list[str] | None = None, description: str = "",
+             model_factory: Callable[[str, object], nn.Module] | None = None) -> int:
+    """Entry point of a stage script: settings from YAML + flags, then `run`. Every way it
+    stops early is one line on stderr: an error (exit 2; 3 for a NaN), or Ctrl-C (exit 130),
+    which names the last complete checkpoint and the command that resumes from it."""
     import sys
 
     from teminal.train.run_config import resolve
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    cfg = None
     try:
         cfg = resolve(stage.name, argv, description)
-        run(cfg, stage)
+        set_log_level(cfg.log_level)
+        run(cfg, stage, model_factory or _load_model)
+    except KeyboardInterrupt:
+        if int(os.environ.get("RANK", "0")) == 0:   # every rank gets the Ctrl-C; one speaks
+            print(interrupted_line(stage, cfg, argv), file=sys.stderr, flush=True)
+        return 130
     except NonFiniteLoss as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         return 3
@@ -766,6 +776,55 @@ def main_for(stage: Stage, argv: list[str] | None = None, description: str = "")
         print(f"error: {_one_message(e)}", file=sys.stderr, flush=True)
         return 2
     return 0
+
+
+def set_log_level(level: str) -> None:
+    """The console shows `level` and up; Accelerate's own INFO lines (five per checkpoint:
+    "Saving current state to ...", "Model weights saved in ...") only at debug. The run's log
+    file (RUN_DIR/train.log) keeps INFO whatever the console shows."""
+    number = getattr(logging, level.upper())
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.StreamHandler) and \
+                not isinstance(handler, logging.FileHandler):
+            handler.setLevel(number)
+    logging.getLogger("accelerate").setLevel(number if level == "debug" else
+                                             max(number, logging.WARNING))
+
+
+def interrupted_line(stage: Stage, cfg: TrainConfig | None, argv: list[str] | None) -> str:
+    """The one line Ctrl-C prints: the newest complete checkpoint and the command that resumes
+    from it (a run interrupted before its first checkpoint restarts at step 0)."""
+    if cfg is None or not cfg.out:
+        return f"{stage.name}: interrupted before the run started; nothing was saved"
+    done = complete_checkpoints(Path(cfg.out))
+    where = (f"the last complete checkpoint is {done[-1]}" if done else
+             "no checkpoint was complete yet (the run restarts at step 0)")
+    return f"{stage.name}: interrupted; {where}; resume with: {resume_command(stage, argv)}"
+
+
+def resume_command(stage: Stage, argv: list[str] | None = None) -> str:
+    """The command line of this run with --resume: the script as it was started, its
+    arguments, and `accelerate launch -q` with the process count and precision when it was
+    launched by Accelerate (whose launcher sets ACCELERATE_* variables)."""
+    import shlex
+    import sys
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if "--resume" not in args:
+        args.append("--resume")
+    script = sys.argv[0] if argv is None and sys.argv[0].endswith(".py") else \
+        f"train/{stage.name}.py"
+    env = os.environ
+    launcher = ["python"]
+    if "ACCELERATE_DYNAMO_BACKEND" in env:
+        launcher = ["accelerate", "launch", "-q"]
+        if int(env.get("WORLD_SIZE", "1")) > 1:
+            launcher += ["--multi_gpu", "--num_processes", env["WORLD_SIZE"]]
+        if env.get("ACCELERATE_USE_CPU", "").lower() == "true":
+            launcher += ["--cpu"]
+        if env.get("ACCELERATE_MIXED_PRECISION", "no") != "no":
+            launcher += ["--mixed_precision", env["ACCELERATE_MIXED_PRECISION"]]
+    return shlex.join([*launcher, script, *args])
 
 
 def _one_message(e: BaseException) -> str:

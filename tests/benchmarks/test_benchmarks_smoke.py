@@ -60,3 +60,19 @@ def test_device_benchmark_without_cuda_says_so_and_exits_0(capsys):
     assert "no CUDA device" in lines[0] and "nothing measured" in lines[0]
     assert json.loads(lines[-1]) == {"benchmark": bench_device.BENCHMARK, "measured": False,
                                      "cuda": False, "reason": bench_device.no_cuda_reason()}
+
+
+def test_library_swaps_benchmark_compares_both_candidates(capsys):
+    sys.path.insert(0, str(BENCH))   # in this process: no second interpreter to start
+    try:
+        import bench_library_swaps
+    finally:
+        sys.path.remove(str(BENCH))
+    assert bench_library_swaps.main(["--model", "toy", "--snapshots", "2", "--locks", "3"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    figures, table = json.loads(lines[-1]), "\n".join(lines[:-1])
+    assert {"project_build_lock_us", "project_flock_us", "filelock_us"} <= set(figures["locks"])
+    averaging = figures["averaging"]
+    assert averaging["tensors"] > 0 and set(averaging["ms_per_snapshot"]) == {"project",
+                                                                              "swa_utils"}
+    assert "filelock" in table and "swa_utils" in table

@@ -104,6 +104,15 @@ def test_compare_cli_prints_and_plots(results, tmp_path):
     assert res.exit_code == 0 and "3 order" in res.output
 
 
+def test_compare_plots_go_into_a_folder_as_zstes_do(results, tmp_path):
+    paths = [write_result(r, tmp_path / f"zste_{r['label']}.json") for r in results]
+    res = CliRunner().invoke(main, ["compare", *map(str, paths), "--plots", str(tmp_path / "p")])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "p" / "compare.png").read_bytes()[:8] == PNG
+    shown = CliRunner().invoke(main, ["compare", "--help"]).output
+    assert "--plots DIRECTORY" in shown and "--plot " not in shown   # the old spelling: hidden
+
+
 def test_confusion_plot(results, tmp_path):
     from teminal.evaluate.plots import plot_order_confusion
 

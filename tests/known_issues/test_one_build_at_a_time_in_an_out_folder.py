@@ -16,6 +16,7 @@ import pytest
 
 from build_helpers import quick_build
 from teminal.pipeline.build import _claim_out
+from teminal.pipeline.config import BuildConfig
 from teminal.pipeline.lock import LOCK_FILE, build_lock
 
 
@@ -48,10 +49,20 @@ def test_a_build_in_another_process_holds_the_lock(small_source, tmp_path):
         pass
 
 
-def test_the_lock_is_released_when_a_build_fails(small_source, tmp_path):
+def test_the_lock_is_released_when_a_build_fails(small_source, tmp_path, monkeypatch):
+    from teminal.pipeline import build
+
     out = tmp_path / "out"
     with pytest.raises(FileNotFoundError):
         quick_build(tmp_path / "no-such-root", out)
+    assert not out.exists()   # a missing dataset is found before OUT is made
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("a failure while the build holds the lock")
+
+    monkeypatch.setattr(build, "_decode_and_pair", fail)
+    with pytest.raises(RuntimeError, match="holds the lock"):
+        quick_build(small_source, out)
     with build_lock(out):
         pass
 
@@ -82,16 +93,16 @@ def test_leftover_files_without_a_build_record_are_refused(tmp_path, leftover):
     (tmp_path / leftover).parent.mkdir(parents=True, exist_ok=True)
     (tmp_path / leftover).write_bytes(b"x")
     with pytest.raises(FileExistsError, match="holds no build record.*--overwrite"):
-        _claim_out(tmp_path, "abc", overwrite=False)
+        _claim_out(tmp_path, "abc", BuildConfig(out=str(tmp_path)))
     assert (tmp_path / leftover).read_bytes() == b"x"
-    _claim_out(tmp_path, "abc", overwrite=True)
+    _claim_out(tmp_path, "abc", BuildConfig(out=str(tmp_path), overwrite=True))
     assert not (tmp_path / "shards").exists() and not (tmp_path / "manifests").exists()
 
 
 def test_only_a_decode_cache_and_locks_may_precede_the_build_record(tmp_path):
     (tmp_path / ".cache").mkdir()
     (tmp_path / LOCK_FILE).write_text("")
-    _claim_out(tmp_path, "abc", overwrite=False)  # nothing to protect: accepted
+    _claim_out(tmp_path, "abc", BuildConfig(out=str(tmp_path)))  # nothing to protect: accepted
 
 
 @pytest.mark.parametrize("record", ['{"build_id": "other"}', "{not json", '{"build_id": null}'])
@@ -100,7 +111,7 @@ def test_another_or_unreadable_build_record_is_refused(tmp_path, record):
     (tmp_path / "manifests" / "parts" / "build.json").write_text(record)
     (tmp_path / ".cache").mkdir()
     with pytest.raises(FileExistsError, match="made with other settings"):
-        _claim_out(tmp_path, "abc", overwrite=False)
+        _claim_out(tmp_path, "abc", BuildConfig(out=str(tmp_path)))
 
 
 def test_the_lock_records_who_holds_it(tmp_path):
