@@ -50,7 +50,7 @@ BASE_ZSTE=$!
 
 # Stages A and B take every method setting from the recipe (`python -m teminal.train.recipes
 # show RECIPE`); the demo's own, moment_timing, is the timing ablation's best row
-# (BENCHMARKS.md, "Timing"): data whose second event starts anywhere in 0.2-0.8 of the clip,
+# (BENCHMARKS.md, "Timing and language"): data whose second event starts anywhere in 0.2-0.8 of the clip,
 # an audio head over four stretches of the clip and their time moment added in stage A, and in
 # stage B the audio branch frozen, the pretrained text's last two layers at 0.05 x the lr,
 # single clips replayed, the weights averaged over the last 200 steps.
