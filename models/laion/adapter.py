@@ -35,7 +35,7 @@ class ClapModel(AudioTextAdapter):
                                pooled_width=pooled_width(text_module, pooling))
         # a Hugging Face encoder tower is pooled as its model card says (laion's BERT path
         # takes the pooler output, which sentence encoders such as MiniLM never trained)
-        self._text_pooling = text.get("pooling", "mean") if text.get("encoder") == "hf" else None
+        self._text_pooling = pooling if text.get("encoder") == "hf" else None
         use_fft_stft(self.clap)   # same spectrogram, half the small branch's time (fft_stft.py)
         self.tokenizer = tokenizer
         audio_cfg = clap_cfg["audio_cfg"]
