@@ -5,7 +5,7 @@ lambda (`--lambda-a`, paper 0.8). As in the paper's code lambda only scales the 
 it changes little besides how often the gradient clip (0.5) engages.
 
     accelerate launch train/stage_a.py --model small --init runs/pretrain --data OUT --out runs/a
-    accelerate launch train/stage_a.py --recipe contrast_frozen_text_lr03_avg \
+    accelerate launch train/stage_a.py --recipe moment_timing \
         --model runs/pretrain --data OUT --out runs/a      # the demo's recipe (its head)
 """
 from __future__ import annotations

@@ -12,7 +12,7 @@ its class prompt ("This is a sound of {label}.") and adds W x InfoNCE over those
 single-sound skill is kept.
 
     accelerate launch train/stage_b.py --model small --init runs/a --data OUT --out runs/b
-    accelerate launch train/stage_b.py --recipe contrast_frozen_text_lr03_avg \
+    accelerate launch train/stage_b.py --recipe moment_timing \
         --model runs/a --data OUT --out runs/b             # the demo's recipe
 
 A named recipe (--recipe, train/configs/recipes/) sets all of these for every family at once.
