@@ -4,8 +4,12 @@ Sets:
   - `paper`: exactly the paper's wording (docs/METHOD.md), one template per relation; the default.
   - `extended`: the paper's templates first, then paraphrases (after / followed by / then /
     at the same time ...), so trainers and evaluators can hold templates out by id.
-  - `captioned`, `captioned-extended`: the same for captioned datasets (AudioCaps, Clotho), whose
-    a and b are whole sentences; pieces are joined with commas and re-cased to read naturally.
+  - `extended-position`: `extended` plus captions that name one event's place ("{a} comes
+    first", "it ends with {b}"), for ZSTE's task 5, whose own prompt ("the first sound is {c}")
+    none of them uses.
+  - `captioned`, `captioned-extended`, `captioned-extended-position`: the same for captioned
+    datasets (AudioCaps, Clotho), whose a and b are whole sentences; pieces are joined with
+    commas and re-cased to read naturally.
 
 `reversed` audio is b then a, so it is captioned with the forward templates, a and b swapped;
 the template ids are the forward ones.
@@ -61,6 +65,16 @@ _EXTENDED = {
     ]),
 }
 
+# One event's place, said four ways: "first" / "last" and "starts" / "ends", each with the event
+# before and after the place word, so the text cannot read the place from word order alone.
+# Reversed audio swaps a and b as for every forward template.
+_EXTENDED_POSITION = {**_EXTENDED, "forward": _EXTENDED["forward"] + _t([
+    ("pos.comes_first", "{a} comes first"),
+    ("pos.comes_last", "{b} comes last"),
+    ("pos.starts_with", "it starts with {a}"),
+    ("pos.ends_with", "it ends with {b}"),
+])}
+
 _CAPTIONED = {
     "single": _t([("cap.caption", "{a}")]),
     "double": _t([("cap.and", "{a}, and {b}")]),
@@ -83,17 +97,28 @@ _CAPTIONED_EXTENDED = {
     ]),
 }
 
+_CAPTIONED_EXTENDED_POSITION = {**_CAPTIONED_EXTENDED,
+                                "forward": _CAPTIONED_EXTENDED["forward"] + _t([
+    ("cap.at_the_start", "{a}, at the start"),
+    ("cap.at_the_end", "{b}, at the end"),
+    ("cap.starts_with", "It starts with this: {a}"),
+    ("cap.ends_with", "It ends with this: {b}"),
+])}
+
 TEMPLATE_SETS: dict[str, dict[str, tuple[Template, ...]]] = {
     "paper": _PAPER,
     "extended": _EXTENDED,
     "captioned": _CAPTIONED,
     "captioned-extended": _CAPTIONED_EXTENDED,
+    "extended-position": _EXTENDED_POSITION,
+    "captioned-extended-position": _CAPTIONED_EXTENDED_POSITION,
 }
 # the sets a build is asked for (--template-set); a captioned dataset uses each one's captioned
 # flavour (CAPTIONED_SETS)
 LABEL_TEMPLATE_SETS = tuple(name for name in TEMPLATE_SETS if not name.startswith("captioned"))
 CAPTIONED_SETS = {"paper": "captioned", "extended": "captioned-extended",
-                  "captioned": "captioned", "captioned-extended": "captioned-extended"}
+                  "extended-position": "captioned-extended-position",
+                  **{name: name for name in TEMPLATE_SETS if name.startswith("captioned")}}
 
 
 def templates_for(relation: str, template_set: str = "paper") -> tuple[Template, ...]:

@@ -48,6 +48,33 @@ def test_extended_set_starts_with_paper_and_keeps_meaning():
     assert single[:3] == ["Single sound of dog", "dog", "the sound of dog"]
 
 
+def test_the_position_set_names_one_events_place_and_reversed_names_the_other():
+    _, captions, ids = C.render_captions("forward", "dog", "rain", "extended-position")
+    assert ids[:5] == [t.id for t in C.templates_for("forward", "extended")]
+    assert dict(zip(ids, captions))["pos.comes_first"] == "dog comes first"
+    assert {i: c for i, c in zip(ids, captions) if i.startswith("pos.")} == {
+        "pos.comes_first": "dog comes first", "pos.comes_last": "rain comes last",
+        "pos.starts_with": "it starts with dog", "pos.ends_with": "it ends with rain"}
+    _, reversed_, _ = C.render_captions("reversed", "dog", "rain", "extended-position")
+    assert reversed_[5:] == ["rain comes first", "dog comes last", "it starts with rain",
+                             "it ends with dog"]
+    for relation in ("single", "double", "overlay"):
+        assert C.templates_for(relation, "extended-position") == C.templates_for(relation, "extended")
+    # captioned datasets get the same four places in their own flavour
+    assert C.resolve_template_set("extended-position", captioned=True) == "captioned-extended-position"
+    _, caps, cap_ids = C.render_captions("forward", "A dog barks.", "Rain falls",
+                                         "captioned-extended-position")
+    assert dict(zip(cap_ids, caps))["cap.starts_with"] == "It starts with this: a dog barks"
+
+
+def test_no_training_caption_is_zstes_position_prompt_and_none_counts_as_a_held_out_wording():
+    from teminal.evaluate.zste import POSITION_PROMPTS, heldout_templates
+
+    every = {t.text for relations in C.TEMPLATE_SETS.values() for ts in relations.values() for t in ts}
+    assert not {p.replace("{c}", "{a}") for p in POSITION_PROMPTS} & every
+    assert not [t for t, _ in heldout_templates(None) if t.id.startswith("pos.")]
+
+
 def test_reversed_is_forward_with_parts_swapped():
     for template_set in C.TEMPLATE_SETS:
         fwd = C.render_captions("forward", "rain", "dog", template_set)

@@ -176,6 +176,20 @@ def test_every_shipped_recipe_resolves_for_every_family_it_names(name):
     assert set(recipe.build) <= set(recipes.BUILD_KEYS)
 
 
+@pytest.mark.parametrize("name", shipped())
+def test_every_template_prefix_a_recipe_trains_on_names_a_template_of_its_build(name):
+    """A prefix its build's captions never carry ("pos." on an `extended` build) would train on
+    nothing it names."""
+    from teminal.pipeline.captions import template_ids
+
+    recipe = load(name)
+    ids = template_ids(recipe.build.get("template_set", "paper"))
+    for family in (list(recipe.families) if recipe.families is not None else list(SPECS)):
+        for stage, settings in recipe.for_family(family).stages.items():
+            for prefix in settings.get("templates") or ():
+                assert any(i.startswith(prefix) for i in ids), (name, family, stage, prefix)
+
+
 def test_the_paper_and_the_demo_recipes_run_on_every_family_and_stages_a_and_b():
     for name in ("paper", DEMO):
         assert list(load(name).families) == ["small", "laion", "hf", "msclap"], name
