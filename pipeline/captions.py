@@ -65,15 +65,19 @@ _EXTENDED = {
     ]),
 }
 
+def _plus_forward(base: dict, pairs) -> dict:
+    """`base` with more forward templates (reversed audio uses them too, a and b swapped)."""
+    return {**base, "forward": base["forward"] + _t(pairs)}
+
+
 # One event's place, said four ways: "first" / "last" and "starts" / "ends", each with the event
 # before and after the place word, so the text cannot read the place from word order alone.
-# Reversed audio swaps a and b as for every forward template.
-_EXTENDED_POSITION = {**_EXTENDED, "forward": _EXTENDED["forward"] + _t([
+_EXTENDED_POSITION = _plus_forward(_EXTENDED, [
     ("pos.comes_first", "{a} comes first"),
     ("pos.comes_last", "{b} comes last"),
     ("pos.starts_with", "it starts with {a}"),
     ("pos.ends_with", "it ends with {b}"),
-])}
+])
 
 _CAPTIONED = {
     "single": _t([("cap.caption", "{a}")]),
@@ -97,13 +101,12 @@ _CAPTIONED_EXTENDED = {
     ]),
 }
 
-_CAPTIONED_EXTENDED_POSITION = {**_CAPTIONED_EXTENDED,
-                                "forward": _CAPTIONED_EXTENDED["forward"] + _t([
+_CAPTIONED_EXTENDED_POSITION = _plus_forward(_CAPTIONED_EXTENDED, [
     ("cap.at_the_start", "{a}, at the start"),
     ("cap.at_the_end", "{b}, at the end"),
     ("cap.starts_with", "It starts with this: {a}"),
     ("cap.ends_with", "It ends with this: {b}"),
-])}
+])
 
 TEMPLATE_SETS: dict[str, dict[str, tuple[Template, ...]]] = {
     "paper": _PAPER,

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import click
 
-from teminal.pipeline.build_options import build_config, build_options
+from teminal.pipeline.build_options import build_config, build_flags, build_options
 from teminal.pipeline.merge import LINK_MODES
 from teminal.pipeline.sources.synth import SYNTHETIC_WRITERS
 
@@ -95,8 +95,6 @@ def build(ctx: click.Context, no_progress: bool, **values) -> None:
     a,b` adds stage b. An option given that would make another build is refused, naming it
     (--overwrite replaces the build)."""
     from teminal.pipeline.build import run_build
-
-    from teminal.pipeline.build_options import build_flags
 
     log = lambda m: click.echo(m, err=True)  # noqa: E731
     try:

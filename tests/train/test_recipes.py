@@ -162,11 +162,16 @@ def test_a_bad_recipe_is_one_error_naming_its_file_and_the_fix(tmp_path, text, m
     assert str(path) in str(caught.value) and "\n" not in str(caught.value)
 
 
+def families_of(recipe) -> list[str]:
+    """The families a recipe runs on: those it names, or every one."""
+    return list(recipe.families) if recipe.families is not None else list(SPECS)
+
+
 @pytest.mark.parametrize("name", shipped())
 def test_every_shipped_recipe_resolves_for_every_family_it_names(name):
     recipe = load(name)
     assert recipe.description and recipe.path.parent == recipes.RECIPE_DIR
-    families = list(recipe.families) if recipe.families is not None else list(SPECS)
+    families = families_of(recipe)
     assert families, name
     for family in families:
         for stage in recipe.for_family(family).stages:
@@ -184,7 +189,7 @@ def test_every_template_prefix_a_recipe_trains_on_names_a_template_of_its_build(
 
     recipe = load(name)
     ids = template_ids(recipe.build.get("template_set", "paper"))
-    for family in (list(recipe.families) if recipe.families is not None else list(SPECS)):
+    for family in families_of(recipe):
         for stage, settings in recipe.for_family(family).stages.items():
             for prefix in settings.get("templates") or ():
                 assert any(i.startswith(prefix) for i in ids), (name, family, stage, prefix)
